@@ -1,0 +1,32 @@
+import { request } from 'node:http';
+import { AgentError } from '../errors.ts';
+import { PATHS } from '../paths.ts';
+
+/** A request to the daemon's socket. Throws AgentError with an operator-readable reason. */
+export function apiRequest<T>(method: string, path: string, opts: { socket?: string; timeoutMs?: number } = {}): Promise<{ status: number; body: T }> {
+  const socketPath = opts.socket ?? PATHS.socket;
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, method, path, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const type = String(res.headers['content-type'] ?? '');
+        try {
+          resolve({ status: res.statusCode ?? 0, body: (type.includes('json') ? JSON.parse(text) : text) as T });
+        } catch (err) {
+          reject(new AgentError(`the agent answered ${path} with invalid JSON`, { cause: err }));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
+        reject(new AgentError(`the agent is not running (nothing answers at ${socketPath})`, { hint: 'systemctl status vwstream-agent; journalctl -u vwstream-agent' }));
+      } else if (err.code === 'EACCES') {
+        reject(new AgentError(`permission denied on ${socketPath}`, { hint: 'run as root or as a member of group vwstream' }));
+      } else reject(new AgentError(`cannot talk to the agent at ${socketPath}: ${err.message}`));
+    });
+    req.end();
+  });
+}

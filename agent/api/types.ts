@@ -1,0 +1,38 @@
+/** The daemon's state, as `status` prints it and as STATUS= carries it. */
+export type DaemonState =
+  | 'starting'
+  | 'restoring'
+  | 'replicating'
+  | 'serving'
+  | 'degraded'
+  | 'refused'
+  | 'draining'
+  | 'stopped'
+  | 'failed';
+
+export interface UnitSummary { activeState: string; subState: string; result: string }
+
+export interface StatusReport {
+  version: string;
+  role: 'primary' | 'secondary';
+  state: DaemonState;
+  detail: string;
+  since: string;
+  pid: number;
+  replica: string;
+  /** ISO time at which the replica last held everything written locally; null = never confirmed. */
+  lastDbSync: string | null;
+  lastDbSyncAgeSeconds: number | null;
+  lastFileSync: string | null;
+  replicaPosition: { generation: string | null; index: number | null; offset: number | null } | null;
+  walBytes: number | null;
+  dbBytes: number | null;
+  restore: { action: string; reason: string; at: string; ms: number } | null;
+  units: Record<string, UnitSummary>;
+  vaultwarden: { url: string; alive: boolean };
+  litestream: { snapshotInterval: string; retention: string; syncInterval: string; profile: string };
+  warnings: string[];
+}
+
+export interface HealthCheck { name: string; ok: boolean; detail: string }
+export interface HealthReport { ok: boolean; checks: HealthCheck[] }

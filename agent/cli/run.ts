@@ -1,0 +1,17 @@
+import { Daemon } from '../daemon/daemon.ts';
+import { EXIT } from '../errors.ts';
+import { log } from '../log.ts';
+import { configFor, runCommand } from './common.ts';
+
+/** `vwstream-agent run`: the daemon (what vwstream-agent.service runs). */
+export function runDaemon(args: { config: string }): Promise<never> {
+  return runCommand(async () => {
+    const cfg = configFor(args);
+    log.info({ role: cfg.role, config: cfg.source }, 'vwstream-agent starting');
+    const daemon = new Daemon(cfg, process.env.NOTIFY_SOCKET);
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => daemon.requestStop(sig));
+    const code = await daemon.run();
+    log.info({ exitCode: code }, 'vwstream-agent exiting');
+    return code ?? EXIT.OK;
+  });
+}

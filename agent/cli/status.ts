@@ -1,0 +1,43 @@
+import { apiRequest } from '../api/client.ts';
+import type { HealthReport, StatusReport } from '../api/types.ts';
+import { EXIT } from '../errors.ts';
+import { ago, printJson, runCommand } from './common.ts';
+
+export function formatStatus(s: StatusReport): string {
+  const lines = [
+    `vwstream-agent ${s.version} — ${s.role}, ${s.state}: ${s.detail}`,
+    `  since          ${s.since}`,
+    `  replica        ${s.replica}`,
+    `  last DB sync   ${ago(s.lastDbSync)}`,
+    `  last file sync ${ago(s.lastFileSync)}`,
+    `  vaultwarden    ${s.vaultwarden.url} ${s.vaultwarden.alive ? '(alive)' : '(not answering)'}`,
+    `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}`,
+  ];
+  if (s.walBytes !== null) lines.push(`  wal / db       ${s.walBytes} / ${s.dbBytes} bytes`);
+  if (s.restore) lines.push(`  at start       ${s.restore.action}: ${s.restore.reason} (${s.restore.ms} ms)`);
+  lines.push('  units');
+  for (const [u, st] of Object.entries(s.units)) lines.push(`    ${u.padEnd(30)} ${st.activeState}/${st.subState}${st.result && st.result !== 'success' ? ` (${st.result})` : ''}`);
+  for (const w of s.warnings) lines.push(`  warning: ${w}`);
+  return lines.join('\n');
+}
+
+export function statusCommand(args: { json: boolean }): Promise<never> {
+  return runCommand(async () => {
+    const r = await apiRequest<StatusReport>('GET', '/status');
+    if (args.json) printJson(r.body);
+    else process.stdout.write(formatStatus(r.body) + '\n');
+    return EXIT.OK;
+  });
+}
+
+export function healthCommand(args: { json: boolean }): Promise<never> {
+  return runCommand(async () => {
+    const r = await apiRequest<HealthReport>('GET', '/health');
+    if (args.json) printJson(r.body);
+    else {
+      process.stdout.write(`${r.body.ok ? 'healthy' : 'UNHEALTHY'}\n`);
+      for (const c of r.body.checks) process.stdout.write(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name.padEnd(14)} ${c.detail}\n`);
+    }
+    return r.body.ok ? EXIT.OK : EXIT.FAILED;
+  });
+}

@@ -1,0 +1,313 @@
+import { accessSync, constants } from 'node:fs';
+import type { Server } from 'node:http';
+import { replicaUrl, type Config } from '../config/config.ts';
+import { formatHuman } from '../config/duration.ts';
+import { AgentError, EXIT, errorMessage } from '../errors.ts';
+import { log } from '../log.ts';
+import { PATHS, UNITS } from '../paths.ts';
+import { startApiServer } from '../api/server.ts';
+import type { DaemonState, HealthReport, StatusReport, UnitSummary } from '../api/types.ts';
+import { Systemd, describeUnit } from '../systemd/dbus.ts';
+import { Notifier } from '../systemd/notify.ts';
+import { caughtUp, fetchMetrics, verifyLoadedConfig, type LitestreamPosition } from '../replication/litestream.ts';
+import { restoreOnStart, type RestoreOutcome } from '../replication/restore.ts';
+import { prepareRuntime, type Runtime } from './runtime.ts';
+import { readState, updateState } from './state-file.ts';
+import { VERSION } from '../version.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The daemon: an explicit state machine (starting → restoring → replicating → serving →
+ * draining → stopped). Each transition is logged once and sent as STATUS=; READY=1 only
+ * when Vaultwarden answers /alive and Litestream replicates.
+ */
+export class Daemon {
+  private state: DaemonState = 'starting';
+  private detail = 'starting';
+  private since = new Date();
+  private systemd!: Systemd;
+  private rt!: Runtime;
+  private api: Server | undefined;
+  private readonly notifier: Notifier;
+  private lastDbSync: Date | null = null;
+  private position: LitestreamPosition | null = null;
+  private lastSyncErrors = 0;
+  private restore: RestoreOutcome | null = null;
+  private units: Record<string, UnitSummary> = {};
+  private vaultwardenAlive = false;
+  private stopRequested = false;
+  private stopSignal: () => void = () => undefined;
+  private readonly stopped: Promise<void>;
+  private restarts: number[] = [];
+  private readonly cfg: Config;
+
+  constructor(cfg: Config, notifySocket: string | undefined) {
+    this.cfg = cfg;
+    this.notifier = new Notifier(notifySocket);
+    this.stopped = new Promise((resolve) => (this.stopSignal = resolve));
+  }
+
+  private async setState(state: DaemonState, detail: string, fields: Record<string, unknown> = {}): Promise<void> {
+    const changed = state !== this.state || detail !== this.detail;
+    this.state = state;
+    this.detail = detail;
+    if (!changed) return;
+    this.since = new Date();
+    const level = state === 'failed' || state === 'refused' ? 'error' : state === 'degraded' ? 'warn' : 'info';
+    log[level]({ state, ...fields }, `${state}: ${detail}`);
+    await this.notifier.status(`${state}: ${detail}`);
+  }
+
+  requestStop(signal: string): void {
+    if (this.stopRequested) return;
+    log.info({ signal }, `received ${signal}: draining`);
+    this.stopRequested = true;
+    this.stopSignal();
+  }
+
+  /** Runs until stopped; returns the exit status. */
+  async run(): Promise<number> {
+    try {
+      await this.setState('starting', 'checking the Vaultwarden binary');
+      try {
+        accessSync(this.cfg.vaultwardenBin, constants.X_OK);
+      } catch {
+        throw new AgentError(`VAULTWARDEN_BIN=${this.cfg.vaultwardenBin}: no executable Vaultwarden there`, {
+          hint: `install Vaultwarden at ${this.cfg.vaultwardenBin} or set VAULTWARDEN_BIN in ${this.cfg.source}, then systemctl restart vwstream-agent`,
+          exitCode: EXIT.CONFIG,
+        });
+      }
+      if (this.cfg.role !== 'primary') {
+        throw new AgentError('NODE_ROLE=secondary is not available in this version of vwstream-agent', { exitCode: EXIT.CONFIG });
+      }
+      this.systemd = await Systemd.connect();
+      this.rt = await prepareRuntime(this.cfg);
+      this.api = await startApiServer(PATHS.socket, {
+        'GET /status': async () => ({ status: 200, body: await this.status() }),
+        'GET /health': async () => {
+          const h = this.health();
+          return { status: h.ok ? 200 : 503, body: h };
+        },
+      }, this.rt.apiGroup);
+      for (const w of this.cfg.warnings) log.warn(w);
+
+      const vwState = await this.systemd.state(UNITS.vaultwarden);
+      const lsState = await this.systemd.state(UNITS.litestream);
+      if (vwState.activeState === 'active' && lsState.activeState === 'active') {
+        // The agent restarted while both kept running: the live database is in use and replicated.
+        this.restore = { decision: { action: 'keep', reason: 'Vaultwarden and Litestream were already running; adopted them' }, ms: 0 };
+        log.info('Vaultwarden and Litestream already running: adopting them (no restore decision on a live database)');
+        if (this.rt.litestreamConfigChanged) {
+          log.info('litestream.yml changed: restarting Litestream to load it');
+          await this.stopUnit(UNITS.litestream, this.cfg.litestream.shutdownTimeoutMs);
+        }
+      } else {
+        if (vwState.activeState === 'active') await this.stopUnit(UNITS.vaultwarden, 60_000);
+        if (lsState.activeState === 'active') await this.stopUnit(UNITS.litestream, this.cfg.litestream.shutdownTimeoutMs);
+        await this.setState('restoring', `checking the local vault against ${replicaUrl(this.cfg)}`);
+        this.restore = await restoreOnStart(this.cfg, this.rt);
+        const d = this.restore.decision;
+        if (d.action === 'new-vault') log.warn({ replica: replicaUrl(this.cfg) }, `NEW VAULT: ${d.reason}; if you expected existing data, check S3_BUCKET/S3_PREFIX`);
+        else log.info({ action: d.action, ms: this.restore.ms, setAsideTo: this.restore.setAsideTo }, `restore decision: ${d.action}: ${'reason' in d ? d.reason : ''}`);
+        if (this.stopRequested) return await this.drain();
+      }
+
+      await this.setState('replicating', 'starting Litestream');
+      await this.startUnit(UNITS.litestream);
+      await verifyLoadedConfig(this.cfg, this.rt.litestreamConfig, this.rt.dbPath);
+      if (this.stopRequested) return await this.drain();
+
+      await this.setState('replicating', 'starting Vaultwarden');
+      if ((await this.systemd.state(UNITS.vaultwarden)).activeState !== 'active') await this.startUnit(UNITS.vaultwarden);
+      await this.waitAlive(120_000);
+      if (this.stopRequested) return await this.drain();
+
+      const newVault = this.restore?.decision.action === 'new-vault';
+      const servingDetail = newVault ? `new vault: no replica at ${replicaUrl(this.cfg)}` : `replicating to ${replicaUrl(this.cfg)}`;
+      this.state = 'serving';
+      this.detail = servingDetail;
+      this.since = new Date();
+      log.info({ state: 'serving', restore: this.restore?.decision.action, restoreMs: this.restore?.ms }, `serving: ${servingDetail}`);
+      await this.notifier.ready(`serving: ${servingDetail}`);
+
+      await this.monitor();
+      return await this.drain();
+    } catch (err) {
+      const e = err instanceof AgentError ? err : new AgentError(errorMessage(err), { cause: err });
+      const refused = e.exitCode === EXIT.REFUSED;
+      await this.setState(refused ? 'refused' : 'failed', e.message, e.hint ? { hint: e.hint } : {});
+      // One plain line for `systemctl status` and the journal, with the way out.
+      process.stderr.write(`vwstream-agent: ${e.message}${e.hint ? `; ${e.hint}` : ''}\n`);
+      if (this.systemd) await this.drain().catch(() => undefined);
+      return e.exitCode;
+    } finally {
+      this.api?.close();
+      this.systemd?.disconnect();
+    }
+  }
+
+  private async startUnit(unit: string): Promise<void> {
+    const result = await this.systemd.start(unit);
+    if (result !== 'done') {
+      const s = await this.systemd.state(unit).catch(() => undefined);
+      throw new AgentError(`${unit} did not start (job ${result}${s ? `; ${describeUnit(unit, s)}` : ''})`, { hint: `journalctl -u ${unit}` });
+    }
+  }
+
+  private async stopUnit(unit: string, timeoutMs: number): Promise<{ result: string; ms: number }> {
+    const started = Date.now();
+    const result = await this.systemd.stop(unit, timeoutMs);
+    return { result, ms: Date.now() - started };
+  }
+
+  private aliveUrl(): string {
+    const a = this.cfg.rocketAddress;
+    const host = a === '0.0.0.0' ? '127.0.0.1' : a === '::' ? '[::1]' : a.includes(':') ? `[${a}]` : a;
+    return `http://${host}:${this.cfg.rocketPort}/alive`;
+  }
+
+  private async checkAlive(): Promise<boolean> {
+    try {
+      const res = await fetch(this.aliveUrl(), { signal: AbortSignal.timeout(3000) });
+      await res.arrayBuffer();
+      return res.ok;
+    } catch {
+      return false;
+    }
+  }
+
+  private async waitAlive(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline && !this.stopRequested) {
+      if (await this.checkAlive()) { this.vaultwardenAlive = true; return; }
+      const s = await this.systemd.state(UNITS.vaultwarden);
+      if (s.activeState !== 'active' && s.activeState !== 'activating') {
+        throw new AgentError(`Vaultwarden exited during start (${describeUnit(UNITS.vaultwarden, s)})`, { hint: `journalctl -u ${UNITS.vaultwarden}` });
+      }
+      await sleep(250);
+    }
+    if (!this.stopRequested) throw new AgentError(`Vaultwarden did not answer ${this.aliveUrl()} within ${timeoutMs / 1000}s`, { hint: `journalctl -u ${UNITS.vaultwarden}` });
+  }
+
+  /** Watches replication and both units until a stop is requested. */
+  private async monitor(): Promise<void> {
+    let tick = 0;
+    const persisted = readState().lastDbSync;
+    if (persisted) this.lastDbSync = new Date(persisted);
+    while (!this.stopRequested) {
+      await Promise.race([sleep(1000), this.stopped]);
+      if (this.stopRequested) break;
+      tick++;
+      await this.pollLitestream();
+      if (tick % 2 === 0) await this.pollUnits();
+      if (tick % 5 === 0) this.vaultwardenAlive = await this.checkAlive();
+      if (tick % 60 === 0 && this.lastDbSync) await updateState({ lastDbSync: this.lastDbSync.toISOString() }).catch(() => undefined);
+    }
+  }
+
+  private async pollLitestream(): Promise<void> {
+    try {
+      const { position } = await fetchMetrics(this.rt.metricsAddr);
+      this.position = position;
+      const newErrors = position.syncErrors > this.lastSyncErrors;
+      this.lastSyncErrors = position.syncErrors;
+      if (caughtUp(position) && !newErrors) {
+        if (!this.lastDbSync) log.info('database replica confirmed in sync');
+        this.lastDbSync = new Date();
+      } else if (newErrors) {
+        log.warn({ syncErrors: position.syncErrors }, 'litestream reports sync errors');
+      }
+    } catch {
+      this.position = null;
+    }
+  }
+
+  private async pollUnits(): Promise<void> {
+    for (const unit of [UNITS.litestream, UNITS.vaultwarden]) {
+      const s = await this.systemd.state(unit).catch(() => undefined);
+      if (!s) continue;
+      this.units[unit] = { activeState: s.activeState, subState: s.subState, result: s.result };
+      if (this.stopRequested || s.activeState === 'active' || s.activeState === 'activating' || s.activeState === 'reloading') continue;
+      await this.setState('degraded', `${describeUnit(unit, s)}; restarting it`, { unit });
+      this.restarts = this.restarts.filter((t) => Date.now() - t < 600_000);
+      if (this.restarts.length >= 5) {
+        throw new AgentError(`${unit} keeps dying (5 restarts in 10 minutes)`, { hint: `journalctl -u ${unit}` });
+      }
+      this.restarts.push(Date.now());
+      await sleep(1000 * this.restarts.length);
+      try {
+        await this.startUnit(unit);
+        if (unit === UNITS.vaultwarden) await this.waitAlive(120_000);
+        await this.setState('serving', `${unit} restarted; replicating to ${replicaUrl(this.cfg)}`);
+      } catch (err) {
+        log.error({ unit, err: errorMessage(err) }, `restart of ${unit} failed`);
+      }
+    }
+  }
+
+  /**
+   * The stop path: Vaultwarden first (no new writes), then Litestream's final sync, each
+   * bounded. (Issue 4 adds the confirmed final sync and the file mirror step.)
+   */
+  private async drain(): Promise<number> {
+    const prev = this.state;
+    await this.setState('draining', 'stopping Vaultwarden');
+    await this.notifier.stopping('draining: stopping Vaultwarden');
+    const vw = await this.stopUnit(UNITS.vaultwarden, 60_000);
+    log.info({ step: 'vaultwarden', result: vw.result, ms: vw.ms }, `drain: Vaultwarden stopped (${vw.result}, ${vw.ms} ms)`);
+    await this.setState('draining', 'Litestream final sync');
+    const ls = await this.stopUnit(UNITS.litestream, this.cfg.litestream.shutdownTimeoutMs);
+    log.info({ step: 'litestream', result: ls.result, ms: ls.ms }, `drain: Litestream stopped (${ls.result}, ${ls.ms} ms)`);
+    if (this.lastDbSync) await updateState({ lastDbSync: this.lastDbSync.toISOString() }).catch(() => undefined);
+    if (prev !== 'failed' && prev !== 'refused') await this.setState('stopped', 'drained');
+    return EXIT.OK;
+  }
+
+  async status(): Promise<StatusReport> {
+    if (this.systemd && !this.stopRequested) {
+      for (const unit of [UNITS.litestream, UNITS.vaultwarden]) {
+        const s = await this.systemd.state(unit).catch(() => undefined);
+        if (s) this.units[unit] = { activeState: s.activeState, subState: s.subState, result: s.result };
+      }
+    }
+    const p = this.position;
+    return {
+      version: VERSION,
+      role: this.cfg.role,
+      state: this.state,
+      detail: this.detail,
+      since: this.since.toISOString(),
+      pid: process.pid,
+      replica: replicaUrl(this.cfg),
+      lastDbSync: this.lastDbSync?.toISOString() ?? null,
+      lastDbSyncAgeSeconds: this.lastDbSync ? Math.round((Date.now() - this.lastDbSync.getTime()) / 1000) : null,
+      lastFileSync: null,
+      replicaPosition: p && p.replicaIndex !== undefined ? { generation: null, index: p.replicaIndex, offset: p.replicaOffset ?? null } : null,
+      walBytes: p?.walSize ?? null,
+      dbBytes: p?.dbSize ?? null,
+      restore: this.restore ? { action: this.restore.decision.action, reason: 'reason' in this.restore.decision ? this.restore.decision.reason : '', at: this.since.toISOString(), ms: this.restore.ms } : null,
+      units: this.units,
+      vaultwarden: { url: this.aliveUrl().replace(/\/alive$/, ''), alive: this.vaultwardenAlive },
+      litestream: {
+        profile: this.cfg.litestream.profile,
+        syncInterval: formatHuman(this.cfg.litestream.syncIntervalMs),
+        snapshotInterval: formatHuman(this.cfg.litestream.snapshotIntervalMs),
+        retention: formatHuman(this.cfg.litestream.retentionMs),
+      },
+      warnings: this.cfg.warnings,
+    };
+  }
+
+  health(): HealthReport {
+    const maxAge = this.cfg.healthcheckMaxSyncAgeMs;
+    const age = this.lastDbSync ? Date.now() - this.lastDbSync.getTime() : Infinity;
+    const checks = [
+      { name: 'state', ok: this.state === 'serving', detail: `${this.state}: ${this.detail}` },
+      { name: 'vaultwarden', ok: this.vaultwardenAlive, detail: this.vaultwardenAlive ? `${this.aliveUrl()} answers` : `${this.aliveUrl()} does not answer` },
+      { name: 'litestream', ok: this.units[UNITS.litestream]?.activeState === 'active', detail: this.units[UNITS.litestream]?.activeState ?? 'unknown' },
+      { name: 'db_sync_age', ok: age <= maxAge, detail: Number.isFinite(age) ? `${Math.round(age / 1000)}s (max ${maxAge / 1000}s)` : 'never confirmed' },
+    ];
+    return { ok: checks.every((c) => c.ok), checks };
+  }
+}

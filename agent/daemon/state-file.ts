@@ -1,0 +1,24 @@
+import { readFileSync } from 'node:fs';
+import { PATHS } from '../paths.ts';
+import { writePrivateFile } from '../replication/litestream.ts';
+
+/** What the agent remembers across restarts (in /var/lib/vwstream, never in the data folder). */
+export interface PersistentState {
+  lastRestore?: { at: string; action: string; reason: string; setAsideTo?: string };
+  acceptedLocalDigest?: string;
+  lastDbSync?: string;
+}
+
+export function readState(path = PATHS.stateFile): PersistentState {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as PersistentState;
+  } catch {
+    return {};
+  }
+}
+
+export async function updateState(patch: Partial<PersistentState>, path = PATHS.stateFile): Promise<PersistentState> {
+  const next = { ...readState(path), ...patch };
+  await writePrivateFile(path, JSON.stringify(next, null, 2) + '\n');
+  return next;
+}

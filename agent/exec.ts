@@ -1,0 +1,73 @@
+import { execa, type Options, type ResultPromise } from 'execa';
+import { log, scrub } from './log.ts';
+
+/**
+ * The one place that spawns processes. Children get an explicit environment (never the
+ * agent's own): inherited variables like AWS_CA_BUNDLE or NODE_EXTRA_CA_CERTS change
+ * rclone's and litestream's behaviour. Secrets go through env or files, never argv.
+ */
+export const BASE_ENV: Record<string, string> = {
+  PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+  LANG: 'C.UTF-8',
+  HOME: '/root',
+};
+
+export interface RunOptions {
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  input?: string;
+  cwd?: string;
+  /** Throw on non-zero exit (default true). */
+  reject?: boolean;
+}
+
+export interface RunResult { stdout: string; stderr: string; exitCode: number; timedOut: boolean }
+
+export async function run(file: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const options: Options = {
+    env: { ...BASE_ENV, ...opts.env },
+    extendEnv: false,
+    timeout: opts.timeoutMs ?? 120_000,
+    killSignal: 'SIGTERM',
+    forceKillAfterDelay: 5_000,
+    reject: false,
+    stripFinalNewline: true,
+    ...(opts.input !== undefined ? { input: opts.input } : { stdin: 'ignore' as const }),
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+  };
+  const started = Date.now();
+  const r = await execa(file, args, options);
+  const result: RunResult = {
+    stdout: String(r.stdout ?? ''),
+    stderr: String(r.stderr ?? ''),
+    exitCode: r.exitCode ?? (r.timedOut ? 124 : 1),
+    timedOut: Boolean(r.timedOut),
+  };
+  log.debug({ cmd: file, args: args.map(scrub), exitCode: result.exitCode, ms: Date.now() - started }, 'ran');
+  if (opts.reject !== false && (result.exitCode !== 0 || result.timedOut)) {
+    const why = result.timedOut ? `timed out after ${opts.timeoutMs ?? 120_000} ms` : `exited ${result.exitCode}`;
+    const detail = scrub((result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | '));
+    throw new ExecError(`${file.split('/').pop()} ${args[0] ?? ''} ${why}${detail ? `: ${detail}` : ''}`, result);
+  }
+  return result;
+}
+
+/** A long-running child whose lines are forwarded to a callback (for progress). */
+export function spawnStreaming(file: string, args: string[], opts: RunOptions = {}): ResultPromise {
+  return execa(file, args, {
+    env: { ...BASE_ENV, ...opts.env },
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore',
+    ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}),
+  });
+}
+
+export class ExecError extends Error {
+  readonly result: RunResult;
+  constructor(message: string, result: RunResult) {
+    super(message);
+    this.name = 'ExecError';
+    this.result = result;
+  }
+}

@@ -1,0 +1,56 @@
+import yargs from 'yargs';
+import { EXIT } from './errors.ts';
+import { VERSION } from './version.ts';
+import { checkConfigCommand } from './cli/check-config.ts';
+import { generationsCommand } from './cli/generations.ts';
+import { keepLocalCommand } from './cli/keep-local.ts';
+import { restoreCommand } from './cli/restore.ts';
+import { runDaemon } from './cli/run.ts';
+import { healthCommand, statusCommand } from './cli/status.ts';
+import { PATHS } from './paths.ts';
+import type { GlobalArgs } from './cli/common.ts';
+
+/** yargs does not carry global options into a command's inferred type. */
+const g = (a: unknown) => a as GlobalArgs;
+
+await yargs(process.argv.slice(2))
+  .scriptName('vwstream-agent')
+  .usage([
+    '$0 <command> [--json]',
+    '',
+    'Runs Vaultwarden under systemd; its SQLite database streams to S3 (Litestream).',
+    'Configuration: /etc/vwstream/vwstream.env (see check-config).',
+    'Exit codes: 0 ok, 1 failed, 64 usage, 65 refused (needs your decision), 78 config.',
+  ].join('\n'))
+  .option('config', { type: 'string', default: PATHS.configFile, describe: 'Configuration file', global: true })
+  .option('json', { type: 'boolean', default: false, describe: 'Machine-readable output', global: true })
+  .command('run', 'Run the daemon (what vwstream-agent.service starts)', {}, (a) => runDaemon(g(a)))
+  .command('status', 'One-screen summary of the running agent (--json: role, state, lastDbSync, units, …)', {}, (a) => statusCommand(g(a)))
+  .command('health', 'Health checks; exit 0 when healthy, 1 when not', {}, (a) => healthCommand(g(a)))
+  .command('check-config', 'Validate the configuration without starting anything (exit 78 on an error)', {}, (a) => checkConfigCommand(g(a)))
+  .command('generations', 'List the generations the replica holds', {}, (a) => generationsCommand(g(a)))
+  .command(
+    'restore',
+    'Restore the database from the replica. Without --to it replaces the live database (agent stopped; --force when the local vault holds data, which is then kept aside)',
+    (y) => y
+      .option('force', { type: 'boolean', default: false, describe: 'Replace a local vault that holds data (it is kept aside, never deleted)' })
+      .option('to', { type: 'string', describe: 'Write a restored copy to this path and touch nothing live' })
+      .option('timestamp', { type: 'string', describe: 'Restore to this point in time (RFC 3339)' })
+      .option('generation', { type: 'string', describe: 'Restore this Litestream generation' })
+      .option('index', { type: 'string', describe: 'Restore up to this WAL index (hex)' }),
+    (a) => restoreCommand({ ...g(a), ...a }),
+  )
+  .command('keep-local', 'After a refused start: keep the local vault; it becomes the replica\'s newest generation', {}, (a) => keepLocalCommand(g(a)))
+  .demandCommand(1, 'Name a command; see --help')
+  .strict()
+  .version(VERSION)
+  .help()
+  .alias('h', 'help')
+  .wrap(Math.min(110, process.stdout.columns || 100))
+  .fail((msg, err, y) => {
+    if (err) throw err;
+    void y;
+    process.stderr.write(`vwstream-agent: ${msg}\nRun vwstream-agent --help for usage.\n`);
+    process.exit(EXIT.USAGE);
+  })
+  .parseAsync();

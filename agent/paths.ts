@@ -1,0 +1,25 @@
+/** Fixed locations of the contract. Functions take paths as arguments so tests can point them elsewhere. */
+export const PATHS = {
+  configFile: '/etc/vwstream/vwstream.env',
+  dataFolder: '/var/lib/vaultwarden',
+  dbFile: '/var/lib/vaultwarden/db.sqlite3',
+  stateDir: '/var/lib/vwstream',
+  stateFile: '/var/lib/vwstream/state.json',
+  asideDir: '/var/lib/vwstream/aside',
+  localReplica: '/var/lib/vwstream/replica',
+  runDir: '/run/vwstream',
+  socket: '/run/vwstream/agent.sock',
+  litestreamConfig: '/run/vwstream/litestream.yml',
+  vaultwardenEnv: '/run/vwstream/vaultwarden.env',
+  litestreamBin: '/usr/lib/vwstream-agent/bin/litestream',
+  defaultVaultwardenBin: '/usr/bin/vaultwarden',
+} as const;
+
+export const UNITS = {
+  agent: 'vwstream-agent.service',
+  vaultwarden: 'vwstream-vaultwarden.service',
+  litestream: 'vwstream-litestream.service',
+} as const;
+
+export const SERVICE_USER = 'vaultwarden';
+export const API_GROUP = 'vwstream';

@@ -1,0 +1,102 @@
+import dbus from 'dbus-next';
+import { AgentError } from '../errors.ts';
+import { log } from '../log.ts';
+
+/**
+ * systemd's Manager over D-Bus: the only module that talks to systemd (besides
+ * notify.ts). Jobs are waited for through the JobRemoved signal, registered before the
+ * call so a fast job is never missed.
+ */
+export interface UnitState { activeState: string; subState: string; result: string; execMainStatus: number; mainPid: number }
+
+type MessageBus = ReturnType<typeof dbus.systemBus>;
+type Iface = dbus.ClientInterface;
+
+export class Systemd {
+  private bus: MessageBus;
+  private manager!: Iface;
+  private jobWaiters = new Map<string, (result: string) => void>();
+  private finishedJobs = new Map<string, string>();
+
+  private constructor(bus: MessageBus) {
+    this.bus = bus;
+  }
+
+  static async connect(): Promise<Systemd> {
+    const s = new Systemd(dbus.systemBus());
+    try {
+      const obj = await s.bus.getProxyObject('org.freedesktop.systemd1', '/org/freedesktop/systemd1');
+      s.manager = obj.getInterface('org.freedesktop.systemd1.Manager');
+      await s.manager.Subscribe();
+    } catch (err) {
+      s.bus.disconnect();
+      throw new AgentError(`cannot reach systemd over D-Bus: ${(err as Error).message}`, { cause: err });
+    }
+    s.manager.on('JobRemoved', (_id: number, job: string, _unit: string, result: string) => {
+      const waiter = s.jobWaiters.get(job);
+      if (waiter) { s.jobWaiters.delete(job); waiter(result); } else {
+        s.finishedJobs.set(job, result);
+        if (s.finishedJobs.size > 200) s.finishedJobs.delete(s.finishedJobs.keys().next().value!);
+      }
+    });
+    return s;
+  }
+
+  disconnect(): void {
+    this.bus.disconnect();
+  }
+
+  private waitJob(job: string, timeoutMs: number): Promise<string> {
+    const done = this.finishedJobs.get(job);
+    if (done !== undefined) { this.finishedJobs.delete(job); return Promise.resolve(done); }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.jobWaiters.delete(job); resolve('timeout'); }, timeoutMs);
+      this.jobWaiters.set(job, (r) => { clearTimeout(timer); resolve(r); });
+    });
+  }
+
+  /** Starts a unit and waits for the job: 'done' or the failure (failed, timeout, dependency…). */
+  async start(unit: string, timeoutMs = 90_000): Promise<string> {
+    await this.manager.ResetFailedUnit(unit).catch(() => undefined);
+    const job = (await this.manager.StartUnit(unit, 'replace')) as string;
+    return this.waitJob(job, timeoutMs);
+  }
+
+  /** Stops a unit and waits until its stop job is over (bounded). */
+  async stop(unit: string, timeoutMs = 90_000): Promise<string> {
+    const job = (await this.manager.StopUnit(unit, 'replace')) as string;
+    return this.waitJob(job, timeoutMs);
+  }
+
+  async state(unit: string): Promise<UnitState> {
+    const path = (await this.manager.LoadUnit(unit)) as string;
+    const obj = await this.bus.getProxyObject('org.freedesktop.systemd1', path);
+    const props = obj.getInterface('org.freedesktop.DBus.Properties');
+    const get = async (iface: string, name: string) => ((await props.Get(iface, name)) as dbus.Variant).value;
+    const [activeState, subState] = await Promise.all([
+      get('org.freedesktop.systemd1.Unit', 'ActiveState'),
+      get('org.freedesktop.systemd1.Unit', 'SubState'),
+    ]);
+    let result = '', execMainStatus = 0, mainPid = 0;
+    if (unit.endsWith('.service')) {
+      [result, execMainStatus, mainPid] = await Promise.all([
+        get('org.freedesktop.systemd1.Service', 'Result'),
+        get('org.freedesktop.systemd1.Service', 'ExecMainStatus'),
+        get('org.freedesktop.systemd1.Service', 'MainPID'),
+      ]);
+    }
+    return { activeState, subState, result, execMainStatus, mainPid };
+  }
+
+  /** Re-reads unit files (after writing drop-ins or timers). */
+  async reload(): Promise<void> {
+    await this.manager.Reload();
+  }
+}
+
+export function describeUnit(unit: string, s: UnitState): string {
+  const base = `${unit} ${s.activeState}/${s.subState}`;
+  return s.result && s.result !== 'success' ? `${base} (result ${s.result}, exit status ${s.execMainStatus})` : base;
+}
+
+export { log as systemdLog };
