@@ -16,6 +16,8 @@ import { readState, updateState } from './state-file.ts';
 import { VERSION } from '../version.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Litestream's monitor interval (1 s, set in litestream.yml) plus slack. */
+const SHADOW_LAG_MS = 2000;
 
 /**
  * The daemon: an explicit state machine (starting → restoring → replicating → serving →
@@ -213,8 +215,11 @@ export class Daemon {
       const newErrors = position.syncErrors > this.lastSyncErrors;
       this.lastSyncErrors = position.syncErrors;
       if (caughtUp(position) && !newErrors) {
+        // The shadow WAL trails the real WAL by up to one monitor tick (1 s): the replica
+        // equalling the shadow now proves only what was written a tick (plus slack) ago.
+        const confirmed = new Date(Date.now() - SHADOW_LAG_MS);
         if (!this.lastDbSync) log.info('database replica confirmed in sync');
-        this.lastDbSync = new Date();
+        if (!this.lastDbSync || confirmed > this.lastDbSync) this.lastDbSync = confirmed;
       } else if (newErrors) {
         log.warn({ syncErrors: position.syncErrors }, 'litestream reports sync errors');
       }

