@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bootHost, ensureRoot, startS3, NODE22 } from './harness.ts';
+import { bootHost, ensureRoot, freePort, installStandin, standin, startS3, NODE22 } from './harness.ts';
 import type { Host } from './harness.ts';
 
 const log = (msg: string) => process.stderr.write(`[harness.test] ${msg}\n`);
@@ -130,4 +130,46 @@ test('S3 emulator: bucket, PUT/GET path style, pause/resume', { timeout: 120_000
     await s3.stop();
   }
   await assert.rejects(fetch(`${s3.endpoint}/health`, { signal: AbortSignal.timeout(2000) }));
+});
+
+test('Vaultwarden stand-in in a host under systemd (Node 22 copied in, no package)', { timeout: 300_000 }, async () => {
+  const host = await bootHost(`vws-standin-${process.pid}`);
+  try {
+    // The package installs Node 22 here; this test does without the package.
+    await host.copyIn(NODE22, '/usr/lib/vwstream-agent/bin/node', 0o755);
+    await installStandin(host);
+    const port = await freePort();
+    await host.exec(['systemd-run', '--unit=standin', '--property=Type=exec',
+      '--setenv=DATA_FOLDER=/var/lib/standin', `--setenv=ROCKET_PORT=${port}`, '--setenv=ROCKET_ADDRESS=127.0.0.1',
+      '/usr/bin/vaultwarden']);
+    const vw = standin(host, port);
+    const deadline = Date.now() + 30_000;
+    while (!(await vw.alive())) {
+      assert.ok(Date.now() < deadline, `stand-in not alive:\n${await host.journal(['-u', 'standin'])}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(await vw.counts(), { users: 0, ciphers: 0, attachments: 0 });
+    assert.equal((await vw.addUsers(5)).length, 5);
+    await vw.addCiphers(3);
+    const sha = await vw.addAttachment('file.bin', 200_000);
+    assert.deepEqual(await vw.counts(), { users: 5, ciphers: 3, attachments: 1 });
+    assert.equal(await vw.integrity(), 'ok');
+    const onDisk = (await host.sh('sha256sum /var/lib/standin/attachments/*/file.bin | cut -d" " -f1')).stdout;
+    assert.equal(onDisk, sha);
+    assert.equal((await host.exec(['sqlite3', '/var/lib/standin/db.sqlite3', 'PRAGMA journal_mode; SELECT count(*) FROM users;'])).stdout, 'wal\n5');
+    assert.equal((await host.exec(['stat', '-c', '%a', '/var/lib/standin/rsa_key.pem'])).stdout, '600');
+    assert.equal((await host.exec(['openssl', 'rsa', '-in', '/var/lib/standin/rsa_key.pem', '-check', '-noout'])).stdout, 'RSA key ok');
+    for (const d of ['attachments', 'sends', 'icon_cache']) await host.exec(['test', '-d', `/var/lib/standin/${d}`]);
+
+    // SIGTERM: clean exit 0, the database closed (WAL checkpointed away)
+    await host.exec(['systemctl', 'stop', 'standin']);
+    const journal = await host.journal(['-u', 'standin', '-o', 'cat']);
+    assert.match(journal, /stand-in.*received SIGTERM/);
+    assert.match(journal, /stand-in.*stopped/);
+    assert.doesNotMatch(journal, /Failed with result/);
+    assert.equal((await host.exec(['test', '-e', '/var/lib/standin/db.sqlite3-wal'], { check: false })).exitCode, 1);
+    assert.equal(await vw.alive(), false);
+  } finally {
+    await host.destroy();
+  }
 });

@@ -2,6 +2,8 @@
 // loopback, and helpers for the Vaultwarden stand-in (test/fixtures/vaultwarden-standin.mjs).
 // See /work/shared/TESTING.md for the facts this is built on. Must run as root.
 import { execa } from 'execa';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -191,6 +193,28 @@ async function run(file: string, args: string[], o: RunOptions = {}): Promise<Ex
   return res;
 }
 
+/**
+ * Starts a long-lived background process (nspawn, fauxqs) with stdout+stderr on a log file, in
+ * its own process group (a terminal ^C reaches only us; our hooks clean up), unref'd (a
+ * forgotten one must not keep the test process alive: the exit hook kills it). node's spawn,
+ * not execa: execa accepts no arbitrary fd, and its {file} target keeps the event loop alive.
+ */
+function spawnDaemon(file: string, args: string[], logFile: string, flags: 'a' | 'w', env: Record<string, string>): { child: ChildProcess; exited: Promise<void> } {
+  const out = fs.openSync(logFile, flags);
+  let child: ChildProcess;
+  try {
+    child = spawn(file, args, { stdio: ['ignore', out, out], env, detached: true });
+  } finally {
+    fs.closeSync(out);
+  }
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
+  child.unref();
+  return { child, exited };
+}
+
 // ---------------------------------------------------------------------------------------
 // cleanup on exit: no nspawn or emulator may outlive the test process
 
@@ -318,14 +342,14 @@ class HostImpl implements Host {
   }
 
   /** Runs argv inside the running host, or chrooted into its directory when it is stopped. */
-  #inside(argv: string[], o: RunOptions & { env?: Record<string, string> }): Promise<ExecResult> {
+  async #inside(argv: string[], o: RunOptions & { env?: Record<string, string> }): Promise<ExecResult> {
     const label = `[${this.name}] ${argv.join(' ')}`;
     if (this.#alive) return run('nsenter', [...this.#prefix(o.env), ...argv], { ...o, label });
     const vars = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
     return run('chroot', [this.dir, 'env', '-i', INNER_PATH, ...vars, ...argv], { ...o, label: `${label} (chroot, host stopped)` });
   }
 
-  exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     if (argv.length === 0) throw new Error('exec: empty argv');
     return run('nsenter', [...this.#prefix(opts.env), ...argv], {
       ...(opts.input !== undefined ? { input: opts.input } : {}),
@@ -359,23 +383,13 @@ class HostImpl implements Host {
     liveHosts.add(this);
     fs.appendFileSync(this.consoleLog, `\n=== harness: booting ${this.name} at ${new Date().toISOString()} ===\n`);
     const t0 = Date.now();
-    const sub = execa('systemd-nspawn', [
+    const sub = spawnDaemon('systemd-nspawn', [
       '-D', this.dir, '--boot', '--register=no', '--keep-unit', '-M', this.name,
       '--console=read-only', '--link-journal=no',
-    ], {
-      reject: false,
-      stdin: 'ignore',
-      stdout: { file: this.consoleLog, append: true },
-      stderr: { file: this.consoleLog, append: true },
-      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
-      extendEnv: false,
-      cleanup: false,
-      detached: true, // own process group: a terminal ^C reaches us, and we clean up
-    });
-    this.#nspawnPid = sub.pid ?? 0;
-    sub.unref(); // a forgotten host must not keep the test process alive (the exit hook kills it)
+    ], this.consoleLog, 'a', { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' });
+    this.#nspawnPid = sub.child.pid ?? 0;
     this.#alive = true;
-    this.#exited = sub.then(() => { this.#alive = false; this.#pid1 = 0; }, () => { this.#alive = false; this.#pid1 = 0; });
+    this.#exited = sub.exited.then(() => { this.#alive = false; this.#pid1 = 0; });
     try {
       const deadline = t0 + 90_000;
       while (!this.#pid1) {
@@ -560,23 +574,14 @@ export async function startS3(port?: number): Promise<S3Server> {
   reapStaleS3();
   const logFile = path.join(HOSTS_DIR, `fauxqs-${p}.log`);
   const ownerFile = path.join(HOSTS_DIR, `fauxqs-${p}.owner`);
-  const sub = execa(NODE22, ['--no-warnings', path.join(REPO, 'node_modules', 'fauxqs', 'dist', 'cli.js')], {
-    reject: false,
-    stdin: 'ignore',
-    stdout: { file: logFile },
-    stderr: { file: logFile, append: true },
-    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', FAUXQS_PORT: String(p), FAUXQS_LOGGER: 'false' },
-    extendEnv: false,
-    cleanup: false,
-    detached: true,
-  });
-  const pid = sub.pid ?? 0;
-  sub.unref();
+  const sub = spawnDaemon(NODE22, ['--no-warnings', path.join(REPO, 'node_modules', 'fauxqs', 'dist', 'cli.js')], logFile, 'w',
+    { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', FAUXQS_PORT: String(p), FAUXQS_LOGGER: 'false' });
+  const pid = sub.child.pid ?? 0;
   const entry = { pid, logFile };
   liveS3.add(entry);
   fs.writeFileSync(ownerFile, `${process.pid} ${pid}\n`);
   let exited = false;
-  const done = sub.then(() => { exited = true; });
+  const done = sub.exited.then(() => { exited = true; });
   const endpoint = `http://127.0.0.1:${p}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
