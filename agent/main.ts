@@ -2,6 +2,8 @@ import yargs from 'yargs';
 import { EXIT } from './errors.ts';
 import { VERSION } from './version.ts';
 import { checkConfigCommand } from './cli/check-config.ts';
+import { confirmSyncCommand } from './cli/confirm-sync.ts';
+import { syncCommand } from './cli/sync.ts';
 import { generationsCommand } from './cli/generations.ts';
 import { keepLocalCommand } from './cli/keep-local.ts';
 import { restoreCommand } from './cli/restore.ts';
@@ -28,6 +30,8 @@ await yargs(process.argv.slice(2))
   .command('status', 'One-screen summary of the running agent (--json: role, state, lastDbSync, units, …)', {}, (a) => statusCommand(g(a)))
   .command('health', 'Health checks; exit 0 when healthy, 1 when not', {}, (a) => healthCommand(g(a)))
   .command('check-config', 'Validate the configuration without starting anything (exit 78 on an error)', {}, (a) => checkConfigCommand(g(a)))
+  .command('sync', 'Mirror attachments, sends, config.json and rsa_key* now (what vwstream-sync.timer runs)', {}, (a) => syncCommand(g(a)))
+  .command('confirm-sync', false, {}, () => confirmSyncCommand())
   .command('generations', 'List the generations the replica holds', {}, (a) => generationsCommand(g(a)))
   .command(
     'restore',

@@ -11,6 +11,11 @@ export const PATHS = {
   socket: '/run/vwstream/agent.sock',
   litestreamConfig: '/run/vwstream/litestream.yml',
   vaultwardenEnv: '/run/vwstream/vaultwarden.env',
+  /** What confirm-sync (Litestream's ExecStop) needs, written by the agent. */
+  drainInfo: '/run/vwstream/drain.json',
+  /** confirm-sync's verdict, read by the agent's drain. */
+  finalSync: '/run/vwstream/final-sync.json',
+  filesManifest: '/var/lib/vwstream/files-manifest.json',
   litestreamBin: '/usr/lib/vwstream-agent/bin/litestream',
   defaultVaultwardenBin: '/usr/bin/vaultwarden',
 } as const;
@@ -19,6 +24,7 @@ export const UNITS = {
   agent: 'vwstream-agent.service',
   vaultwarden: 'vwstream-vaultwarden.service',
   litestream: 'vwstream-litestream.service',
+  syncTimer: 'vwstream-sync.timer',
 } as const;
 
 export const SERVICE_USER = 'vaultwarden';

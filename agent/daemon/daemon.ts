@@ -9,10 +9,17 @@ import { startApiServer } from '../api/server.ts';
 import type { DaemonState, HealthReport, StatusReport, UnitSummary } from '../api/types.ts';
 import { Systemd, describeUnit } from '../systemd/dbus.ts';
 import { Notifier } from '../systemd/notify.ts';
-import { caughtUp, fetchMetrics, verifyLoadedConfig, type LitestreamPosition } from '../replication/litestream.ts';
+import { fetchMetrics, replicaCaughtUp, shadowPosition, verifyLoadedConfig, writePrivateFile, type LitestreamPosition } from '../replication/litestream.ts';
+import { FileMirror } from '../files/mirror.ts';
+import { scopeOf } from '../files/scope.ts';
+import { DirStore, S3Store } from '../files/store.ts';
+import { drainBudget, type DrainBudget } from './budget.ts';
+import { renderDropins, writeDropins } from '../systemd/dropins.ts';
+import { readFile, rm } from 'node:fs/promises';
 import { restoreOnStart, type RestoreOutcome } from '../replication/restore.ts';
 import { prepareRuntime, type Runtime } from './runtime.ts';
-import { readState, updateState } from './state-file.ts';
+import { readState, updateState, type DrainRecord, type DrainStep } from './state-file.ts';
+import { waitReplicaConfirmed } from '../replication/confirm.ts';
 import { VERSION } from '../version.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -43,11 +50,24 @@ export class Daemon {
   private readonly stopped: Promise<void>;
   private restarts: number[] = [];
   private readonly cfg: Config;
+  private mirror!: FileMirror;
+  private budget!: DrainBudget;
+  private litestreamStartedMs: number | undefined;
+  private lastDrain: DrainRecord | undefined;
+  /** Litestream was started for this run: the drain has something to confirm and upload. */
+  private servingStarted = false;
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
     this.notifier = new Notifier(notifySocket);
     this.stopped = new Promise((resolve) => (this.stopSignal = resolve));
+    this.budget = drainBudget(cfg.stopGracePeriodMs, { litestreamShutdownMs: cfg.litestream.shutdownTimeoutMs, syncShutdownMs: cfg.syncShutdownTimeoutMs });
+    this.mirror = new FileMirror({
+      dataFolder: PATHS.dataFolder,
+      scope: scopeOf(cfg.syncInclude),
+      store: cfg.s3 ? new S3Store(cfg.s3) : new DirStore(`${cfg.localReplicaPath}/files`),
+      manifestPath: PATHS.filesManifest,
+    });
   }
 
   private async setState(state: DaemonState, detail: string, fields: Record<string, unknown> = {}): Promise<void> {
@@ -85,7 +105,15 @@ export class Daemon {
       }
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
+      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs))) await this.systemd.reload();
+      if (this.budget.scaled) log.warn({ budget: this.budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${this.budget.vaultwardenMs} ms, litestream ${this.budget.litestreamMs} ms, files ${this.budget.filesMs} ms`);
+      this.lastDrain = readState().lastDrain;
       this.api = await startApiServer(PATHS.socket, {
+        'POST /sync': async () => {
+          if (this.state !== 'serving' && this.state !== 'degraded') return { status: 409, body: { error: `not serving (${this.state})` } };
+          const report = await this.mirror.sync('timer');
+          return { status: report.errors.length ? 500 : 200, body: report };
+        },
         'GET /status': async () => ({ status: 200, body: await this.status() }),
         'GET /health': async () => {
           const h = this.health();
@@ -110,14 +138,37 @@ export class Daemon {
         await this.setState('restoring', `checking the local vault against ${replicaUrl(this.cfg)}`);
         this.restore = await restoreOnStart(this.cfg, this.rt);
         const d = this.restore.decision;
+        if (d.action === 'restore') {
+          const f = await this.mirror.restore(this.rt.ids, this.restore.setAsideTo);
+          log.info({ files: f.files, bytes: f.bytes, from: this.mirror.store.url }, `restored ${f.files} files (${f.bytes} bytes) from ${this.mirror.store.url}`);
+        }
         if (d.action === 'new-vault') log.warn({ replica: replicaUrl(this.cfg) }, `NEW VAULT: ${d.reason}; if you expected existing data, check S3_BUCKET/S3_PREFIX`);
         else log.info({ action: d.action, ms: this.restore.ms, setAsideTo: this.restore.setAsideTo }, `restore decision: ${d.action}: ${'reason' in d ? d.reason : ''}`);
         if (this.stopRequested) return await this.drain();
       }
 
       await this.setState('replicating', 'starting Litestream');
-      await this.startUnit(UNITS.litestream);
+      const lsBefore = await this.systemd.state(UNITS.litestream);
+      if (lsBefore.activeState !== 'active') {
+        this.litestreamStartedMs = Date.now();
+        await this.startUnit(UNITS.litestream);
+      } else this.litestreamStartedMs = Date.now() - 1; // adopted: its start time is older still
       await verifyLoadedConfig(this.cfg, this.rt.litestreamConfig, this.rt.dbPath);
+      await this.writeDrainInfo();
+      if (this.lastDrain && !this.lastDrain.complete) {
+        log.warn({ lastDrain: this.lastDrain }, `last drain incomplete: ${this.lastDrain.detail}; re-syncing before serving`);
+        await this.setState('replicating', `last drain incomplete (${this.lastDrain.detail}); re-syncing before serving`);
+        const ok = await this.waitReplicaCaughtUp(60_000);
+        log[ok ? 'info' : 'warn'](ok ? 'database replica confirmed in sync after the incomplete drain' : 'database replica not confirmed in sync within 60 s; serving anyway, Litestream keeps trying');
+      }
+      await this.setState('replicating', `mirroring files to ${this.mirror.store.url}`);
+      try {
+        await this.mirror.checkRemote(AbortSignal.timeout(120_000));
+        const r = await this.mirror.sync('start', AbortSignal.timeout(600_000));
+        log.info({ uploaded: r.uploaded, unchanged: r.unchanged, ms: r.ms }, `file mirror in sync (${r.uploaded} uploaded, ${r.unchanged} unchanged)`);
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'file mirror could not sync at start; retrying on changes and on the timer');
+      }
       if (this.stopRequested) return await this.drain();
 
       await this.setState('replicating', 'starting Vaultwarden');
@@ -132,6 +183,9 @@ export class Daemon {
       this.since = new Date();
       log.info({ state: 'serving', restore: this.restore?.decision.action, restoreMs: this.restore?.ms }, `serving: ${servingDetail}`);
       await this.notifier.ready(`serving: ${servingDetail}`);
+      await updateState({ lastDrain: { complete: false, at: new Date().toISOString(), detail: 'the agent did not drain (crash, power loss or kill)', steps: [] } });
+      this.mirror.watch((err) => log.warn({ err: err.message }, 'file mirror pass failed; the timer retries'));
+      await this.startUnit(UNITS.syncTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-sync.timer'));
 
       await this.monitor();
       return await this.drain();
@@ -214,7 +268,7 @@ export class Daemon {
       this.position = position;
       const newErrors = position.syncErrors > this.lastSyncErrors;
       this.lastSyncErrors = position.syncErrors;
-      if (caughtUp(position) && !newErrors) {
+      if (replicaCaughtUp(position, await shadowPosition(this.rt.dbPath), this.litestreamStartedMs) && !newErrors) {
         // The shadow WAL trails the real WAL by up to one monitor tick (1 s): the replica
         // equalling the shadow now proves only what was written a tick (plus slack) ago.
         const confirmed = new Date(Date.now() - SHADOW_LAG_MS);
@@ -251,20 +305,62 @@ export class Daemon {
     }
   }
 
+  /** What Litestream's ExecStop (confirm-sync) needs; a stale verdict is removed. */
+  private async writeDrainInfo(): Promise<void> {
+    await rm(PATHS.finalSync, { force: true });
+    await writePrivateFile(PATHS.drainInfo, JSON.stringify({ metricsAddr: this.rt.metricsAddr, dbPath: this.rt.dbPath, confirmMs: this.budget.confirmMs, litestreamStartedMs: this.litestreamStartedMs }) + '\n');
+    this.servingStarted = true;
+  }
+
+  private async waitReplicaCaughtUp(timeoutMs: number): Promise<boolean> {
+    const r = await waitReplicaConfirmed({ metricsAddr: this.rt.metricsAddr, dbPath: this.rt.dbPath, timeoutMs, ...(this.litestreamStartedMs ? { litestreamStartedMs: this.litestreamStartedMs } : {}) });
+    return r.confirmed;
+  }
+
   /**
-   * The stop path: Vaultwarden first (no new writes), then Litestream's final sync, each
-   * bounded. (Issue 4 adds the confirmed final sync and the file mirror step.)
+   * The stop path (contract behaviour 4): Vaultwarden first (no new writes) → Litestream's
+   * final sync, confirmed by its ExecStop against the local WAL position → the final
+   * file upload. Each step is bounded by its share of STOP_GRACE_PERIOD; systemd's unit
+   * ordering enforces the same order at poweroff, where the agent waits for it.
    */
   private async drain(): Promise<number> {
     const prev = this.state;
+    const started = Date.now();
+    const steps: DrainStep[] = [];
+    const step = (s: DrainStep) => {
+      steps.push(s);
+      log[s.ok ? 'info' : 'warn']({ step: s.step, ok: s.ok, ms: s.ms }, `drain: ${s.step} ${s.ok ? 'done' : 'FAILED'} in ${s.ms} ms: ${s.detail}`);
+    };
     await this.setState('draining', 'stopping Vaultwarden');
     await this.notifier.stopping('draining: stopping Vaultwarden');
-    const vw = await this.stopUnit(UNITS.vaultwarden, 60_000);
-    log.info({ step: 'vaultwarden', result: vw.result, ms: vw.ms }, `drain: Vaultwarden stopped (${vw.result}, ${vw.ms} ms)`);
+    this.mirror.stopWatching();
+    await this.systemd.stop(UNITS.syncTimer, 5_000).catch(() => undefined);
+
+    const vw = await this.stopUnit(UNITS.vaultwarden, this.budget.vaultwardenMs + 2_000);
+    step({ step: 'vaultwarden', ok: vw.result === 'done', ms: vw.ms, detail: vw.result === 'done' ? 'stopped, no new writes' : `stop job ${vw.result}` });
+
     await this.setState('draining', 'Litestream final sync');
-    const ls = await this.stopUnit(UNITS.litestream, this.cfg.litestream.shutdownTimeoutMs);
-    log.info({ step: 'litestream', result: ls.result, ms: ls.ms }, `drain: Litestream stopped (${ls.result}, ${ls.ms} ms)`);
-    if (this.lastDbSync) await updateState({ lastDbSync: this.lastDbSync.toISOString() }).catch(() => undefined);
+    const ls = await this.stopUnit(UNITS.litestream, this.budget.litestreamMs + 2_000);
+    let verdict: { confirmed: boolean; detail: string } | undefined;
+    try { verdict = JSON.parse(await readFile(PATHS.finalSync, 'utf8')) as { confirmed: boolean; detail: string }; } catch { /* none */ }
+    if (this.servingStarted) {
+      const ok = ls.result === 'done' && verdict?.confirmed === true;
+      step({ step: 'litestream', ok, ms: ls.ms, detail: verdict ? `final sync ${verdict.confirmed ? 'confirmed' : 'NOT confirmed'}: ${verdict.detail}${ls.result === 'done' ? '' : `; stop job ${ls.result}`}` : `no final-sync verdict (Litestream was not running or its ExecStop was killed); stop job ${ls.result}` });
+
+      await this.setState('draining', 'final file upload');
+      const t = Date.now();
+      try {
+        const r = await this.mirror.sync('shutdown', AbortSignal.timeout(this.budget.filesMs));
+        step({ step: 'files', ok: r.errors.length === 0, ms: Date.now() - t, detail: `${r.uploaded} uploaded, ${r.deleted} deleted${r.errors.length ? `, ${r.errors.length} errors: ${r.errors[0]}` : ''}` });
+      } catch (err) {
+        step({ step: 'files', ok: false, ms: Date.now() - t, detail: (err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError' ? `timed out after ${this.budget.filesMs} ms` : errorMessage(err) });
+      }
+      const failed = steps.filter((s) => !s.ok).map((s) => s.step);
+      const complete = failed.length === 0;
+      const detail = complete ? `complete in ${Date.now() - started} ms` : `incomplete: ${failed.join(', ')} did not finish (${steps.filter((s) => !s.ok).map((s) => s.detail).join('; ')})`;
+      log[complete ? 'info' : 'error']({ complete, ms: Date.now() - started, steps }, `drain ${detail}`);
+      await updateState({ lastDrain: { complete, at: new Date().toISOString(), detail, steps }, ...(this.lastDbSync ? { lastDbSync: this.lastDbSync.toISOString() } : {}) }).catch(() => undefined);
+    }
     if (prev !== 'failed' && prev !== 'refused') await this.setState('stopped', 'drained');
     return EXIT.OK;
   }
@@ -287,7 +383,7 @@ export class Daemon {
       replica: replicaUrl(this.cfg),
       lastDbSync: this.lastDbSync?.toISOString() ?? null,
       lastDbSyncAgeSeconds: this.lastDbSync ? Math.round((Date.now() - this.lastDbSync.getTime()) / 1000) : null,
-      lastFileSync: null,
+      lastFileSync: this.mirror.lastSync?.toISOString() ?? null,
       replicaPosition: p && p.replicaIndex !== undefined ? { generation: null, index: p.replicaIndex, offset: p.replicaOffset ?? null } : null,
       walBytes: p?.walSize ?? null,
       dbBytes: p?.dbSize ?? null,

@@ -3,7 +3,11 @@ import { PATHS } from '../paths.ts';
 import { writePrivateFile } from '../replication/litestream.ts';
 
 /** What the agent remembers across restarts (in /var/lib/vwstream, never in the data folder). */
+export interface DrainStep { step: string; ok: boolean; ms: number; detail: string }
+export interface DrainRecord { complete: boolean; at: string; detail: string; steps: DrainStep[] }
+
 export interface PersistentState {
+  lastDrain?: DrainRecord;
   lastRestore?: { at: string; action: string; reason: string; setAsideTo?: string };
   acceptedLocalDigest?: string;
   lastDbSync?: string;

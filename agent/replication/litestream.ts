@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/config.ts';
@@ -168,12 +168,6 @@ export function parseMetrics(text: string): LitestreamPosition {
   };
 }
 
-/** The replica holds everything the shadow WAL holds (same index, offset = size). */
-export function caughtUp(p: LitestreamPosition): boolean {
-  return p.replicaIndex !== undefined && p.shadowIndex !== undefined &&
-    p.replicaIndex === p.shadowIndex && p.replicaOffset === p.shadowSize;
-}
-
 export async function fetchMetrics(addr: string, timeoutMs = 2000): Promise<{ text: string; position: LitestreamPosition }> {
   const res = await fetch(`http://${addr}/metrics`, { signal: AbortSignal.timeout(timeoutMs) });
   if (!res.ok) throw new Error(`litestream metrics answered ${res.status}`);
@@ -185,4 +179,38 @@ export async function fetchMetrics(addr: string, timeoutMs = 2000): Promise<{ te
 export function metaDir(dbPath: string): string {
   const i = dbPath.lastIndexOf('/');
   return `${dbPath.slice(0, i)}/.${dbPath.slice(i + 1)}-litestream`;
+}
+
+/** Where the local shadow WAL is: Litestream's copy of the WAL that it ships. */
+export interface ShadowPosition { generation: string; index: number; size: number; mtimeMs: number }
+
+/**
+ * Reads the shadow WAL position from disk (`.db-litestream/generations/<g>/wal/<index>.wal`).
+ * Litestream's own shadow_wal_size gauge is the sum over all shadow files, so it cannot be
+ * compared with the replica offset; the newest file's size can.
+ */
+export async function shadowPosition(dbPath: string): Promise<ShadowPosition | undefined> {
+  const meta = metaDir(dbPath);
+  try {
+    const generation = (await readFile(`${meta}/generation`, 'utf8')).trim();
+    const walDir = `${meta}/generations/${generation}/wal`;
+    const files = (await readdir(walDir)).filter((f) => /^[0-9a-f]{8}\.wal$/.test(f)).sort();
+    const last = files.at(-1);
+    if (!last) return undefined;
+    const st = await stat(`${walDir}/${last}`);
+    return { generation, index: parseInt(last.slice(0, 8), 16), size: st.size, mtimeMs: st.mtimeMs };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The replica holds everything in the shadow WAL. Without replica gauges (this
+ * Litestream process uploaded nothing yet), it is in sync when the shadow has not
+ * grown since Litestream started: at start it ships whatever the replica lacks.
+ */
+export function replicaCaughtUp(p: LitestreamPosition, local: ShadowPosition | undefined, litestreamStartedMs: number | undefined): boolean {
+  if (!local) return false;
+  if (p.replicaIndex !== undefined) return p.replicaIndex === local.index && p.replicaOffset === local.size;
+  return litestreamStartedMs !== undefined && local.mtimeMs < litestreamStartedMs - 1000 && p.syncErrors === 0;
 }

@@ -7,8 +7,9 @@ import { after, test } from 'node:test';
 import { execa } from 'execa';
 import { buildConfig } from '../../agent/config/config.ts';
 import { parseEnvFile } from '../../agent/config/envfile.ts';
-import { caughtUp, listGenerations, parseGenerations, parseMetrics, renderLitestreamConfig, restoreTo, verifyLoadedConfig } from '../../agent/replication/litestream.ts';
+import { listGenerations, replicaCaughtUp, shadowPosition, parseGenerations, parseMetrics, renderLitestreamConfig, restoreTo, verifyLoadedConfig } from '../../agent/replication/litestream.ts';
 import { contentDigest, inspectDb } from '../../agent/replication/inspect.ts';
+import { waitReplicaConfirmed } from '../../agent/replication/confirm.ts';
 
 const LITESTREAM = new URL('../../node_modules/@flydotio/litestream-linux-x64/litestream', import.meta.url).pathname;
 const cfgOf = (text: string) => buildConfig(parseEnvFile(text), 'test.env');
@@ -45,9 +46,17 @@ test('metrics and generations parsing', () => {
     'litestream_sync_error_count{db="/d"} 0', 'litestream_wal_size{db="/d"} 20632',
   ].join('\n'));
   assert.equal(m.dbSize, 16384);
-  assert.ok(caughtUp(m));
-  assert.ok(!caughtUp({ ...m, replicaOffset: 0 }));
-  assert.ok(!caughtUp({ ...m, replicaIndex: undefined }));
+  const local = { generation: '9c6d53247b2b6a6e', index: 3, size: 4120, mtimeMs: 1_000 };
+  assert.ok(replicaCaughtUp(m, local, undefined));
+  assert.ok(!replicaCaughtUp({ ...m, replicaOffset: 0 }, local, undefined));
+  assert.ok(!replicaCaughtUp(m, { ...local, size: 8000 }, undefined));
+  assert.ok(!replicaCaughtUp(m, undefined, undefined));
+  // No replica gauges (nothing uploaded by this process): in sync only if the shadow predates its start.
+  const noGauges = { ...m, replicaIndex: undefined, replicaOffset: undefined };
+  assert.ok(replicaCaughtUp(noGauges, local, 10_000));
+  assert.ok(!replicaCaughtUp(noGauges, local, 1_500));
+  assert.ok(!replicaCaughtUp(noGauges, local, undefined));
+  assert.ok(!replicaCaughtUp({ ...noGauges, syncErrors: 1 }, local, 10_000));
   const g = parseGenerations('name  generation        lag    start                 end\nfile  9c6d53247b2b6a6e  -27ms  2026-11-25T08:42:52Z  2026-11-25T08:42:54Z\nfile  0c6d53247b2b6a6e  1s  2026-11-24T08:42:52Z  2026-11-24T09:42:54Z\n');
   assert.deepEqual(g.map((x) => x.generation), ['0c6d53247b2b6a6e', '9c6d53247b2b6a6e']);
 });
@@ -70,15 +79,10 @@ test('round trip with the real litestream: the restored copy has the same rows',
   const proc = execa(LITESTREAM, ['replicate', '-config', conf, '-no-expand-env'], { reject: false });
   try {
     for (let i = 0; i < 50; i++) w.prepare('INSERT INTO users VALUES (?, ?)').run(`u${i}`, `u${i}@example.com`);
-    // Wait until the replica holds the shadow WAL's position.
-    let synced = false;
-    for (let t = 0; t < 100 && !synced; t++) {
-      await new Promise((r) => setTimeout(r, 100));
-      try {
-        const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-        synced = caughtUp(parseMetrics(await res.text()));
-      } catch { /* not up yet */ }
-    }
+    // Wait until the replica holds the local WAL position (as the drain's confirm-sync does).
+    const r = await waitReplicaConfirmed({ metricsAddr: `127.0.0.1:${port}`, dbPath: db, timeoutMs: 15_000 });
+    const synced = r.confirmed;
+    assert.equal(r.replica?.offset, (await shadowPosition(db))!.size);
     assert.ok(synced, 'litestream caught up');
     const gens = await listGenerations(conf, db, LITESTREAM);
     assert.equal(gens.length, 1);

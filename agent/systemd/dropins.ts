@@ -1,0 +1,31 @@
+import { readFile } from 'node:fs/promises';
+import type { DrainBudget } from '../daemon/budget.ts';
+import { UNITS } from '../paths.ts';
+import { writePrivateFile } from '../replication/litestream.ts';
+
+/** Per-host values for the static units, as runtime drop-ins (gone at reboot, rewritten at start). */
+export const DROPIN_ROOT = '/run/systemd/system';
+
+export function renderDropins(budget: DrainBudget, syncIntervalMs: number): Record<string, string> {
+  const head = '# Written by vwstream-agent from /etc/vwstream/vwstream.env at every start.\n';
+  const syncSec = Math.max(1, Math.round(syncIntervalMs / 1000));
+  return {
+    [`${UNITS.agent}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.agentSec}\n`,
+    [`${UNITS.vaultwarden}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.vaultwardenSec}\n`,
+    [`${UNITS.litestream}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.litestreamSec}\n`,
+    [`${UNITS.syncTimer}.d/50-vwstream.conf`]: `${head}[Timer]\nOnActiveSec=\nOnActiveSec=${syncSec}s\nOnUnitActiveSec=\nOnUnitActiveSec=${syncSec}s\n`,
+  };
+}
+
+/** Writes the drop-ins that differ; returns true when systemd must reload. */
+export async function writeDropins(files: Record<string, string>, root = DROPIN_ROOT): Promise<boolean> {
+  let changed = false;
+  for (const [rel, text] of Object.entries(files)) {
+    const path = `${root}/${rel}`;
+    const old = await readFile(path, 'utf8').catch(() => '');
+    if (old === text) continue;
+    await writePrivateFile(path, text);
+    changed = true;
+  }
+  return changed;
+}

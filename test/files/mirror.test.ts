@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { FileMirror } from '../../agent/files/mirror.ts';
+import { scopeOf } from '../../agent/files/scope.ts';
+import { DirStore } from '../../agent/files/store.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'vws-mirror-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+const data = join(root, 'data');
+const remote = join(root, 'remote');
+const scope = scopeOf({ attachments: true, sends: true, config: true, rsaKey: true, iconCache: false });
+const me = { uid: process.getuid!(), gid: process.getgid!() };
+
+function write(rel: string, content: string | Buffer): void {
+  mkdirSync(join(data, rel, '..'), { recursive: true });
+  writeFileSync(join(data, rel), content);
+}
+
+test('first sync uploads everything in scope; idle pass makes no request; one change costs one upload', async () => {
+  write('attachments/c1/a.bin', Buffer.alloc(4096, 1));
+  write('attachments/c1/b.bin', Buffer.alloc(1024, 2));
+  write('sends/s1/file', 'send');
+  write('config.json', '{}');
+  write('rsa_key.pem', 'KEY');
+  write('db.sqlite3', 'not mirrored');
+  write('icon_cache/x.png', 'not mirrored');
+  const store = new DirStore(remote);
+  const mirror = new FileMirror({ dataFolder: data, scope, store, manifestPath: join(root, 'manifest.json') });
+
+  const first = await mirror.sync('start');
+  assert.equal(first.uploaded, 5);
+  assert.equal(first.uploadedBytes, 4096 + 1024 + 4 + 2 + 3);
+  assert.deepEqual((await store.list()).map((o) => o.key).sort(), ['attachments/c1/a.bin', 'attachments/c1/b.bin', 'config.json', 'rsa_key.pem', 'sends/s1/file']);
+
+  const before = { ...store.stats };
+  const idle = await mirror.sync('timer');
+  assert.equal(idle.uploaded, 0);
+  assert.equal(idle.unchanged, 5);
+  assert.deepEqual(store.stats, before, 'an idle pass makes no request');
+
+  write('attachments/c1/b.bin', Buffer.alloc(2048, 3));
+  const one = await mirror.sync('change');
+  assert.equal(one.uploaded, 1);
+  assert.equal(one.uploadedBytes, 2048);
+  assert.equal(store.stats.requests - before.requests, 1);
+  assert.deepEqual(readFileSync(join(remote, 'attachments/c1/b.bin')), Buffer.alloc(2048, 3));
+
+  // Touched but identical content: hashed, not uploaded.
+  const t = new Date(Date.now() + 5000);
+  utimesSync(join(data, 'config.json'), t, t);
+  const touched = await mirror.sync('change');
+  assert.equal(touched.uploaded, 0);
+
+  // A removed file is deleted remotely.
+  unlinkSync(join(data, 'attachments/c1/a.bin'));
+  const del = await mirror.sync('change');
+  assert.equal(del.deleted, 1);
+  assert.ok(!existsSync(join(remote, 'attachments/c1/a.bin')));
+
+  // The whole attachments folder vanishes (unmounted, wiped): the remote keeps it.
+  rmSync(join(data, 'attachments'), { recursive: true });
+  const wiped = await mirror.sync('change');
+  assert.equal(wiped.deleted, 0);
+  assert.deepEqual(wiped.heldBack, [{ group: 'attachments', files: 1 }]);
+  assert.ok(existsSync(join(remote, 'attachments/c1/b.bin')));
+});
+
+test('restore brings files back (0600) and a fresh mirror starts from them without re-uploading', async () => {
+  const data2 = join(root, 'data2');
+  mkdirSync(data2);
+  writeFileSync(join(data2, 'rsa_key.pem'), 'OTHER KEY GENERATED LOCALLY');
+  const store = new DirStore(remote);
+  const mirror = new FileMirror({ dataFolder: data2, scope, store, manifestPath: join(root, 'manifest2.json') });
+  const r = await mirror.restore(me, join(root, 'aside'));
+  assert.equal(r.files, 4);
+  assert.equal(readFileSync(join(data2, 'rsa_key.pem'), 'utf8'), 'KEY');
+  assert.equal(readFileSync(join(root, 'aside/files/rsa_key.pem'), 'utf8'), 'OTHER KEY GENERATED LOCALLY');
+  assert.deepEqual(readFileSync(join(data2, 'attachments/c1/b.bin')), Buffer.alloc(2048, 3));
+  assert.equal(statSync(join(data2, 'sends/s1/file')).mode & 0o777, 0o600);
+  const before = store.stats.requests;
+  const s = await mirror.sync('start');
+  assert.equal(s.uploaded, 0);
+  assert.equal(store.stats.requests, before);
+});
+
+test('checkRemote re-uploads what disappeared from the remote', async () => {
+  const store = new DirStore(remote);
+  const mirror = new FileMirror({ dataFolder: join(root, 'data2'), scope, store, manifestPath: join(root, 'manifest2.json') });
+  rmSync(join(remote, 'config.json'));
+  assert.equal(await mirror.checkRemote(), 1);
+  const s = await mirror.sync('start');
+  assert.equal(s.uploaded, 1);
+  assert.ok(existsSync(join(remote, 'config.json')));
+});
