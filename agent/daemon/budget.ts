@@ -18,19 +18,32 @@ export interface DrainBudget {
 export const DRAIN_MARGIN_MS = 10_000;
 export const VAULTWARDEN_STOP_MS = 60_000;
 
+export const VAULTWARDEN_MIN_MS = 10_000;
+
+/**
+ * Litestream's and the file upload's configured timeouts are kept when they fit;
+ * Vaultwarden (which stops in seconds) gets what remains, up to 60 s and at least 10 s.
+ * Only when even that does not fit are Litestream and files scaled down in proportion.
+ */
 export function drainBudget(graceMs: number, steps: { litestreamShutdownMs: number; syncShutdownMs: number; vaultwardenMs?: number }): DrainBudget {
-  const want = [steps.vaultwardenMs ?? VAULTWARDEN_STOP_MS, steps.litestreamShutdownMs, steps.syncShutdownMs];
-  const available = Math.max(graceMs - DRAIN_MARGIN_MS, 3_000);
-  const total = want.reduce((a, b) => a + b, 0);
-  const scaled = total > available;
-  const [vaultwardenMs, litestreamMs, filesMs] = want.map((w) => Math.max(1_000, Math.floor(scaled ? (w * available) / total : w))) as [number, number, number];
+  const available = Math.max(graceMs - DRAIN_MARGIN_MS, VAULTWARDEN_MIN_MS + 4_000);
+  let litestreamMs = steps.litestreamShutdownMs;
+  let filesMs = steps.syncShutdownMs;
+  let vaultwardenMs = Math.min(steps.vaultwardenMs ?? VAULTWARDEN_STOP_MS, available - litestreamMs - filesMs);
+  const scaled = vaultwardenMs < (steps.vaultwardenMs ?? VAULTWARDEN_STOP_MS);
+  if (vaultwardenMs < VAULTWARDEN_MIN_MS) {
+    vaultwardenMs = VAULTWARDEN_MIN_MS;
+    const k = (available - vaultwardenMs) / (litestreamMs + filesMs);
+    litestreamMs = Math.max(2_000, Math.floor(litestreamMs * k));
+    filesMs = Math.max(2_000, Math.floor(filesMs * k));
+  }
   const halfLs = Math.max(1_000, Math.floor(litestreamMs / 2));
   return {
     vaultwardenMs,
     litestreamMs,
     filesMs,
     scaled,
-    confirmMs: Math.max(500, halfLs - 1_000),
+    confirmMs: Math.max(halfLs - 500, 1_500),
     units: {
       agentSec: Math.ceil((graceMs + 15_000) / 1000),
       vaultwardenSec: Math.ceil(vaultwardenMs / 1000),
