@@ -28,6 +28,8 @@ export interface StatusReport {
   walBytes: number | null;
   dbBytes: number | null;
   restore: { action: string; reason: string; at: string; ms: number } | null;
+  files: { remote: string; lastReport: { at: string; uploaded: number; deleted: number; unchanged: number; errors: number } | null };
+  lastDrain: { complete: boolean; at: string; detail: string } | null;
   units: Record<string, UnitSummary>;
   vaultwarden: { url: string; alive: boolean };
   litestream: { snapshotInterval: string; retention: string; syncInterval: string; profile: string };

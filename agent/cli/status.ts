@@ -9,11 +9,12 @@ export function formatStatus(s: StatusReport): string {
     `  since          ${s.since}`,
     `  replica        ${s.replica}`,
     `  last DB sync   ${ago(s.lastDbSync)}`,
-    `  last file sync ${ago(s.lastFileSync)}`,
+    `  last file sync ${ago(s.lastFileSync)} → ${s.files.remote}${s.files.lastReport ? ` (last pass: ${s.files.lastReport.uploaded} uploaded, ${s.files.lastReport.unchanged} unchanged, ${s.files.lastReport.errors} errors)` : ''}`,
     `  vaultwarden    ${s.vaultwarden.url} ${s.vaultwarden.alive ? '(alive)' : '(not answering)'}`,
     `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}`,
   ];
   if (s.walBytes !== null) lines.push(`  wal / db       ${s.walBytes} / ${s.dbBytes} bytes`);
+  if (s.lastDrain) lines.push(`  last drain     ${s.lastDrain.complete ? '' : 'INCOMPLETE: '}${s.lastDrain.detail} (${s.lastDrain.at})`);
   if (s.restore) lines.push(`  at start       ${s.restore.action}: ${s.restore.reason} (${s.restore.ms} ms)`);
   lines.push('  units');
   for (const [u, st] of Object.entries(s.units)) lines.push(`    ${u.padEnd(30)} ${st.activeState}/${st.subState}${st.result && st.result !== 'success' ? ` (${st.result})` : ''}`);

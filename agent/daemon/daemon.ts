@@ -388,6 +388,11 @@ export class Daemon {
       walBytes: p?.walSize ?? null,
       dbBytes: p?.dbSize ?? null,
       restore: this.restore ? { action: this.restore.decision.action, reason: 'reason' in this.restore.decision ? this.restore.decision.reason : '', at: this.since.toISOString(), ms: this.restore.ms } : null,
+      files: {
+        remote: this.mirror.store.url,
+        lastReport: this.mirror.lastReport ? { at: this.mirror.lastReport.at, uploaded: this.mirror.lastReport.uploaded, deleted: this.mirror.lastReport.deleted, unchanged: this.mirror.lastReport.unchanged, errors: this.mirror.lastReport.errors.length } : null,
+      },
+      lastDrain: this.lastDrain ? { complete: this.lastDrain.complete, at: this.lastDrain.at, detail: this.lastDrain.detail } : null,
       units: this.units,
       vaultwarden: { url: this.aliveUrl().replace(/\/alive$/, ''), alive: this.vaultwardenAlive },
       litestream: {
