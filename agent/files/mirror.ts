@@ -117,10 +117,20 @@ export class FileMirror {
 
   /** One reconcile pass. Errors of single files are reported, not thrown. */
   async sync(reason: string, signal?: AbortSignal): Promise<SyncReport> {
-    if (Date.now() - this.lastList > 3_600_000) await this.checkRemote(signal);
+    if (Date.now() - this.lastList > 3_600_000) {
+      try {
+        await this.checkRemote(signal);
+      } catch (err) {
+        if (signal?.aborted) throw err;
+        this.lastList = Date.now() - 3_000_000; // retry the listing in 10 minutes, sync meanwhile
+        log.warn({ err: (err as Error).message, remote: this.store.url }, 'file mirror: listing the remote failed; syncing against the manifest');
+      }
+    }
     return this.serial(async () => {
       const started = Date.now();
       const report: SyncReport = { reason, at: new Date().toISOString(), ms: 0, uploaded: 0, uploadedBytes: 0, deleted: 0, unchanged: 0, heldBack: [], errors: [] };
+      // Entries outside the scope (a SYNC_INCLUDE_* turned off) are no longer this mirror's business.
+      for (const rel of this.manifest.keys()) if (!inScope(this.scope, rel)) this.manifest.delete(rel);
       const plan = planSync(await scanLocal(this.dataFolder, this.scope), this.manifest);
       report.unchanged = plan.unchanged;
       report.heldBack = plan.heldBack;

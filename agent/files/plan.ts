@@ -34,7 +34,9 @@ export function planSync(local: Map<string, LocalFile>, manifest: Manifest): Syn
   for (const rel of manifest.keys()) {
     if (local.has(rel)) continue;
     const g = groupOf(rel);
-    gone.set(g, [...(gone.get(g) ?? []), rel]);
+    const list = gone.get(g);
+    if (list) list.push(rel);
+    else gone.set(g, [rel]);
   }
   const remove: string[] = [];
   const heldBack: SyncPlan['heldBack'] = [];
