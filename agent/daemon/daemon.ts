@@ -111,7 +111,7 @@ export class Daemon {
       this.api = await startApiServer(PATHS.socket, {
         'POST /sync': async () => {
           if (this.state !== 'serving' && this.state !== 'degraded') return { status: 409, body: { error: `not serving (${this.state})` } };
-          const report = await this.mirror.sync('timer');
+          const report = await this.mirror.syncInBackground('timer');
           return { status: report.errors.length ? 500 : 200, body: report };
         },
         'GET /status': async () => ({ status: 200, body: await this.status() }),
@@ -184,7 +184,7 @@ export class Daemon {
       log.info({ state: 'serving', restore: this.restore?.decision.action, restoreMs: this.restore?.ms }, `serving: ${servingDetail}`);
       await this.notifier.ready(`serving: ${servingDetail}`);
       await updateState({ lastDrain: { complete: false, at: new Date().toISOString(), detail: 'the agent did not drain (crash, power loss or kill)', steps: [] } });
-      this.mirror.watch((err) => log.warn({ err: err.message }, 'file mirror pass failed; the timer retries'));
+      this.mirror.watch((err) => { if (!this.stopRequested) log.warn({ err: err.message }, 'file mirror pass failed; the timer retries'); });
       await this.startUnit(UNITS.syncTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-sync.timer'));
 
       await this.monitor();

@@ -84,11 +84,28 @@ export class FileMirror {
     this.manifest = loadManifest(this.manifestPath);
   }
 
-  /** Serializes passes: a pass never overlaps another. */
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.running.then(fn, fn);
-    this.running = next.catch(() => undefined);
+  /** Serializes passes: a pass never overlaps another. A pass whose signal fires while it waits its turn gives up. */
+  private serial<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const turn = signal
+      ? Promise.race([this.running, new Promise<never>((_, reject) => {
+          if (signal.aborted) reject(signal.reason);
+          signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+        })])
+      : this.running;
+    const next = turn.then(() => {
+      signal?.throwIfAborted();
+      return fn();
+    });
+    this.running = Promise.all([this.running, next.catch(() => undefined)]);
     return next;
+  }
+
+  /** Background passes (changes, timer) are cancelled when the drain begins. */
+  private background = new AbortController();
+
+  /** A background pass: bounded, and aborted by stopWatching(). */
+  syncInBackground(reason: string, timeoutMs = 600_000): Promise<SyncReport> {
+    return this.sync(reason, AbortSignal.any([this.background.signal, AbortSignal.timeout(timeoutMs)]));
   }
 
   private async saveManifest(): Promise<void> {
@@ -112,7 +129,7 @@ export class FileMirror {
         await this.saveManifest();
       }
       return forgotten;
-    });
+    }, signal);
   }
 
   /** One reconcile pass. Errors of single files are reported, not thrown. */
@@ -178,7 +195,7 @@ export class FileMirror {
         log.info({ ...report, errors: report.errors.slice(0, 5) }, `file mirror (${reason}): ${report.uploaded} uploaded (${report.uploadedBytes} bytes), ${report.deleted} deleted, ${report.errors.length} errors`);
       }
       return report;
-    });
+    }, signal);
   }
 
   /** Watches the data folder (inotify): a change is mirrored about a second later. */
@@ -187,7 +204,7 @@ export class FileMirror {
       this.watcher = watch(this.dataFolder, { recursive: true }, (_event, name) => {
         if (name && !inScope(this.scope, String(name))) return;
         clearTimeout(this.debounce);
-        this.debounce = setTimeout(() => void this.sync('change').catch(onError), 1000);
+        this.debounce = setTimeout(() => void this.syncInBackground('change').catch(onError), 1000);
       });
       this.watcher.on('error', onError);
     } catch (err) {
@@ -195,10 +212,13 @@ export class FileMirror {
     }
   }
 
+  /** Stops change-driven syncing and cancels a background pass in flight (the drain's own pass follows). */
   stopWatching(): void {
     clearTimeout(this.debounce);
     this.watcher?.close();
     this.watcher = undefined;
+    this.background.abort(new Error('draining'));
+    this.background = new AbortController();
   }
 
   /**

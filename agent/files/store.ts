@@ -35,7 +35,12 @@ export function s3Client(s3: S3Settings): S3Client {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     maxAttempts: 3,
-    ...(s3.skipVerify ? { requestHandler: { httpsAgent: new HttpsAgent({ rejectUnauthorized: false }) } } : {}),
+    // A hung S3 must not hang a pass forever: bounded connect, and a socket idle timeout.
+    requestHandler: {
+      connectionTimeout: 10_000,
+      requestTimeout: 60_000,
+      ...(s3.skipVerify ? { httpsAgent: new HttpsAgent({ rejectUnauthorized: false }) } : {}),
+    },
   });
 }
 

@@ -95,3 +95,22 @@ test('checkRemote re-uploads what disappeared from the remote', async () => {
   assert.equal(s.uploaded, 1);
   assert.ok(existsSync(join(remote, 'config.json')));
 });
+
+test('a pass stuck on a hung store does not hold the shutdown pass past its bound', async () => {
+  const hung = new DirStore(join(root, 'hung'));
+  // put() never settles unless aborted: an S3 that stopped answering.
+  hung.put = (_k: string, _p: string, _s: number, signal?: AbortSignal) => new Promise<void>((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true }));
+  const data3 = join(root, 'data3');
+  mkdirSync(join(data3, 'attachments/c'), { recursive: true });
+  writeFileSync(join(data3, 'attachments/c/x'), 'x');
+  const mirror = new FileMirror({ dataFolder: data3, scope, store: hung, manifestPath: join(root, 'manifest3.json') });
+  await mirror.checkRemote();
+  const keepAlive = setInterval(() => undefined, 1000); // AbortSignal.timeout's timer is unref'd
+  const background = mirror.syncInBackground('change');
+  const t = Date.now();
+  await assert.rejects(mirror.sync('shutdown', AbortSignal.timeout(300)), (e: Error) => e.name === 'TimeoutError');
+  assert.ok(Date.now() - t < 2000, 'shutdown pass gave up at its bound');
+  mirror.stopWatching(); // the drain cancels the background pass
+  await assert.rejects(background, /draining/);
+  clearInterval(keepAlive);
+});
