@@ -1,4 +1,4 @@
-import { execa, type Options, type ResultPromise } from 'execa';
+import { execa, type Options } from 'execa';
 import { log, scrub } from './log.ts';
 
 /**
@@ -50,17 +50,6 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
     throw new ExecError(`${file.split('/').pop()} ${args[0] ?? ''} ${why}${detail ? `: ${detail}` : ''}`, result);
   }
   return result;
-}
-
-/** A long-running child whose lines are forwarded to a callback (for progress). */
-export function spawnStreaming(file: string, args: string[], opts: RunOptions = {}): ResultPromise {
-  return execa(file, args, {
-    env: { ...BASE_ENV, ...opts.env },
-    extendEnv: false,
-    reject: false,
-    stdin: 'ignore',
-    ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}),
-  });
 }
 
 export class ExecError extends Error {

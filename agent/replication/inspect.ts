@@ -45,15 +45,6 @@ function countRows(db: DatabaseSync, table: string): number {
   return Number((db.prepare(`SELECT count(*) AS n FROM "${table}"`).get() as { n: number }).n);
 }
 
-export function tableCounts(path: string, tables: string[]): Record<string, number> {
-  const db = open(path);
-  try {
-    return Object.fromEntries(tables.map((t) => [t, countRows(db, t)]));
-  } finally {
-    db.close();
-  }
-}
-
 /**
  * A digest of the logical content (every table's rows in rowid order, Litestream's own
  * tables excluded): two files with the same vault data have the same digest even when

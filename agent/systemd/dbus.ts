@@ -1,6 +1,5 @@
 import dbus from 'dbus-next';
 import { AgentError } from '../errors.ts';
-import { log } from '../log.ts';
 
 /**
  * systemd's Manager over D-Bus: the only module that talks to systemd (besides
@@ -99,4 +98,3 @@ export function describeUnit(unit: string, s: UnitState): string {
   return s.result && s.result !== 'success' ? `${base} (result ${s.result}, exit status ${s.execMainStatus})` : base;
 }
 
-export { log as systemdLog };
