@@ -4,6 +4,7 @@ import { VERSION } from './version.ts';
 import { checkConfigCommand } from './cli/check-config.ts';
 import { confirmSyncCommand } from './cli/confirm-sync.ts';
 import { syncCommand } from './cli/sync.ts';
+import { promoteCommand } from './cli/promote.ts';
 import { generationsCommand } from './cli/generations.ts';
 import { keepLocalCommand } from './cli/keep-local.ts';
 import { restoreCommand } from './cli/restore.ts';
@@ -43,6 +44,12 @@ await yargs(process.argv.slice(2))
       .option('generation', { type: 'string', describe: 'Restore this Litestream generation' })
       .option('index', { type: 'string', describe: 'Restore up to this WAL index (hex)' }),
     (a) => restoreCommand({ ...g(a), ...a }),
+  )
+  .command(
+    'promote',
+    'Turn this secondary into the primary (refused while a live primary holds the lease; --force takes it). Persists in /var/lib/vwstream/role-override',
+    (y) => y.option('force', { type: 'boolean', default: false, describe: 'Take the lease even if another primary holds it (only when that host is dead)' }),
+    (a) => promoteCommand({ ...g(a), force: a.force }),
   )
   .command('keep-local', 'After a refused start: keep the local vault; it becomes the replica\'s newest generation', {}, (a) => keepLocalCommand(g(a)))
   .demandCommand(1, 'Name a command; see --help')

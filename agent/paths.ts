@@ -16,6 +16,8 @@ export const PATHS = {
   /** confirm-sync's verdict, read by the agent's drain. */
   finalSync: '/run/vwstream/final-sync.json',
   filesManifest: '/var/lib/vwstream/files-manifest.json',
+  /** Written by `promote`: the role that overrides NODE_ROLE (delete it to undo). */
+  roleOverride: '/var/lib/vwstream/role-override',
   litestreamBin: '/usr/lib/vwstream-agent/bin/litestream',
   defaultVaultwardenBin: '/usr/bin/vaultwarden',
 } as const;

@@ -6,6 +6,8 @@ export type DaemonState =
   | 'serving'
   | 'degraded'
   | 'refused'
+  | 'waiting'
+  | 'fenced'
   | 'draining'
   | 'stopped'
   | 'failed';
@@ -30,6 +32,13 @@ export interface StatusReport {
   restore: { action: string; reason: string; at: string; ms: number } | null;
   files: { remote: string; lastReport: { at: string; uploaded: number; deleted: number; unchanged: number; errors: number } | null };
   lastDrain: { complete: boolean; at: string; detail: string } | null;
+  lease: { holder: string; bootId: string; expiresAt: string; ours: boolean; url: string } | null;
+  /** Secondary: when the replica was last restored and checked, and what the swaps cost. */
+  lastRefresh: string | null;
+  lastRefreshAgeSeconds: number | null;
+  lastRefreshDowntimeMs: number | null;
+  refreshes: { swapped: number; skipped: number; localChangesKept: number };
+  roleOverride: string | null;
   units: Record<string, UnitSummary>;
   vaultwarden: { url: string; alive: boolean };
   litestream: { snapshotInterval: string; retention: string; syncInterval: string; profile: string };

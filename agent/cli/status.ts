@@ -13,6 +13,9 @@ export function formatStatus(s: StatusReport): string {
     `  vaultwarden    ${s.vaultwarden.url} ${s.vaultwarden.alive ? '(alive)' : '(not answering)'}`,
     `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}`,
   ];
+  if (s.lease) lines.push(`  lease          ${s.lease.ours ? 'held by this host' : `held by ${s.lease.holder}`} until ${s.lease.expiresAt} (${s.lease.url})`);
+  if (s.role === 'secondary') lines.push(`  last refresh   ${ago(s.lastRefresh)}; swaps ${s.refreshes.swapped}, unchanged ${s.refreshes.skipped}${s.lastRefreshDowntimeMs !== null ? `, last swap downtime ${s.lastRefreshDowntimeMs} ms` : ''}${s.refreshes.localChangesKept ? `, local changes kept aside ${s.refreshes.localChangesKept}×` : ''}`);
+  if (s.roleOverride) lines.push(`  role override  ${s.roleOverride} (written by promote; delete it and restart to follow NODE_ROLE again)`);
   if (s.walBytes !== null) lines.push(`  wal / db       ${s.walBytes} / ${s.dbBytes} bytes`);
   if (s.lastDrain) lines.push(`  last drain     ${s.lastDrain.complete ? '' : 'INCOMPLETE: '}${s.lastDrain.detail} (${s.lastDrain.at})`);
   if (s.restore) lines.push(`  at start       ${s.restore.action}: ${s.restore.reason} (${s.restore.ms} ms)`);

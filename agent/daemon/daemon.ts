@@ -15,7 +15,15 @@ import { scopeOf } from '../files/scope.ts';
 import { DirStore, S3Store } from '../files/store.ts';
 import { drainBudget, type DrainBudget } from './budget.ts';
 import { renderDropins, writeDropins } from '../systemd/dropins.ts';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { LeaseKeeper } from '../replication/lease-keeper.ts';
+import { FileLeaseStore, S3LeaseStore, myIdentity, safetyMargin } from '../replication/lease.ts';
+import { s3Client } from '../files/store.ts';
+import { installRestored, setAside } from './runtime.ts';
+import { restoreChecked } from '../replication/restore.ts';
+import { contentDigest, inspectDb } from '../replication/inspect.ts';
+import type { Role } from '../config/config.ts';
 import { restoreOnStart, type RestoreOutcome } from '../replication/restore.ts';
 import { prepareRuntime, type Runtime } from './runtime.ts';
 import { readState, updateState, type DrainRecord, type DrainStep } from './state-file.ts';
@@ -56,6 +64,15 @@ export class Daemon {
   private lastDrain: DrainRecord | undefined;
   /** Litestream was started for this run: the drain has something to confirm and upload. */
   private servingStarted = false;
+  private readonly role: Role;
+  private readonly roleOverride: string | null;
+  private readonly lease: LeaseKeeper;
+  private fenced: { reason: string; exitCode: number } | null = null;
+  private readySent = false;
+  private lastRefresh: Date | null = null;
+  private lastRefreshDowntimeMs: number | null = null;
+  private refreshes = { swapped: 0, skipped: 0, localChangesKept: 0 };
+  private promoting = false;
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
@@ -67,6 +84,14 @@ export class Daemon {
       scope: scopeOf(cfg.syncInclude),
       store: cfg.s3 ? new S3Store(cfg.s3) : new DirStore(`${cfg.localReplicaPath}/files`),
       manifestPath: PATHS.filesManifest,
+    });
+    this.roleOverride = readRoleOverride();
+    this.role = (this.roleOverride as Role | null) ?? cfg.role;
+    this.lease = new LeaseKeeper({
+      store: cfg.s3 ? new S3LeaseStore(cfg.s3, s3Client(cfg.s3)) : new FileLeaseStore(cfg.localReplicaPath),
+      me: myIdentity(),
+      ttlMs: cfg.leaseTtlMs,
+      onLost: (reason, stolen) => void this.fence(reason, stolen),
     });
   }
 
@@ -100,9 +125,7 @@ export class Daemon {
           exitCode: EXIT.CONFIG,
         });
       }
-      if (this.cfg.role !== 'primary') {
-        throw new AgentError('NODE_ROLE=secondary is not available in this version of vwstream-agent', { exitCode: EXIT.CONFIG });
-      }
+      if (this.roleOverride) log.warn({ override: PATHS.roleOverride }, `role ${this.role} from ${PATHS.roleOverride} (written by promote) overrides NODE_ROLE=${this.cfg.role}; delete the file to undo`);
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
       if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs))) await this.systemd.reload();
@@ -114,6 +137,7 @@ export class Daemon {
           const report = await this.mirror.syncInBackground('timer');
           return { status: report.errors.length ? 500 : 200, body: report };
         },
+        'POST /promote': async (req) => this.promote(new URL(req.url ?? '/', 'http://agent').searchParams.get('force') === '1'),
         'GET /status': async () => ({ status: 200, body: await this.status() }),
         'GET /health': async () => {
           const h = this.health();
@@ -121,6 +145,8 @@ export class Daemon {
         },
       }, this.rt.apiGroup);
       for (const w of this.cfg.warnings) log.warn(w);
+      if (this.role === 'secondary') return await this.runSecondary();
+      if (!(await this.takeLease())) return await this.drain();
 
       const vwState = await this.systemd.state(UNITS.vaultwarden);
       const lsState = await this.systemd.state(UNITS.litestream);
@@ -187,6 +213,7 @@ export class Daemon {
       this.mirror.watch((err) => { if (!this.stopRequested) log.warn({ err: err.message }, 'file mirror pass failed; the timer retries'); });
       await this.startUnit(UNITS.syncTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-sync.timer'));
 
+      this.lease.startRenewing();
       await this.monitor();
       return await this.drain();
     } catch (err) {
@@ -324,6 +351,20 @@ export class Daemon {
    * ordering enforces the same order at poweroff, where the agent waits for it.
    */
   private async drain(): Promise<number> {
+    if (this.fenced) {
+      this.lease.stop();
+      await this.stopUnit(UNITS.vaultwarden, this.budget.vaultwardenMs).catch(() => undefined);
+      await this.setState('fenced', this.fenced.reason);
+      return this.fenced.exitCode;
+    }
+    if (this.role === 'secondary') {
+      await this.setState('draining', 'stopping Vaultwarden');
+      await this.notifier.stopping('draining: stopping Vaultwarden');
+      const vw = await this.stopUnit(UNITS.vaultwarden, this.budget.vaultwardenMs + 2_000);
+      log.info({ step: 'vaultwarden', ms: vw.ms }, `drain: vaultwarden ${vw.result} in ${vw.ms} ms (secondary: nothing to upload)`);
+      await this.setState('stopped', 'drained');
+      return EXIT.OK;
+    }
     const prev = this.state;
     const started = Date.now();
     const steps: DrainStep[] = [];
@@ -359,10 +400,166 @@ export class Daemon {
       const complete = failed.length === 0;
       const detail = complete ? `complete in ${Date.now() - started} ms` : `incomplete: ${failed.join(', ')} did not finish (${steps.filter((s) => !s.ok).map((s) => s.detail).join('; ')})`;
       log[complete ? 'info' : 'error']({ complete, ms: Date.now() - started, steps }, `drain ${detail}`);
+      // A replacement may start at once after a complete drain; after an incomplete one the
+      // lease expires by itself (LEASE_TTL), so nobody starts from a replica missing our tail.
+      if (complete && this.lease.held && (await this.lease.release())) log.info({ lease: this.lease.url }, 'lease released');
       await updateState({ lastDrain: { complete, at: new Date().toISOString(), detail, steps }, ...(this.lastDbSync ? { lastDbSync: this.lastDbSync.toISOString() } : {}) }).catch(() => undefined);
     }
+    this.lease.stop();
     if (prev !== 'failed' && prev !== 'refused') await this.setState('stopped', 'drained');
     return EXIT.OK;
+  }
+
+  /** Takes the lease, waiting (READY sent, state "waiting") while another live primary holds it. */
+  private async takeLease(): Promise<boolean> {
+    for (;;) {
+      try {
+        const d = await this.lease.tryAcquire();
+        if (d.action !== 'wait') {
+          log.info({ lease: this.lease.url, reason: d.action === 'acquire' ? d.reason : 'renew' }, `lease taken (${this.lease.url})`);
+          return true;
+        }
+        const detail = `lease held by ${d.holder} until ${d.until.toISOString()}; taking over when it expires`;
+        await this.setState('waiting', detail);
+        if (!this.readySent) {
+          this.readySent = true;
+          await this.notifier.ready(`waiting: ${detail}`);
+        }
+      } catch (err) {
+        await this.setState('waiting', `cannot read the lease at ${this.lease.url}: ${errorMessage(err)}`);
+      }
+      await Promise.race([sleep(Math.min(5_000, Math.max(1_000, this.cfg.leaseTtlMs / 4))), this.stopped]);
+      if (this.stopRequested) return false;
+    }
+  }
+
+  /**
+   * The lease was taken by another host, or could not be renewed before its expiry: stop
+   * writing at once. Litestream is killed (no final upload over the new holder's
+   * replica), Vaultwarden stopped; local data stays. Stolen → exit 65 (an operator
+   * decides); not renewed → exit 1 and systemd restarts the agent, which waits for the lease.
+   */
+  private async fence(reason: string, stolen: boolean): Promise<void> {
+    if (this.fenced || this.stopRequested) return;
+    this.fenced = { reason, exitCode: stolen ? EXIT.REFUSED : EXIT.FAILED };
+    log.error({ reason, stolen }, `FENCED: ${reason}; stopping Vaultwarden and Litestream, local data kept`);
+    this.mirror.stopWatching();
+    await this.systemd.kill(UNITS.litestream).catch(() => undefined);
+    await this.systemd.stop(UNITS.syncTimer, 5_000).catch(() => undefined);
+    await this.setState('fenced', reason);
+    this.stopRequested = true;
+    this.stopSignal();
+  }
+
+  /**
+   * Secondary (contract behaviour 6): restore database and files, serve (unless
+   * SECONDARY_SERVE=false), refresh every SECONDARY_SYNC_INTERVAL. Never uploads, never
+   * takes the lease.
+   */
+  private async runSecondary(): Promise<number> {
+    for (const u of [UNITS.litestream, UNITS.vaultwarden]) {
+      if ((await this.systemd.state(u)).activeState === 'active') await this.stopUnit(u, 60_000);
+    }
+    await this.setState('restoring', `restoring from ${replicaUrl(this.cfg)} (secondary)`);
+    for (;;) {
+      try {
+        await this.refresh('start');
+        break;
+      } catch (err) {
+        await this.setState('restoring', `secondary cannot restore yet: ${errorMessage(err)}; retrying`);
+        if (!this.readySent) { this.readySent = true; await this.notifier.ready(`restoring: ${this.detail}`); }
+        await Promise.race([sleep(10_000), this.stopped]);
+        if (this.stopRequested) return this.drain();
+      }
+    }
+    const serve = this.cfg.secondaryServe;
+    if (serve) {
+      await this.startUnit(UNITS.vaultwarden);
+      await this.waitAlive(120_000);
+    }
+    const detail = `${serve ? 'serving' : 'warm standby (not serving)'} a copy of ${replicaUrl(this.cfg)}${this.cfg.deploymentMode === 'serverless' ? ', restored once (serverless)' : `, refreshed every ${formatHuman(this.cfg.secondarySyncIntervalMs)}`}`;
+    await this.setState('serving', detail);
+    await this.notifier.ready(`serving: ${detail}`);
+    let tick = 0;
+    while (!this.stopRequested) {
+      await Promise.race([sleep(1000), this.stopped]);
+      if (this.stopRequested) break;
+      tick++;
+      if (tick % 5 === 0 && serve) this.vaultwardenAlive = await this.checkAlive();
+      if (this.cfg.deploymentMode === 'serverless' || this.promoting) continue;
+      if (Date.now() - (this.lastRefresh?.getTime() ?? 0) >= this.cfg.secondarySyncIntervalMs) {
+        await this.refresh('interval').catch((err) => log.warn({ err: errorMessage(err) }, `secondary refresh failed: ${errorMessage(err)}; serving the previous copy`));
+      }
+    }
+    return this.drain();
+  }
+
+  /**
+   * One refresh: restore into a temporary file, check it, swap it in only when it
+   * differs, with Vaultwarden stopped for just the swap. Local changes made on the
+   * secondary since the last refresh are set aside, never dropped.
+   */
+  private async refresh(why: string): Promise<void> {
+    const state = readState();
+    const { tmp, facts } = await restoreChecked(this.rt);
+    try {
+      const replicaDigest = contentDigest(tmp);
+      const local = inspectDb(this.rt.dbPath);
+      const localDigest = local.exists && local.intact ? contentDigest(this.rt.dbPath) : undefined;
+      const unchanged = localDigest === replicaDigest;
+      if (unchanged) {
+        this.refreshes.skipped++;
+        this.lastRefresh = new Date();
+        await this.mirror.restore(this.rt.ids);
+        return;
+      }
+      const localChanged = local.exists && localDigest !== state.secondaryDigest;
+      const serving = (await this.systemd.state(UNITS.vaultwarden)).activeState === 'active';
+      const t = Date.now();
+      if (serving) await this.stopUnit(UNITS.vaultwarden, 60_000);
+      if (localChanged) {
+        const kept = await setAside(this.rt.dbPath, 'secondary-local-changes');
+        this.refreshes.localChangesKept++;
+        log.warn({ keptAt: kept }, `local changes on the secondary kept at ${kept} (a secondary's writes are not replicated)`);
+      }
+      await installRestored(tmp, this.rt.dbPath, this.rt.ids);
+      await this.mirror.restore(this.rt.ids);
+      if (serving) {
+        await this.startUnit(UNITS.vaultwarden);
+        await this.waitAlive(120_000);
+        this.lastRefreshDowntimeMs = Date.now() - t;
+      }
+      await updateState({ secondaryDigest: replicaDigest });
+      this.refreshes.swapped++;
+      this.lastRefresh = new Date();
+      log.info({ why, users: facts.users, downtimeMs: this.lastRefreshDowntimeMs }, `secondary refreshed from ${replicaUrl(this.cfg)} (${facts.users} users${serving ? `, Vaultwarden down ${this.lastRefreshDowntimeMs} ms` : ''})`);
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  /**
+   * `promote`: refused while a live primary holds the lease (unless forced); a last
+   * refresh when the replica is reachable; the lease taken; the role persisted in
+   * /var/lib/vwstream/role-override; then the agent restarts itself as primary.
+   */
+  private async promote(force: boolean): Promise<{ status: number; body: unknown }> {
+    if (this.role !== 'secondary') return { status: 409, body: { error: `this host is already ${this.role}` } };
+    const cur = await this.lease.peek().catch(() => null);
+    if (cur && !force && Date.now() <= Date.parse(cur.expiresAt) + safetyMargin(this.cfg.leaseTtlMs)) {
+      return { status: 409, body: { error: `primary ${cur.holder} (boot ${cur.bootId}) holds the lease until ${cur.expiresAt}; if that host is dead: vwstream-agent promote --force` } };
+    }
+    this.promoting = true;
+    try {
+      await this.refresh('promote');
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'promote: last refresh failed; promoting with the copy this host has');
+    }
+    await this.lease.seize();
+    await writeFile(PATHS.roleOverride, 'primary\n', { mode: 0o644 });
+    log.warn({ previousHolder: cur?.holder ?? null }, `PROMOTED to primary${cur ? ` (lease taken from ${cur.holder})` : ''}; role persisted in ${PATHS.roleOverride}; restarting as primary`);
+    setTimeout(() => void this.systemd.restartNoWait(UNITS.agent).catch((err) => log.error({ err: errorMessage(err) }, 'self-restart failed')), 200);
+    return { status: 200, body: { promoted: true, previousHolder: cur?.holder ?? null, override: PATHS.roleOverride } };
   }
 
   async status(): Promise<StatusReport> {
@@ -375,7 +572,7 @@ export class Daemon {
     const p = this.position;
     return {
       version: VERSION,
-      role: this.cfg.role,
+      role: this.role,
       state: this.state,
       detail: this.detail,
       since: this.since.toISOString(),
@@ -392,6 +589,12 @@ export class Daemon {
         remote: this.mirror.store.url,
         lastReport: this.mirror.lastReport ? { at: this.mirror.lastReport.at, uploaded: this.mirror.lastReport.uploaded, deleted: this.mirror.lastReport.deleted, unchanged: this.mirror.lastReport.unchanged, errors: this.mirror.lastReport.errors.length } : null,
       },
+      lease: this.lease.seen ? { holder: this.lease.seen.holder, bootId: this.lease.seen.bootId, expiresAt: this.lease.seen.expiresAt, ours: this.lease.held, url: this.lease.url } : null,
+      lastRefresh: this.lastRefresh?.toISOString() ?? null,
+      lastRefreshAgeSeconds: this.lastRefresh ? Math.round((Date.now() - this.lastRefresh.getTime()) / 1000) : null,
+      lastRefreshDowntimeMs: this.lastRefreshDowntimeMs,
+      refreshes: this.refreshes,
+      roleOverride: this.roleOverride ? PATHS.roleOverride : null,
       lastDrain: this.lastDrain ? { complete: this.lastDrain.complete, at: this.lastDrain.at, detail: this.lastDrain.detail } : null,
       units: this.units,
       vaultwarden: { url: this.aliveUrl().replace(/\/alive$/, ''), alive: this.vaultwardenAlive },
@@ -416,4 +619,10 @@ export class Daemon {
     ];
     return { ok: checks.every((c) => c.ok), checks };
   }
+}
+
+function readRoleOverride(): string | null {
+  if (!existsSync(PATHS.roleOverride)) return null;
+  const v = readFileSync(PATHS.roleOverride, 'utf8').trim();
+  return v === 'primary' || v === 'secondary' ? v : null;
 }

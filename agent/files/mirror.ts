@@ -230,8 +230,13 @@ export class FileMirror {
     return this.serial(async () => {
       const remote = (await this.store.list()).filter((o) => inScope(this.scope, o.key));
       let bytes = 0;
+      let skipped = 0;
       for (const o of remote) {
         const dest = join(this.dataFolder, o.key);
+        // Already here from an earlier restore and untouched since: no download (secondary refreshes).
+        const known = this.manifest.get(o.key);
+        const here = await lstat(dest).catch(() => undefined);
+        if (known && here && known.size === o.size && here.size === o.size && Math.trunc(here.mtimeMs) === known.mtimeMs) { skipped++; continue; }
         for (let d = dirname(o.key); d !== '.'; d = dirname(d)) {
           await mkdir(join(this.dataFolder, d), { recursive: true, mode: 0o700 });
           await chown(join(this.dataFolder, d), ids.uid, ids.gid);
@@ -249,9 +254,9 @@ export class FileMirror {
         this.manifest.set(o.key, { size: st.size, mtimeMs: Math.trunc(st.mtimeMs), sha256: await sha256File(dest) });
         bytes += st.size;
       }
-      await this.saveManifest();
+      if (remote.length > skipped) await this.saveManifest();
       this.lastList = Date.now();
-      return { files: remote.length, bytes };
+      return { files: remote.length - skipped, bytes };
     });
   }
 }

@@ -16,7 +16,7 @@ function tmpPathFor(dbPath: string): string {
 }
 
 /** Restores into a temporary file next to the database and checks it before anything moves. */
-async function restoreChecked(rt: Runtime, target: RestoreTarget = {}): Promise<{ tmp: string; facts: DbFacts }> {
+export async function restoreChecked(rt: Runtime, target: RestoreTarget = {}): Promise<{ tmp: string; facts: DbFacts }> {
   const tmp = tmpPathFor(rt.dbPath);
   await restoreTo(rt.litestreamConfig, rt.dbPath, tmp, target);
   const facts = inspectDb(tmp);

@@ -87,6 +87,16 @@ export class Systemd {
     return { activeState, subState, result, execMainStatus, mainPid };
   }
 
+  /** SIGKILL to every process of a unit: stops a writer at once, without its stop logic. */
+  async kill(unit: string): Promise<void> {
+    await this.manager.KillUnit(unit, 'all', 9);
+  }
+
+  /** Restarts a unit without waiting (used by the agent to restart itself). */
+  async restartNoWait(unit: string): Promise<void> {
+    await this.manager.RestartUnit(unit, 'replace');
+  }
+
   /** Re-reads unit files (after writing drop-ins or timers). */
   async reload(): Promise<void> {
     await this.manager.Reload();

@@ -1,0 +1,127 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Settings } from '../config/config.ts';
+
+/** The single-writer lease (contract behaviour 5): who may write the replica, until when. */
+export interface Lease { holder: string; bootId: string; token: string; acquiredAt: string; expiresAt: string; ttlMs: number }
+export interface Identity { holder: string; bootId: string; token: string }
+
+export function myIdentity(): Identity {
+  let bootId = 'unknown';
+  try { bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* not Linux */ }
+  return { holder: hostname(), bootId, token: randomBytes(12).toString('hex') };
+}
+
+export type LeaseDecision =
+  | { action: 'acquire'; reason: string }
+  | { action: 'renew' }
+  | { action: 'wait'; holder: string; until: Date };
+
+/**
+ * Pure lease rule. A lease belongs to whoever holds its token; the same host and boot
+ * (an earlier run of this agent, now gone) may take it over; anyone else only after it
+ * expired plus a safety margin (the holder fences itself that margin *before* expiry,
+ * so two writers never overlap while clocks agree within the margin).
+ */
+export function decideLease(current: Lease | null, me: Identity, nowMs: number, safetyMs: number): LeaseDecision {
+  if (!current) return { action: 'acquire', reason: 'no lease' };
+  if (current.token === me.token) return { action: 'renew' };
+  if (current.holder === me.holder && current.bootId === me.bootId) return { action: 'acquire', reason: 'held by an earlier run of this agent on this boot' };
+  const expires = Date.parse(current.expiresAt);
+  if (!Number.isFinite(expires) || nowMs > expires + safetyMs) return { action: 'acquire', reason: `lease of ${current.holder} expired at ${current.expiresAt}` };
+  return { action: 'wait', holder: current.holder, until: new Date(expires) };
+}
+
+export function newLease(me: Identity, nowMs: number, ttlMs: number, acquiredAt?: string): Lease {
+  return { ...me, acquiredAt: acquiredAt ?? new Date(nowMs).toISOString(), expiresAt: new Date(nowMs + ttlMs).toISOString(), ttlMs };
+}
+
+/** The holder must have renewed before expiry minus the margin, or stop writing. */
+export function safetyMargin(ttlMs: number): number {
+  return Math.min(5_000, Math.floor(ttlMs / 4));
+}
+
+export class LeaseConflict extends Error {}
+
+/** Where the lease lives: an object beside the replica (S3) or a file beside the directory replica. */
+export interface LeaseStore {
+  readonly url: string;
+  read(signal?: AbortSignal): Promise<{ lease: Lease; etag?: string } | null>;
+  /** Conditional where the server supports it: `etag` = replace exactly that version, null = only if absent. */
+  write(lease: Lease, expect: { etag?: string | null }, signal?: AbortSignal): Promise<void>;
+  remove(signal?: AbortSignal): Promise<void>;
+}
+
+export class S3LeaseStore implements LeaseStore {
+  readonly url: string;
+  private readonly key: string;
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  constructor(s3: S3Settings, client: S3Client) {
+    this.client = client;
+    this.bucket = s3.bucket;
+    this.key = [s3.prefix, 'lease.json'].filter(Boolean).join('/');
+    this.url = `s3://${s3.bucket}/${this.key}`;
+  }
+
+  async read(signal?: AbortSignal): Promise<{ lease: Lease; etag?: string } | null> {
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key }), { abortSignal: signal });
+      const lease = JSON.parse(await r.Body!.transformToString()) as Lease;
+      return r.ETag ? { lease, etag: r.ETag } : { lease };
+    } catch (err) {
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404) return null;
+      throw err;
+    }
+  }
+
+  async write(lease: Lease, expect: { etag?: string | null }, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.client.send(new PutObjectCommand({
+        Bucket: this.bucket, Key: this.key, Body: JSON.stringify(lease), ContentType: 'application/json',
+        ...(expect.etag === null ? { IfNoneMatch: '*' } : expect.etag ? { IfMatch: expect.etag } : {}),
+      }), { abortSignal: signal });
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 412 || status === 409) throw new LeaseConflict(`lease changed under us (${status})`);
+      throw err;
+    }
+  }
+
+  async remove(signal?: AbortSignal): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key }), { abortSignal: signal });
+  }
+}
+
+export class FileLeaseStore implements LeaseStore {
+  readonly url: string;
+  private readonly path: string;
+  constructor(dir: string) {
+    this.path = `${dir}/lease.json`;
+    this.url = `file://${this.path}`;
+  }
+
+  async read(): Promise<{ lease: Lease } | null> {
+    try {
+      return { lease: JSON.parse(await readFile(this.path, 'utf8')) as Lease };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async write(lease: Lease): Promise<void> {
+    await mkdir(this.path.slice(0, this.path.lastIndexOf('/')), { recursive: true });
+    const tmp = `${this.path}.tmp-${process.pid}`;
+    await writeFile(tmp, JSON.stringify(lease), { mode: 0o644 });
+    await rename(tmp, this.path);
+  }
+
+  async remove(): Promise<void> {
+    await rm(this.path, { force: true });
+  }
+}
