@@ -6,13 +6,15 @@ import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client 
 import type { S3Settings } from '../config/config.ts';
 
 /** The single-writer lease (contract behaviour 5): who may write the replica, until when. */
-export interface Lease { holder: string; bootId: string; token: string; acquiredAt: string; expiresAt: string; ttlMs: number }
-export interface Identity { holder: string; bootId: string; token: string }
+export interface Lease { holder: string; machineId: string; bootId: string; token: string; acquiredAt: string; expiresAt: string; ttlMs: number }
+export interface Identity { holder: string; machineId: string; bootId: string; token: string }
+
+function readId(path: string): string {
+  try { return readFileSync(path, 'utf8').trim() || 'unknown'; } catch { return 'unknown'; }
+}
 
 export function myIdentity(): Identity {
-  let bootId = 'unknown';
-  try { bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* not Linux */ }
-  return { holder: hostname(), bootId, token: randomBytes(12).toString('hex') };
+  return { holder: hostname(), machineId: readId('/etc/machine-id'), bootId: readId('/proc/sys/kernel/random/boot_id'), token: randomBytes(12).toString('hex') };
 }
 
 export type LeaseDecision =
@@ -21,15 +23,18 @@ export type LeaseDecision =
   | { action: 'wait'; holder: string; until: Date };
 
 /**
- * Pure lease rule. A lease belongs to whoever holds its token; the same host and boot
- * (an earlier run of this agent, now gone) may take it over; anyone else only after it
+ * Pure lease rule. A lease belongs to whoever holds its token; the same machine (an
+ * earlier run of this agent, or an earlier boot: either is gone) may take it over at
+ * once; anyone else only after it
  * expired plus a safety margin (the holder fences itself that margin *before* expiry,
  * so two writers never overlap while clocks agree within the margin).
  */
 export function decideLease(current: Lease | null, me: Identity, nowMs: number, safetyMs: number): LeaseDecision {
   if (!current) return { action: 'acquire', reason: 'no lease' };
   if (current.token === me.token) return { action: 'renew' };
-  if (current.holder === me.holder && current.bootId === me.bootId) return { action: 'acquire', reason: 'held by an earlier run of this agent on this boot' };
+  if (me.machineId !== 'unknown' && current.machineId === me.machineId) {
+    return { action: 'acquire', reason: current.bootId === me.bootId ? 'held by an earlier run of this agent' : 'held by this machine before it rebooted' };
+  }
   const expires = Date.parse(current.expiresAt);
   if (!Number.isFinite(expires) || nowMs > expires + safetyMs) return { action: 'acquire', reason: `lease of ${current.holder} expired at ${current.expiresAt}` };
   return { action: 'wait', holder: current.holder, until: new Date(expires) };

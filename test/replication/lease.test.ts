@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decideLease, newLease, safetyMargin, type Identity } from '../../agent/replication/lease.ts';
 
-const me: Identity = { holder: 'vault-b', bootId: 'boot-b', token: 'tok-b' };
-const other: Identity = { holder: 'vault-a', bootId: 'boot-a', token: 'tok-a' };
+const me: Identity = { holder: 'vault-b', machineId: 'm-b', bootId: 'boot-b', token: 'tok-b' };
+const other: Identity = { holder: 'vault-a', machineId: 'm-a', bootId: 'boot-a', token: 'tok-a' };
 const now = Date.parse('2026-11-25T10:00:00Z');
 const ttl = 60_000;
 const safety = safetyMargin(ttl);
@@ -25,15 +25,15 @@ test('expired only after the safety margin: the holder fences itself that margin
 });
 
 test('stolen from our point of view: another token is alive, so we wait (and a running holder fences)', () => {
-  const thief = newLease({ holder: 'vault-c', bootId: 'boot-c', token: 'tok-c' }, now, ttl);
+  const thief = newLease({ holder: 'vault-c', machineId: 'm-c', bootId: 'boot-c', token: 'tok-c' }, now, ttl);
   assert.equal(decideLease(thief, me, now, safety).action, 'wait');
 });
 
-test('an earlier run of this agent on the same boot is taken over at once', () => {
-  const old = newLease({ ...me, token: 'tok-old' }, now, ttl);
-  assert.equal(decideLease(old, me, now, safety).action, 'acquire');
-  // Same host name after a reboot (new boot id): a crash of the old boot expires normally.
-  assert.equal(decideLease(newLease({ ...me, bootId: 'boot-old', token: 'x' }, now, ttl), me, now, safety).action, 'wait');
+test('this machine\'s earlier run or earlier boot is taken over at once; a clone with the same host name is not', () => {
+  assert.deepEqual(decideLease(newLease({ ...me, token: 'tok-old' }, now, ttl), me, now, safety), { action: 'acquire', reason: 'held by an earlier run of this agent' });
+  assert.deepEqual(decideLease(newLease({ ...me, bootId: 'boot-old', token: 'x' }, now, ttl), me, now, safety), { action: 'acquire', reason: 'held by this machine before it rebooted' });
+  assert.equal(decideLease(newLease({ ...me, machineId: 'm-clone', token: 'x' }, now, ttl), me, now, safety).action, 'wait');
+  assert.equal(decideLease(newLease({ ...me, machineId: 'unknown', token: 'x' }, now, ttl), { ...me, machineId: 'unknown' }, now, safety).action, 'wait');
 });
 
 test('a garbled expiry is treated as expired', () => {

@@ -57,6 +57,17 @@ export async function waitDbSynced(host: Host, since: number, timeoutMs = 30_000
   }
 }
 
+/** Polls `status --json` until the agent serves (e.g. after waiting for a lease). */
+export async function waitServing(host: Host, timeoutMs = 120_000): Promise<Record<string, any>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await statusJson(host).catch(() => undefined);
+    if (s?.state === 'serving') return s;
+    if (Date.now() > deadline) throw new Error(`not serving after ${timeoutMs} ms: ${JSON.stringify(s)}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 export async function unitProp(host: Host, unit: string, prop: string): Promise<string> {
   return (await host.exec(['systemctl', 'show', '-P', prop, unit])).stdout.trim();
 }

@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { startS3, type Host, type S3Server } from './harness.ts';
-import { agentHost, startAgent, statusJson, waitDbSynced, type AgentHost } from './common.ts';
+import { agentHost, startAgent, statusJson, waitDbSynced, waitServing, type AgentHost } from './common.ts';
 
 const hosts: AgentHost[] = [];
 after(async () => { for (const h of hosts) await h.host.destroy().catch(() => undefined); });
@@ -23,7 +23,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 function s3Env(s3: S3Server, bucket: string, prefix: string): Record<string, string> {
   return {
     S3_BUCKET: bucket, S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: 'fault-key',
-    S3_SECRET_ACCESS_KEY: 'fault-secret-0a1b2c3d', S3_REGION: 'us-east-1', S3_PREFIX: prefix,
+    S3_SECRET_ACCESS_KEY: 'fault-secret-0a1b2c3d', S3_REGION: 'us-east-1', S3_PREFIX: prefix, LEASE_TTL: '10',
   };
 }
 
@@ -80,6 +80,7 @@ test('power loss under a steady write load loses at most ~2 s of acknowledged wr
     const b = await agentHost('vws-ft-b', env);
     hosts.push(b);
     await startAgent(b.host);
+    await waitServing(b.host, 60_000); // the crashed holder's lease expires first (LEASE_TTL=10)
     assert.equal((await statusJson(b.host)).restore.action, 'restore');
     assert.equal(await b.vw.integrity(), 'ok');
     const present = await userUuids(b.host);
