@@ -23,17 +23,19 @@ export type LeaseDecision =
   | { action: 'wait'; holder: string; until: Date };
 
 /**
- * Pure lease rule. A lease belongs to whoever holds its token; the same machine (an
- * earlier run of this agent, or an earlier boot: either is gone) may take it over at
- * once; anyone else only after it
+ * Pure lease rule. A lease belongs to whoever holds its token; an earlier run of this
+ * agent in the same boot (now gone) may take it over at once; anyone else, this host
+ * after a reboot included, only after it
  * expired plus a safety margin (the holder fences itself that margin *before* expiry,
  * so two writers never overlap while clocks agree within the margin).
  */
 export function decideLease(current: Lease | null, me: Identity, nowMs: number, safetyMs: number): LeaseDecision {
   if (!current) return { action: 'acquire', reason: 'no lease' };
   if (current.token === me.token) return { action: 'renew' };
-  if (me.machineId !== 'unknown' && current.machineId === me.machineId) {
-    return { action: 'acquire', reason: current.bootId === me.bootId ? 'held by an earlier run of this agent' : 'held by this machine before it rebooted' };
+  // Boot ids are random per boot: the same one means an earlier run of this agent on this
+  // very boot (now gone). Machine ids and host names are not enough: cloned images share them.
+  if (me.bootId !== 'unknown' && current.bootId === me.bootId && current.machineId === me.machineId) {
+    return { action: 'acquire', reason: 'held by an earlier run of this agent' };
   }
   const expires = Date.parse(current.expiresAt);
   if (!Number.isFinite(expires) || nowMs > expires + safetyMs) return { action: 'acquire', reason: `lease of ${current.holder} expired at ${current.expiresAt}` };

@@ -29,11 +29,13 @@ test('stolen from our point of view: another token is alive, so we wait (and a r
   assert.equal(decideLease(thief, me, now, safety).action, 'wait');
 });
 
-test('this machine\'s earlier run or earlier boot is taken over at once; a clone with the same host name is not', () => {
+test('an earlier run of this agent in the same boot is taken over at once; a reboot or a clone waits', () => {
   assert.deepEqual(decideLease(newLease({ ...me, token: 'tok-old' }, now, ttl), me, now, safety), { action: 'acquire', reason: 'held by an earlier run of this agent' });
-  assert.deepEqual(decideLease(newLease({ ...me, bootId: 'boot-old', token: 'x' }, now, ttl), me, now, safety), { action: 'acquire', reason: 'held by this machine before it rebooted' });
-  assert.equal(decideLease(newLease({ ...me, machineId: 'm-clone', token: 'x' }, now, ttl), me, now, safety).action, 'wait');
-  assert.equal(decideLease(newLease({ ...me, machineId: 'unknown', token: 'x' }, now, ttl), { ...me, machineId: 'unknown' }, now, safety).action, 'wait');
+  // After a reboot (new boot id) the old lease runs out like anyone's.
+  assert.equal(decideLease(newLease({ ...me, bootId: 'boot-old', token: 'x' }, now, ttl), me, now, safety).action, 'wait');
+  // Clones share machine id and host name, never the boot id.
+  assert.equal(decideLease(newLease({ ...me, bootId: 'boot-clone', token: 'x' }, now, ttl), me, now, safety).action, 'wait');
+  assert.equal(decideLease(newLease({ ...me, bootId: 'unknown', token: 'x' }, now, ttl), { ...me, bootId: 'unknown' }, now, safety).action, 'wait');
 });
 
 test('a garbled expiry is treated as expired', () => {

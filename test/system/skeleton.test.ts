@@ -84,7 +84,7 @@ describe('S3 replica: power loss of the primary, a new host restores', () => {
 describe('local directory replica (embedded default)', () => {
   let a: AgentHost;
   before(async () => {
-    a = await agentHost('vws-sk-local', {});
+    a = await agentHost('vws-sk-local', { LEASE_TTL: '10' });
     hosts.push(a);
     await startAgent(a.host);
   });
@@ -95,9 +95,10 @@ describe('local directory replica (embedded default)', () => {
     await waitDbSynced(a.host, Date.now());
     await a.host.kill9();
     await a.host.boot();
-    // Enabled at boot: it comes back by itself and keeps the local database.
+    // Enabled at boot: it comes back by itself (after its pre-crash lease ran out,
+    // LEASE_TTL=10) and keeps the local database.
     await waitActive(a);
-    assert.equal((await statusJson(a.host)).restore.action, 'keep');
+    assert.equal((await waitServing(a.host, 60_000)).restore.action, 'keep');
     assert.equal((await a.vw.counts()).users, 50);
 
     // The data folder is lost: the next start restores it from the directory replica.
@@ -112,10 +113,10 @@ describe('local directory replica (embedded default)', () => {
     await a.host.exec(['systemctl', 'stop', 'vwstream-agent.service'], { timeoutMs: 120_000 });
     const fingerprint = 'cd /var/lib && find vaultwarden vwstream/replica -type f -print0 | sort -z | xargs -0 sha256sum';
     const before = (await a.host.sh(fingerprint)).stdout;
-    await writeEnv(a.host, { ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(a.port), NODE_ROLE: 'banana' });
+    await writeEnv(a.host, { ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(a.port), LEASE_TTL: '10', NODE_ROLE: 'banana' });
     const check = await a.host.exec(['vwstream-agent', 'check-config'], { check: false });
     assert.equal(check.exitCode, 78);
-    assert.equal(check.stderr.trim(), 'vwstream-agent: config error: NODE_ROLE="banana" is not valid: expected one of primary, secondary (/etc/vwstream/vwstream.env line 3)');
+    assert.equal(check.stderr.trim(), 'vwstream-agent: config error: NODE_ROLE="banana" is not valid: expected one of primary, secondary (/etc/vwstream/vwstream.env line 4)');
     const start = await a.host.exec(['systemctl', 'start', 'vwstream-agent.service'], { check: false, timeoutMs: 60_000 });
     assert.notEqual(start.exitCode, 0);
     assert.equal(await unitProp(a.host, 'vwstream-agent.service', 'ExecMainStatus'), '78');
