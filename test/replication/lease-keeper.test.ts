@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { LeaseKeeper } from '../../agent/replication/lease-keeper.ts';
+import { FileLeaseStore, newLease, type Identity } from '../../agent/replication/lease.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'vws-lease-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const id = (n: string): Identity => ({ holder: `host-${n}`, machineId: `m-${n}`, bootId: `b-${n}`, token: `t-${n}` });
+
+test('acquire, a second holder waits, renewal keeps it, a thief is noticed, release frees it', async () => {
+  const store = new FileLeaseStore(join(dir, 'a'));
+  const lost: { reason: string; stolen: boolean }[] = [];
+  const a = new LeaseKeeper({ store, me: id('a'), ttlMs: 10_000, settleMs: 10, onLost: (reason, stolen) => lost.push({ reason, stolen }) });
+  const b = new LeaseKeeper({ store, me: id('b'), ttlMs: 10_000, settleMs: 10, onLost: () => assert.fail('b never held it') });
+  assert.equal((await a.tryAcquire()).action, 'acquire');
+  assert.ok(a.held);
+  const w = await b.tryAcquire();
+  assert.equal(w.action, 'wait');
+  assert.equal(w.action === 'wait' && w.holder, 'host-a');
+  const before = (await store.read())!.lease.expiresAt;
+  await new Promise((r) => setTimeout(r, 5));
+  await a.renew();
+  assert.ok((await store.read())!.lease.expiresAt > before, 'renewed');
+  assert.equal(lost.length, 0);
+  // Someone overwrites the lease (a forced promote elsewhere): the holder must stop writing.
+  await store.write(newLease(id('c'), Date.now(), 10_000));
+  await a.renew();
+  assert.equal(lost.length, 1);
+  assert.equal(lost[0]!.stolen, true);
+  assert.match(lost[0]!.reason, /^lease taken by host-c/);
+  // c releases only its own lease; a's release does nothing now.
+  assert.equal(await a.release(), false);
+  assert.ok(await store.read());
+});
+
+test('a lease that cannot be renewed before its expiry (minus the margin) is given up, not stolen', async () => {
+  const store = new FileLeaseStore(join(dir, 'b'));
+  const lost: boolean[] = [];
+  const a = new LeaseKeeper({ store, me: id('a'), ttlMs: 4_000, settleMs: 10, onLost: (_r, stolen) => lost.push(stolen) });
+  await a.tryAcquire();
+  store.read = async () => { throw new Error('S3 unreachable'); };
+  await a.renew(); // before the deadline: a warning only
+  assert.deepEqual(lost, []);
+  await new Promise((r) => setTimeout(r, 3_100)); // past expiry − margin (1 s)
+  await a.renew();
+  assert.deepEqual(lost, [false]);
+});
