@@ -27,6 +27,8 @@ export const UNITS = {
   vaultwarden: 'vwstream-vaultwarden.service',
   litestream: 'vwstream-litestream.service',
   syncTimer: 'vwstream-sync.timer',
+  backup: 'vwstream-backup.service',
+  backupTimer: 'vwstream-backup.timer',
 } as const;
 
 export const SERVICE_USER = 'vaultwarden';

@@ -4,13 +4,15 @@
  * each is scaled down in proportion. The unit timeouts systemd enforces follow from it.
  */
 export interface DrainBudget {
+  /** A backup still running at stop may finish within this (BACKUP_SHUTDOWN_TIMEOUT). */
+  backupMs: number;
   vaultwardenMs: number;
   /** Litestream step: confirmation (ExecStop) + SIGTERM final sync, each half. */
   litestreamMs: number;
   filesMs: number;
   scaled: boolean;
   /** TimeoutStopSec values, in seconds. */
-  units: { agentSec: number; vaultwardenSec: number; litestreamSec: number };
+  units: { agentSec: number; vaultwardenSec: number; litestreamSec: number; backupSec: number };
   /** How long `confirm-sync` waits for the replica to catch up. */
   confirmMs: number;
 }
@@ -25,8 +27,11 @@ export const VAULTWARDEN_MIN_MS = 10_000;
  * Vaultwarden (which stops in seconds) gets what remains, up to 60 s and at least 10 s.
  * Only when even that does not fit are Litestream and files scaled down in proportion.
  */
-export function drainBudget(graceMs: number, steps: { litestreamShutdownMs: number; syncShutdownMs: number; vaultwardenMs?: number }): DrainBudget {
-  const available = Math.max(graceMs - DRAIN_MARGIN_MS, VAULTWARDEN_MIN_MS + 4_000);
+export function drainBudget(graceMs: number, steps: { litestreamShutdownMs: number; syncShutdownMs: number; vaultwardenMs?: number; backupShutdownMs?: number }): DrainBudget {
+  // A running backup goes first (it reads the database, Vaultwarden may keep serving),
+  // and may take at most a third of the grace period so the data steps keep theirs.
+  const backupMs = Math.min(steps.backupShutdownMs ?? 0, Math.floor(graceMs / 3));
+  const available = Math.max(graceMs - DRAIN_MARGIN_MS - backupMs, VAULTWARDEN_MIN_MS + 4_000);
   let litestreamMs = steps.litestreamShutdownMs;
   let filesMs = steps.syncShutdownMs;
   let vaultwardenMs = Math.min(steps.vaultwardenMs ?? VAULTWARDEN_STOP_MS, available - litestreamMs - filesMs);
@@ -39,6 +44,7 @@ export function drainBudget(graceMs: number, steps: { litestreamShutdownMs: numb
   }
   const halfLs = Math.max(1_000, Math.floor(litestreamMs / 2));
   return {
+    backupMs,
     vaultwardenMs,
     litestreamMs,
     filesMs,
@@ -48,6 +54,7 @@ export function drainBudget(graceMs: number, steps: { litestreamShutdownMs: numb
       agentSec: Math.ceil((graceMs + 15_000) / 1000),
       vaultwardenSec: Math.ceil(vaultwardenMs / 1000),
       litestreamSec: Math.ceil(halfLs / 1000),
+      backupSec: Math.max(1, Math.ceil(backupMs / 1000)),
     },
   };
 }

@@ -8,7 +8,7 @@ test('defaults fit in STOP_GRACE_PERIOD unchanged', () => {
   assert.equal(b.scaled, false);
   assert.deepEqual([b.vaultwardenMs, b.litestreamMs, b.filesMs], [60_000, 60_000, 60_000]);
   assert.equal(b.confirmMs, 29_500);
-  assert.deepEqual(b.units, { agentSec: 315, vaultwardenSec: 60, litestreamSec: 30 });
+  assert.deepEqual(b.units, { agentSec: 315, vaultwardenSec: 60, litestreamSec: 30, backupSec: 1 });
 });
 
 test('steps that add up to more than the grace period are scaled down and stay within it', () => {
@@ -25,6 +25,13 @@ test('steps that add up to more than the grace period are scaled down and stay w
   const small = drainBudget(40_000, { litestreamShutdownMs: 10_000, syncShutdownMs: 10_000 });
   assert.deepEqual([small.vaultwardenMs, small.litestreamMs, small.filesMs, small.confirmMs], [10_000, 10_000, 10_000, 4_500]);
   assert.equal(small.units.litestreamSec, 5);
+});
+
+test('a running backup gets BACKUP_SHUTDOWN_TIMEOUT, at most a third of the grace, and the rest still fits', () => {
+  const b = drainBudget(300_000, { litestreamShutdownMs: 60_000, syncShutdownMs: 60_000, backupShutdownMs: 120_000 });
+  assert.equal(b.backupMs, 100_000);
+  assert.ok(b.backupMs + b.vaultwardenMs + b.litestreamMs + b.filesMs <= 300_000 - DRAIN_MARGIN_MS);
+  assert.equal(b.units.backupSec, 100);
 });
 
 test('drop-ins carry the timeouts and the sync interval', () => {

@@ -1,0 +1,125 @@
+import { stat } from 'node:fs/promises';
+import type { Config } from '../config/config.ts';
+import { run, type RunResult } from '../exec.ts';
+import { scrub } from '../log.ts';
+import { planRetention, type RetentionPlan } from './retention.ts';
+
+/**
+ * rclone destinations of BACKUP_REMOTES (`remote:path`). rclone runs with an explicit
+ * environment: the S3 remote derived from S3_* (named RCLONE_REMOTE_NAME) plus the
+ * operator's RCLONE_CONFIG_* variables (which win). Secrets travel only in that env.
+ */
+export interface RcloneContext {
+  env: Record<string, string>;
+  flags: string[];
+  bin: string;
+}
+
+/** rclone's env-config name for a remote: upper case, '-' → '_' (as rclone looks it up). */
+export function envRemoteName(name: string): string {
+  return name.toUpperCase().replace(/-/g, '_');
+}
+
+export function rcloneEnvOf(cfg: Pick<Config, 's3' | 'rcloneRemoteName' | 'rcloneEnv'>): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (cfg.s3) {
+    const p = `RCLONE_CONFIG_${envRemoteName(cfg.rcloneRemoteName)}_`;
+    env[`${p}TYPE`] = 's3';
+    env[`${p}PROVIDER`] = cfg.s3.provider;
+    env[`${p}ACCESS_KEY_ID`] = cfg.s3.accessKeyId;
+    env[`${p}SECRET_ACCESS_KEY`] = cfg.s3.secretAccessKey;
+    env[`${p}REGION`] = cfg.s3.region;
+    if (cfg.s3.endpoint) env[`${p}ENDPOINT`] = cfg.s3.endpoint;
+    env[`${p}FORCE_PATH_STYLE`] = String(cfg.s3.forcePathStyle);
+    if (cfg.s3.acl) env[`${p}ACL`] = cfg.s3.acl;
+    if (cfg.s3.noCheckBucket) env[`${p}NO_CHECK_BUCKET`] = 'true';
+  }
+  return { ...env, ...cfg.rcloneEnv };
+}
+
+export function rcloneContext(cfg: Pick<Config, 's3' | 'rcloneRemoteName' | 'rcloneEnv' | 'rcloneFlags'>, bin = 'rclone'): RcloneContext {
+  return { env: rcloneEnvOf(cfg), flags: cfg.rcloneFlags.split(/\s+/).filter(Boolean), bin };
+}
+
+/** `remote:path` + `/name` (no doubled slash; `remote:` alone is the remote's root). */
+export function joinRemote(dest: string, name: string): string {
+  return dest.endsWith(':') || dest.endsWith('/') ? `${dest}${name}` : `${dest}/${name}`;
+}
+
+export class DestinationError extends Error {
+  readonly destination: string;
+  constructor(destination: string, message: string, cause?: unknown) {
+    super(`${destination}: ${message}`, cause === undefined ? undefined : { cause });
+    this.name = 'DestinationError';
+    this.destination = destination;
+  }
+}
+
+function explain(r: RunResult): string {
+  if (r.timedOut) return 'timed out';
+  const lines = (r.stderr || r.stdout).trim().split('\n').filter((l) => !/NOTICE: Config file .* not found/.test(l));
+  return scrub(`rclone exited ${r.exitCode}${lines.length ? `: ${lines.slice(-2).join(' | ')}` : ''}`);
+}
+
+async function rclone(ctx: RcloneContext, args: string[], timeoutMs: number, signal?: AbortSignal): Promise<RunResult> {
+  signal?.throwIfAborted();
+  return run(ctx.bin, [...args, ...ctx.flags], { env: ctx.env, timeoutMs, reject: false });
+}
+
+export interface RemoteArchive { name: string; size: number; modTime: string }
+
+/** Uploads a local archive file as dest/name and confirms it is there with the right size. */
+export async function shipArchive(ctx: RcloneContext, file: string, dest: string, name: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<{ bytes: number; ms: number }> {
+  const started = Date.now();
+  const size = (await stat(file)).size;
+  const target = joinRemote(dest, name);
+  const r = await rclone(ctx, ['copyto', file, target], opts.timeoutMs ?? 6 * 3_600_000, opts.signal);
+  if (r.exitCode !== 0 || r.timedOut) throw new DestinationError(dest, `upload of ${name} failed (${explain(r)})`);
+  const listed = (await listArchives(ctx, dest, opts)).find((a) => a.name === name);
+  if (!listed) throw new DestinationError(dest, `upload of ${name} reported success but the file is not listed`);
+  if (listed.size !== size && listed.size >= 0) throw new DestinationError(dest, `upload of ${name}: remote size ${listed.size} ≠ local ${size}`);
+  return { bytes: size, ms: Date.now() - started };
+}
+
+/** Files directly under dest (a missing directory is an empty list). */
+export async function listArchives(ctx: RcloneContext, dest: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<RemoteArchive[]> {
+  const r = await rclone(ctx, ['lsjson', '--files-only', '--no-mimetype', dest], opts.timeoutMs ?? 300_000, opts.signal);
+  if (r.exitCode === 3 && /directory not found/i.test(r.stderr)) return [];
+  if (r.exitCode !== 0 || r.timedOut) throw new DestinationError(dest, `listing failed (${explain(r)})`);
+  let items: { Name: string; Size: number; ModTime: string; IsDir: boolean }[];
+  try {
+    items = JSON.parse(r.stdout || '[]');
+  } catch {
+    throw new DestinationError(dest, 'listing failed (rclone lsjson printed no JSON)');
+  }
+  return items.filter((i) => !i.IsDir).map((i) => ({ name: i.Name, size: i.Size, modTime: i.ModTime }));
+}
+
+export async function deleteArchive(ctx: RcloneContext, dest: string, name: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+  const r = await rclone(ctx, ['deletefile', joinRemote(dest, name)], opts.timeoutMs ?? 300_000, opts.signal);
+  if (r.exitCode !== 0 || r.timedOut) throw new DestinationError(dest, `deleting ${name} failed (${explain(r)})`);
+}
+
+export interface RetentionResult extends RetentionPlan { errors: string[] }
+
+/**
+ * Retention on one destination: lists it, deletes archives older than `retentionDays`
+ * while keeping the `minKeep` newest. Only this product's archive names are touched.
+ * A failed deletion is reported in `errors` (the next run tries again), not thrown.
+ */
+export async function applyRetention(ctx: RcloneContext, dest: string, policy: { now: Date; retentionDays: number; minKeep: number }, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<RetentionResult> {
+  const listed = await listArchives(ctx, dest, opts);
+  const plan = planRetention(listed.map((a) => a.name), policy.now, policy.retentionDays, policy.minKeep);
+  const errors: string[] = [];
+  const deleted: string[] = [];
+  for (const name of plan.delete) {
+    try {
+      await deleteArchive(ctx, dest, name, opts);
+      deleted.push(name);
+    } catch (err) {
+      if (opts.signal?.aborted) throw err;
+      errors.push((err as Error).message);
+    }
+  }
+  return { ...plan, delete: deleted, errors };
+}
