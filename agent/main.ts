@@ -5,6 +5,7 @@ import { checkConfigCommand } from './cli/check-config.ts';
 import { confirmSyncCommand } from './cli/confirm-sync.ts';
 import { syncCommand } from './cli/sync.ts';
 import { promoteCommand } from './cli/promote.ts';
+import { backupCommand } from './cli/backup.ts';
 import { generationsCommand } from './cli/generations.ts';
 import { keepLocalCommand } from './cli/keep-local.ts';
 import { restoreCommand } from './cli/restore.ts';
@@ -32,6 +33,7 @@ await yargs(process.argv.slice(2))
   .command('health', 'Health checks; exit 0 when healthy, 1 when not', {}, (a) => healthCommand(g(a)))
   .command('check-config', 'Validate the configuration without starting anything (exit 78 on an error)', {}, (a) => checkConfigCommand(g(a)))
   .command('sync', 'Mirror attachments, sends, config.json and rsa_key* now (what vwstream-sync.timer runs)', {}, (a) => syncCommand(g(a)))
+  .command('backup', 'Back up now: DB snapshot + files → archive (encrypted with BACKUP_PASSWORD) → every BACKUP_REMOTES destination → retention (what vwstream-backup.timer runs)', {}, (a) => backupCommand(g(a)))
   .command('confirm-sync', false, {}, () => confirmSyncCommand())
   .command('generations', 'List the generations the replica holds', {}, (a) => generationsCommand(g(a)))
   .command(

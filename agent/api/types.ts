@@ -39,6 +39,7 @@ export interface StatusReport {
   lastRefreshDowntimeMs: number | null;
   refreshes: { swapped: number; skipped: number; localChangesKept: number };
   roleOverride: string | null;
+  backup: { enabled: boolean; cron: string; nextRun: string | null; last: { at: string; ok: boolean; name: string; detail: string } | null };
   units: Record<string, UnitSummary>;
   vaultwarden: { url: string; alive: boolean };
   litestream: { snapshotInterval: string; retention: string; syncInterval: string; profile: string };

@@ -16,6 +16,7 @@ export function formatStatus(s: StatusReport): string {
   if (s.lease) lines.push(`  lease          ${s.lease.ours ? 'held by this host' : `held by ${s.lease.holder}`} until ${s.lease.expiresAt} (${s.lease.url})`);
   if (s.role === 'secondary') lines.push(`  last refresh   ${ago(s.lastRefresh)}; swaps ${s.refreshes.swapped}, unchanged ${s.refreshes.skipped}${s.lastRefreshDowntimeMs !== null ? `, last swap downtime ${s.lastRefreshDowntimeMs} ms` : ''}${s.refreshes.localChangesKept ? `, local changes kept aside ${s.refreshes.localChangesKept}×` : ''}`);
   if (s.roleOverride) lines.push(`  role override  ${s.roleOverride} (written by promote; delete it and restart to follow NODE_ROLE again)`);
+  lines.push(`  backups        ${s.backup.enabled ? `${s.backup.cron}, next ${s.backup.nextRun ?? 'never'}` : 'disabled'}${s.backup.last ? `; last ${s.backup.last.ok ? 'ok' : 'FAILED'} ${s.backup.last.at} ${s.backup.last.name}${s.backup.last.ok ? '' : `: ${s.backup.last.detail}`}` : ''}`);
   if (s.walBytes !== null) lines.push(`  wal / db       ${s.walBytes} / ${s.dbBytes} bytes`);
   if (s.lastDrain) lines.push(`  last drain     ${s.lastDrain.complete ? '' : 'INCOMPLETE: '}${s.lastDrain.detail} (${s.lastDrain.at})`);
   if (s.restore) lines.push(`  at start       ${s.restore.action}: ${s.restore.reason} (${s.restore.ms} ms)`);

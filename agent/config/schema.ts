@@ -1,6 +1,7 @@
 import { Cron } from 'croner';
 import { ConfigError } from '../errors.ts';
 import { parseDuration } from './duration.ts';
+import { cronToOnCalendar } from '../backup/schedule.ts';
 
 /**
  * Every configuration key of the contract, with its default, what it allows and a
@@ -62,7 +63,8 @@ const cron: Parse<string> = {
   allowed: 'a 5-field cron expression (minute hour day-of-month month day-of-week), e.g. "0 3 * * *"',
   parse: (raw) => {
     if (raw.trim().split(/\s+/).length !== 5) return undefined;
-    try { new Cron(raw, { paused: true }); return raw.trim(); } catch { return undefined; }
+    // Valid for croner and expressible exactly as a systemd OnCalendar= (the timer runs it).
+    try { new Cron(raw, { paused: true }); cronToOnCalendar(raw.trim()); return raw.trim(); } catch { return undefined; }
   },
 };
 const s3Bucket: Parse<string> = {

@@ -24,6 +24,7 @@ import { installRestored, setAside } from './runtime.ts';
 import { restoreChecked } from '../replication/restore.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
 import type { Role } from '../config/config.ts';
+import { nextRun } from '../backup/schedule.ts';
 import { restoreOnStart, type RestoreOutcome } from '../replication/restore.ts';
 import { prepareRuntime, type Runtime } from './runtime.ts';
 import { readState, updateState, type DrainRecord, type DrainStep } from './state-file.ts';
@@ -78,7 +79,7 @@ export class Daemon {
     this.cfg = cfg;
     this.notifier = new Notifier(notifySocket);
     this.stopped = new Promise((resolve) => (this.stopSignal = resolve));
-    this.budget = drainBudget(cfg.stopGracePeriodMs, { litestreamShutdownMs: cfg.litestream.shutdownTimeoutMs, syncShutdownMs: cfg.syncShutdownTimeoutMs });
+    this.budget = drainBudget(cfg.stopGracePeriodMs, { litestreamShutdownMs: cfg.litestream.shutdownTimeoutMs, syncShutdownMs: cfg.syncShutdownTimeoutMs, ...(cfg.backup.enabled ? { backupShutdownMs: cfg.backup.shutdownTimeoutMs } : {}) });
     this.mirror = new FileMirror({
       dataFolder: PATHS.dataFolder,
       scope: scopeOf(cfg.syncInclude),
@@ -128,7 +129,7 @@ export class Daemon {
       if (this.roleOverride) log.warn({ override: PATHS.roleOverride }, `role ${this.role} from ${PATHS.roleOverride} (written by promote) overrides NODE_ROLE=${this.cfg.role}; delete the file to undo`);
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
-      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs))) await this.systemd.reload();
+      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined))) await this.systemd.reload();
       if (this.budget.scaled) log.warn({ budget: this.budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${this.budget.vaultwardenMs} ms, litestream ${this.budget.litestreamMs} ms, files ${this.budget.filesMs} ms`);
       this.lastDrain = readState().lastDrain;
       this.api = await startApiServer(PATHS.socket, {
@@ -212,6 +213,7 @@ export class Daemon {
       await updateState({ lastDrain: { complete: false, at: new Date().toISOString(), detail: 'the agent did not drain (crash, power loss or kill)', steps: [] } });
       this.mirror.watch((err) => { if (!this.stopRequested) log.warn({ err: err.message }, 'file mirror pass failed; the timer retries'); });
       await this.startUnit(UNITS.syncTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-sync.timer'));
+      await this.scheduleBackups();
 
       this.lease.startRenewing();
       await this.monitor();
@@ -410,6 +412,26 @@ export class Daemon {
     return EXIT.OK;
   }
 
+  /** BACKUP_ENABLED: vwstream-backup.timer on BACKUP_CRON (Persistent); BACKUP_ON_STARTUP: one run now. */
+  private async scheduleBackups(): Promise<void> {
+    if (!this.cfg.backup.enabled) {
+      await this.systemd.stop(UNITS.backupTimer, 10_000).catch(() => undefined);
+      return;
+    }
+    try {
+      await this.startUnit(UNITS.backupTimer);
+      const next = nextRun(this.cfg.backup.cron);
+      log.info({ cron: this.cfg.backup.cron, next: next?.toISOString() }, `backups scheduled (${this.cfg.backup.cron}); next ${next?.toISOString() ?? 'never'}`);
+      if (this.cfg.backup.onStartup) {
+        // As a unit, not inside the daemon: its shutdown ordering and timeout apply.
+        await this.systemd.startNoWait(UNITS.backup);
+        log.info('BACKUP_ON_STARTUP: backup started');
+      }
+    } catch (err) {
+      log.error({ err: errorMessage(err) }, `backups could not be scheduled: ${errorMessage(err)}`);
+    }
+  }
+
   /** Takes the lease, waiting (READY sent, state "waiting") while another live primary holds it. */
   private async takeLease(): Promise<boolean> {
     for (;;) {
@@ -595,6 +617,9 @@ export class Daemon {
       lastRefreshDowntimeMs: this.lastRefreshDowntimeMs,
       refreshes: this.refreshes,
       roleOverride: this.roleOverride ? PATHS.roleOverride : null,
+      backup: this.cfg.backup.enabled
+        ? { enabled: true, cron: this.cfg.backup.cron, nextRun: nextRun(this.cfg.backup.cron)?.toISOString() ?? null, last: readState().lastBackup ?? null }
+        : { enabled: false, cron: this.cfg.backup.cron, nextRun: null, last: readState().lastBackup ?? null },
       lastDrain: this.lastDrain ? { complete: this.lastDrain.complete, at: this.lastDrain.at, detail: this.lastDrain.detail } : null,
       units: this.units,
       vaultwarden: { url: this.aliveUrl().replace(/\/alive$/, ''), alive: this.vaultwardenAlive },

@@ -10,6 +10,7 @@ export interface PersistentState {
   lastDrain?: DrainRecord;
   lastRestore?: { at: string; action: string; reason: string; setAsideTo?: string };
   acceptedLocalDigest?: string;
+  lastBackup?: { at: string; ok: boolean; name: string; detail: string };
   /** Secondary: digest of the copy it installed last (local changes are detected against it). */
   secondaryDigest?: string;
   lastDbSync?: string;

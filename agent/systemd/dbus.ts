@@ -92,6 +92,11 @@ export class Systemd {
     await this.manager.KillUnit(unit, 'all', 9);
   }
 
+  /** Starts a unit without waiting for its job (a oneshot that runs long). */
+  async startNoWait(unit: string): Promise<void> {
+    await this.manager.StartUnit(unit, 'replace');
+  }
+
   /** Restarts a unit without waiting (used by the agent to restart itself). */
   async restartNoWait(unit: string): Promise<void> {
     await this.manager.RestartUnit(unit, 'replace');

@@ -1,12 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import type { DrainBudget } from '../daemon/budget.ts';
 import { UNITS } from '../paths.ts';
+import { renderTimerDropIn } from '../backup/schedule.ts';
 import { writePrivateFile } from '../replication/litestream.ts';
 
 /** Per-host values for the static units, as runtime drop-ins (gone at reboot, rewritten at start). */
 export const DROPIN_ROOT = '/run/systemd/system';
 
-export function renderDropins(budget: DrainBudget, syncIntervalMs: number): Record<string, string> {
+export function renderDropins(budget: DrainBudget, syncIntervalMs: number, backupCron?: string): Record<string, string> {
   const head = '# Written by vwstream-agent from /etc/vwstream/vwstream.env at every start.\n';
   const syncSec = Math.max(1, Math.round(syncIntervalMs / 1000));
   return {
@@ -14,6 +15,8 @@ export function renderDropins(budget: DrainBudget, syncIntervalMs: number): Reco
     [`${UNITS.vaultwarden}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.vaultwardenSec}\n`,
     [`${UNITS.litestream}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.litestreamSec}\n`,
     [`${UNITS.syncTimer}.d/50-vwstream.conf`]: `${head}[Timer]\nOnActiveSec=\nOnActiveSec=${syncSec}s\nOnUnitActiveSec=\nOnUnitActiveSec=${syncSec}s\n`,
+    [`${UNITS.backup}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.backupSec}\n`,
+    ...(backupCron ? { [`${UNITS.backupTimer}.d/50-vwstream.conf`]: head + renderTimerDropIn(backupCron) } : {}),
   };
 }
 

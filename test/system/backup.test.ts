@@ -1,0 +1,94 @@
+/**
+ * Issue 6 end to end: scheduled, encrypted, multi-destination backups from the package on
+ * a Debian 12 host; stock openssl decrypts; retention keeps the newest; a failing
+ * destination fails the run and pings /fail; the timer is visible.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { after, before, test } from 'node:test';
+import { freePort, startS3, type S3Server } from './harness.ts';
+import { agentHost, startAgent, waitServing, type AgentHost } from './common.ts';
+
+const PASSWORD = 'backup-pass-$ecret-7f3e';
+const hosts: AgentHost[] = [];
+let s3: S3Server;
+let pings: string[] = [];
+let server: Server;
+let notifyUrl = '';
+
+before(async () => {
+  s3 = await startS3();
+  await s3.createBucket('vault-bk');
+  await s3.createBucket('vault-backups');
+  const port = await freePort();
+  server = createServer((req, res) => { pings.push(req.url ?? ''); req.resume(); res.end('ok'); });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+  notifyUrl = `http://127.0.0.1:${port}/ping/abc`;
+});
+after(async () => {
+  for (const h of hosts) await h.host.destroy().catch(() => undefined);
+  server?.close();
+  await s3?.stop();
+});
+
+test('backup: encrypted archive on two destinations, openssl decrypts it, retention, timer, notification', async () => {
+  const env = {
+    S3_BUCKET: 'vault-bk', S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 'bk-secret-99aa', S3_PREFIX: 'vw', LEASE_TTL: '10',
+    BACKUP_ENABLED: 'true', BACKUP_CRON: '30 2 * * *', BACKUP_PASSWORD: PASSWORD,
+    BACKUP_REMOTES: 'LOCALBK:/var/backups/vw,S3:vault-backups/archives', BACKUP_RETENTION_DAYS: '30', BACKUP_MIN_KEEP: '3',
+    RCLONE_CONFIG_LOCALBK_TYPE: 'local', NOTIFICATION_URL: notifyUrl,
+  };
+  const a = await agentHost('vws-bk-a', env);
+  hosts.push(a);
+  await startAgent(a.host);
+  await waitServing(a.host);
+  const timers = (await a.host.exec(['systemctl', 'list-timers', '--all', 'vwstream-backup.timer'])).stdout;
+  assert.match(timers, /vwstream-backup\.timer/);
+  assert.match((await a.host.exec(['systemctl', 'show', '-P', 'TimersCalendar', 'vwstream-backup.timer'])).stdout, /02:30:00/);
+
+  await a.vw.addUsers(30);
+  const sha = await a.vw.addAttachment('doc.pdf', 20_000);
+  // Old archives from earlier runs, and a file that is not ours: retention must keep the
+  // 3 newest in all and never touch the foreign file.
+  await a.host.sh('mkdir -p /var/backups/vw && cd /var/backups/vw && for d in 20250101 20250201 20250301 20250401; do echo old > vaultwarden-$d-030000.tar.gz.enc; done && echo mine > notes.txt');
+  pings = [];
+  const r = await a.host.exec(['systemctl', 'start', 'vwstream-backup.service'], { timeoutMs: 300_000 });
+  assert.equal(r.exitCode, 0);
+  const listing = (await a.host.sh('ls /var/backups/vw')).stdout.split('\n').sort();
+  const fresh = listing.find((n) => /^vaultwarden-\d{8}-\d{6}\.tar\.gz\.enc$/.test(n) && !n.startsWith('vaultwarden-2025'))!;
+  assert.ok(fresh, listing.join(' '));
+  assert.deepEqual(listing.filter((n) => n !== fresh), ['notes.txt', 'vaultwarden-20250301-030000.tar.gz.enc', 'vaultwarden-20250401-030000.tar.gz.enc']);
+  assert.deepEqual(pings, ['/ping/abc']);
+
+  // Stock openssl (password from a 0600 file, never argv) decrypts; tar extracts the data.
+  await a.host.writeFile('/root/pw', PASSWORD, 0o600);
+  await a.host.sh(`mkdir -p /tmp/x && cd /tmp/x && openssl enc -d -aes-256-cbc -pbkdf2 -pass file:/root/pw -in /var/backups/vw/${fresh} | tar xz`);
+  assert.equal((await a.host.exec(['sqlite3', '/tmp/x/db.sqlite3', 'select count(*) from users'])).stdout, '30');
+  assert.equal((await a.host.exec(['sqlite3', '/tmp/x/db.sqlite3', 'pragma integrity_check'])).stdout, 'ok');
+  assert.ok((await a.host.sh('find /tmp/x/attachments -type f -exec sha256sum {} +')).stdout.includes(sha));
+  // The S3 destination got the same archive.
+  const s3list = await fetch(`${s3.endpoint}/vault-backups?list-type=2&prefix=archives/`).then((x) => x.text());
+  assert.ok(s3list.includes(`archives/${fresh}`), s3list);
+  // The password never reached the journal.
+  assert.ok(!(await a.host.journal(['-o', 'cat'])).includes(PASSWORD));
+  // status shows the schedule and the last run.
+  const st = JSON.parse((await a.host.exec(['vwstream-agent', 'status', '--json'])).stdout);
+  assert.equal(st.backup.last.ok, true);
+  assert.match(st.backup.nextRun, /T\d\d:30:00/);
+
+  // A destination that fails makes the run fail, names it, pings /fail; the good one still gets it.
+  await a.host.sh(`sed -i 's#^BACKUP_REMOTES=.*#BACKUP_REMOTES=LOCALBK:/var/backups/vw,DEAD:bucket/x#' /etc/vwstream/vwstream.env && printf 'RCLONE_CONFIG_DEAD_TYPE=s3\\nRCLONE_CONFIG_DEAD_PROVIDER=Other\\nRCLONE_CONFIG_DEAD_ENDPOINT=http://127.0.0.1:9\\nRCLONE_CONFIG_DEAD_ACCESS_KEY_ID=x\\nRCLONE_CONFIG_DEAD_SECRET_ACCESS_KEY=y\\n' >> /etc/vwstream/vwstream.env`);
+  pings = [];
+  const bad = await a.host.exec(['vwstream-agent', 'backup'], { check: false, timeoutMs: 300_000 });
+  assert.equal(bad.exitCode, 1);
+  assert.match(bad.stderr, /FAILED: 1 of 2 destinations failed: DEAD:bucket\/x/);
+  assert.deepEqual(pings, ['/ping/abc/fail']);
+});
+
+test('a bad BACKUP_CRON is a config error naming it', async () => {
+  const a = hosts[0]!;
+  await a.host.sh(`sed -i 's#^BACKUP_CRON=.*#BACKUP_CRON=0 0 ? * 1#' /etc/vwstream/vwstream.env`);
+  const r = await a.host.exec(['vwstream-agent', 'check-config'], { check: false });
+  assert.equal(r.exitCode, 78);
+  assert.match(r.stderr, /^vwstream-agent: config error: BACKUP_CRON="0 0 \? \* 1" is not valid/);
+});
