@@ -42,6 +42,7 @@ await yargs(process.argv.slice(2))
     (y) => y
       .option('force', { type: 'boolean', default: false, describe: 'Replace a local vault that holds data (it is kept aside, never deleted)' })
       .option('to', { type: 'string', describe: 'Write a restored copy to this path and touch nothing live' })
+      .option('backup', { type: 'string', describe: 'Restore database and files from a backup archive: a local file or rclone remote:path (decrypted with BACKUP_PASSWORD)' })
       .option('timestamp', { type: 'string', describe: 'Restore to this point in time (RFC 3339)' })
       .option('generation', { type: 'string', describe: 'Restore this Litestream generation' })
       .option('index', { type: 'string', describe: 'Restore up to this WAL index (hex)' }),

@@ -6,9 +6,10 @@ import { inspectDb } from '../replication/inspect.ts';
 import { restoreTo, type RestoreTarget } from '../replication/litestream.ts';
 import { forceRestore } from '../replication/restore.ts';
 import { configFor, printJson, runCommand } from './common.ts';
+import { restoreFromBackup } from '../backup/restore-backup.ts';
 import { requireStopped, runtimeFor } from './offline.ts';
 
-export interface RestoreArgs { config: string; json: boolean; force: boolean; to?: string; timestamp?: string; generation?: string; index?: string }
+export interface RestoreArgs { config: string; json: boolean; force: boolean; backup?: string; to?: string; timestamp?: string; generation?: string; index?: string }
 
 function targetOf(a: RestoreArgs): RestoreTarget {
   return { ...(a.timestamp ? { timestamp: a.timestamp } : {}), ...(a.generation ? { generation: a.generation } : {}), ...(a.index ? { index: a.index } : {}) };
@@ -20,6 +21,7 @@ export function restoreCommand(args: RestoreArgs): Promise<never> {
     const cfg = configFor(args);
     const rt = await runtimeFor(cfg);
     const target = targetOf(args);
+    if (args.to && args.backup) throw new AgentError('--to and --backup together are not supported yet; extract a backup by hand with openssl and tar');
     if (args.to) {
       if (existsSync(args.to)) throw new AgentError(`${args.to} already exists; choose a new path`);
       await restoreTo(rt.litestreamConfig, rt.dbPath, args.to, target);
@@ -37,8 +39,19 @@ export function restoreCommand(args: RestoreArgs): Promise<never> {
     const local = inspectDb(rt.dbPath);
     if (local.exists && local.intact && local.users > 0 && !args.force) {
       throw new AgentError(`the local vault ${rt.dbPath} holds ${local.users} users; refusing to replace it without --force`, {
-        hint: 'vwstream-agent restore --force (the current database is kept aside under /var/lib/vwstream/aside)',
+        hint: `vwstream-agent restore${args.backup ? ` --backup ${args.backup}` : ''} --force (the current database is kept aside under /var/lib/vwstream/aside)`,
       });
+    }
+    if (args.backup) {
+      const progress = process.stderr.isTTY ? (l: string) => process.stderr.write(`restore: ${l}\n`) : undefined;
+      const r = await restoreFromBackup(cfg, rt, args.backup, progress);
+      if (args.json) printJson({ restored: true, ...r });
+      else {
+        process.stdout.write(`restored ${rt.dbPath} and ${r.files} files from ${r.source} (${r.users} users, ${r.ms} ms)\n`);
+        if (r.setAsideTo) process.stdout.write(`the previous data is kept at ${r.setAsideTo}\n`);
+        process.stdout.write('start serving it (it becomes the replica\'s newest generation): systemctl start vwstream-agent\n');
+      }
+      return EXIT.OK;
     }
     const outcome = await forceRestore(cfg, rt, target);
     const facts = inspectDb(rt.dbPath);

@@ -15,6 +15,8 @@ let s3: S3Server;
 let pings: string[] = [];
 let server: Server;
 let notifyUrl = '';
+let archive = '';
+let attachmentSha = '';
 
 before(async () => {
   s3 = await startS3();
@@ -57,6 +59,8 @@ test('backup: encrypted archive on two destinations, openssl decrypts it, retent
   const listing = (await a.host.sh('ls /var/backups/vw')).stdout.split('\n').sort();
   const fresh = listing.find((n) => /^vaultwarden-\d{8}-\d{6}\.tar\.gz\.enc$/.test(n) && !n.startsWith('vaultwarden-2025'))!;
   assert.ok(fresh, listing.join(' '));
+  archive = fresh;
+  attachmentSha = sha;
   assert.deepEqual(listing.filter((n) => n !== fresh), ['notes.txt', 'vaultwarden-20250301-030000.tar.gz.enc', 'vaultwarden-20250401-030000.tar.gz.enc']);
   assert.deepEqual(pings, ['/ping/abc']);
 
@@ -83,6 +87,30 @@ test('backup: encrypted archive on two destinations, openssl decrypts it, retent
   assert.equal(bad.exitCode, 1);
   assert.match(bad.stderr, /FAILED: 1 of 2 destinations failed: DEAD:bucket\/x/);
   assert.deepEqual(pings, ['/ping/abc/fail']);
+});
+
+test('restore --backup from the S3 destination on a fresh host: refused over data without --force, then 30 rows and the attachment', async () => {
+  const b = await agentHost('vws-bk-b', {
+    S3_BUCKET: 'vault-bk', S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 'bk-secret-99aa', S3_PREFIX: 'vw-b', LEASE_TTL: '10',
+    BACKUP_PASSWORD: PASSWORD,
+  });
+  hosts.push(b);
+  await startAgent(b.host);
+  await b.vw.addUsers(2); // local data that must not be replaced silently
+  await b.host.exec(['systemctl', 'stop', 'vwstream-agent.service'], { timeoutMs: 120_000 });
+  const src = `S3:vault-backups/archives/${archive}`;
+  const refused = await b.host.exec(['vwstream-agent', 'restore', '--backup', src], { check: false, timeoutMs: 120_000 });
+  assert.equal(refused.exitCode, 1);
+  assert.match(refused.stderr, /holds 2 users; refusing to replace it without --force/);
+  const ok = await b.host.exec(['vwstream-agent', 'restore', '--backup', src, '--force'], { timeoutMs: 300_000 });
+  assert.match(ok.stdout, /\(30 users, \d+ ms\)/);
+  assert.match(ok.stdout, /the previous data is kept at \/var\/lib\/vwstream\/aside\//);
+  await startAgent(b.host, 'start');
+  const st = await waitServing(b.host);
+  assert.equal(st.restore.action, 'keep'); // the operator's restore is kept and replicated, not refused
+  assert.equal((await b.vw.counts()).users, 30);
+  assert.ok((await b.host.sh('find /var/lib/vaultwarden/attachments -type f -exec sha256sum {} +')).stdout.includes(attachmentSha));
+  assert.equal((await b.host.exec(['stat', '-c', '%U', '/var/lib/vaultwarden/db.sqlite3'])).stdout, 'vaultwarden');
 });
 
 test('a bad BACKUP_CRON is a config error naming it', async () => {
