@@ -40,14 +40,17 @@ export async function extractArchive(file: string, staging: string, password: st
   if (encrypted) stages.push(createDecryptStream(password));
   const entries: string[] = [];
   const extract = tar.extract();
+  let refused: AgentError | undefined;
   extract.on('entry', (h, stream, next) => {
     const rel = h.name.replace(/^\.\//, '');
     if (rel === '' || rel.startsWith('/') || rel.split('/').includes('..')) {
       stream.resume();
-      return next(new AgentError(`archive entry ${JSON.stringify(h.name)} escapes the data folder; refusing this archive`));
+      refused ??= new AgentError(`archive entry ${JSON.stringify(h.name)} escapes the data folder; refusing this archive`);
+      return next();
     }
     if (h.type === 'directory') { stream.resume(); return next(); }
     if (h.type !== 'file') { stream.resume(); return next(); }
+    if (refused) { stream.resume(); return next(); }
     const dest = join(staging, rel);
     entries.push(rel);
     if (entries.length % 200 === 0) onProgress?.(`extracted ${entries.length} entries`);
@@ -65,8 +68,11 @@ export async function extractArchive(file: string, staging: string, password: st
   try {
     await pipeline(createReadStream(file), ...(stages as []), extract);
   } catch (err) {
-    if ((err as Error).name === 'DecryptError') throw new AgentError(`cannot decrypt ${file}: wrong BACKUP_PASSWORD or not an archive of this product`);
-    throw err;
+    if (err instanceof AgentError) throw err;
+    // With a wrong key CBC still yields bytes; gunzip or tar then choke before the padding check.
+    if (encrypted) throw new AgentError(`cannot decrypt ${file}: wrong BACKUP_PASSWORD or not an archive of this product (${(err as Error).message})`);
+    throw new AgentError(`cannot unpack ${file}: ${(err as Error).message}`);
   }
+  if (refused) throw refused;
   return entries;
 }
