@@ -25,6 +25,7 @@ import { restoreChecked } from '../replication/restore.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
 import type { Role } from '../config/config.ts';
 import { nextRun } from '../backup/schedule.ts';
+import { notify } from '../notify/notify.ts';
 import { restoreOnStart, type RestoreOutcome } from '../replication/restore.ts';
 import { prepareRuntime, type Runtime } from './runtime.ts';
 import { readState, updateState, type DrainRecord, type DrainStep } from './state-file.ts';
@@ -74,6 +75,8 @@ export class Daemon {
   private lastRefreshDowntimeMs: number | null = null;
   private refreshes = { swapped: 0, skipped: 0, localChangesKept: 0 };
   private promoting = false;
+  /** A sync_error notification went out and replication has not recovered since. */
+  private syncErrorReported = false;
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
@@ -297,7 +300,16 @@ export class Daemon {
       this.position = position;
       const newErrors = position.syncErrors > this.lastSyncErrors;
       this.lastSyncErrors = position.syncErrors;
-      if (replicaCaughtUp(position, await shadowPosition(this.rt.dbPath), this.litestreamStartedMs) && !newErrors) {
+      const caught = replicaCaughtUp(position, await shadowPosition(this.rt.dbPath), this.litestreamStartedMs);
+      const stale = !caught && this.lastDbSync !== null && Date.now() - this.lastDbSync.getTime() > this.cfg.healthcheckMaxSyncAgeMs;
+      if ((newErrors || stale) && !this.syncErrorReported) {
+        this.syncErrorReported = true;
+        void notify(this.cfg.notification, 'sync_error', newErrors ? `litestream reports sync errors (${position.syncErrors})` : `database replica not in sync for more than ${this.cfg.healthcheckMaxSyncAgeMs / 1000}s`);
+      } else if (caught && !newErrors && this.syncErrorReported) {
+        this.syncErrorReported = false;
+        log.info('database replica back in sync');
+      }
+      if (caught && !newErrors) {
         // The shadow WAL trails the real WAL by up to one monitor tick (1 s): the replica
         // equalling the shadow now proves only what was written a tick (plus slack) ago.
         const confirmed = new Date(Date.now() - SHADOW_LAG_MS);
@@ -465,6 +477,7 @@ export class Daemon {
     if (this.fenced || this.stopRequested) return;
     this.fenced = { reason, exitCode: stolen ? EXIT.REFUSED : EXIT.FAILED };
     log.error({ reason, stolen }, `FENCED: ${reason}; stopping Vaultwarden and Litestream, local data kept`);
+    void notify(this.cfg.notification, 'sync_error', `fenced: ${reason}`);
     this.mirror.stopWatching();
     await this.systemd.kill(UNITS.litestream).catch(() => undefined);
     await this.systemd.stop(UNITS.syncTimer, 5_000).catch(() => undefined);
@@ -543,6 +556,7 @@ export class Daemon {
         const kept = await setAside(this.rt.dbPath, 'secondary-local-changes');
         this.refreshes.localChangesKept++;
         log.warn({ keptAt: kept }, `local changes on the secondary kept at ${kept} (a secondary's writes are not replicated)`);
+        void notify(this.cfg.notification, 'sync_error', `local changes on the secondary kept at ${kept}`);
       }
       await installRestored(tmp, this.rt.dbPath, this.rt.ids);
       await this.mirror.restore(this.rt.ids);
