@@ -19,7 +19,7 @@ PKG_INPUTS := package.json package-lock.json scripts/bundle.mjs \
   $(shell find agent units packaging -type f 2>/dev/null)
 
 .PHONY: all deps apt-deps typecheck build deb test test-unit test-system test-root \
-  demo demo-stop clean bench-files
+  demo demo-stop clean bench-files bench-backup
 
 all: deb
 
@@ -80,3 +80,9 @@ clean:
 # Size: BENCH_FILES (attachments, default 2000), BENCH_MIB (their total, default 500).
 bench-files: deps
 	$(NODE) bench/files.ts
+
+# Backup: this agent's runBackup (child process) vs sqlite3 .backup + tar czf + openssl enc
+# + rclone copy by hand, on a generated data folder: wall time, peak RSS, archive size.
+# Size: BENCH_MIB (data folder total, default 1024). Needs /usr/bin/time (package time).
+bench-backup: deps
+	$(NODE) bench/backup.ts

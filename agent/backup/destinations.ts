@@ -37,8 +37,14 @@ export function rcloneEnvOf(cfg: Pick<Config, 's3' | 'rcloneRemoteName' | 'rclon
   return { ...env, ...cfg.rcloneEnv };
 }
 
+/**
+ * Bounds for an unreachable destination (a refused or black-holed endpoint otherwise
+ * retries with back-off for many minutes). RCLONE_FLAGS come after and win.
+ */
+export const RCLONE_DEFAULT_FLAGS = ['--contimeout=15s', '--timeout=5m', '--retries=2', '--low-level-retries=3'];
+
 export function rcloneContext(cfg: Pick<Config, 's3' | 'rcloneRemoteName' | 'rcloneEnv' | 'rcloneFlags'>, bin = 'rclone'): RcloneContext {
-  return { env: rcloneEnvOf(cfg), flags: cfg.rcloneFlags.split(/\s+/).filter(Boolean), bin };
+  return { env: rcloneEnvOf(cfg), flags: [...RCLONE_DEFAULT_FLAGS, ...cfg.rcloneFlags.split(/\s+/).filter(Boolean)], bin };
 }
 
 /** `remote:path` + `/name` (no doubled slash; `remote:` alone is the remote's root). */

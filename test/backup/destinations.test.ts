@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { applyRetention, deleteArchive, DestinationError, joinRemote, listArchives, rcloneContext, rcloneEnvOf, shipArchive } from '../../agent/backup/destinations.ts';
+import { applyRetention, deleteArchive, DestinationError, joinRemote, listArchives, rcloneContext, RCLONE_DEFAULT_FLAGS, rcloneEnvOf, shipArchive } from '../../agent/backup/destinations.ts';
 import { archiveName } from '../../agent/backup/retention.ts';
 import type { S3Settings } from '../../agent/config/config.ts';
 
@@ -27,7 +27,7 @@ test('the S3 remote is derived from S3_* under RCLONE_REMOTE_NAME; RCLONE_CONFIG
   });
   assert.deepEqual(rcloneEnvOf({ s3: null, rcloneRemoteName: 'S3', rcloneEnv: {} }), {});
   const ctx = rcloneContext({ s3: null, rcloneRemoteName: 'S3', rcloneEnv: {}, rcloneFlags: ' --transfers 2  --retries 1 ' });
-  assert.deepEqual(ctx.flags, ['--transfers', '2', '--retries', '1']);
+  assert.deepEqual(ctx.flags, [...RCLONE_DEFAULT_FLAGS, '--transfers', '2', '--retries', '1']); // operator flags come last and win
   assert.equal(joinRemote('r:', 'a'), 'r:a');
   assert.equal(joinRemote('r:dir/', 'a'), 'r:dir/a');
   assert.equal(joinRemote('r:dir', 'a'), 'r:dir/a');

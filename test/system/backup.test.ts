@@ -50,9 +50,9 @@ test('backup: encrypted archive on two destinations, openssl decrypts it, retent
 
   await a.vw.addUsers(30);
   const sha = await a.vw.addAttachment('doc.pdf', 20_000);
-  // Old archives from earlier runs, and a file that is not ours: retention must keep the
-  // 3 newest in all and never touch the foreign file.
-  await a.host.sh('mkdir -p /var/backups/vw && cd /var/backups/vw && for d in 20250101 20250201 20250301 20250401; do echo old > vaultwarden-$d-030000.tar.gz.enc; done && echo mine > notes.txt');
+  // Five old archives from earlier runs, and a file that is not ours: retention must keep
+  // the 3 newest in all and never touch the foreign file.
+  await a.host.sh('mkdir -p /var/backups/vw && cd /var/backups/vw && for d in 20250101 20250201 20250301 20250401 20250501; do echo old > vaultwarden-$d-030000.tar.gz.enc; done && echo mine > notes.txt');
   pings = [];
   const r = await a.host.exec(['systemctl', 'start', 'vwstream-backup.service'], { timeoutMs: 300_000 });
   assert.equal(r.exitCode, 0);
@@ -61,7 +61,7 @@ test('backup: encrypted archive on two destinations, openssl decrypts it, retent
   assert.ok(fresh, listing.join(' '));
   archive = fresh;
   attachmentSha = sha;
-  assert.deepEqual(listing.filter((n) => n !== fresh), ['notes.txt', 'vaultwarden-20250301-030000.tar.gz.enc', 'vaultwarden-20250401-030000.tar.gz.enc']);
+  assert.deepEqual(listing.filter((n) => n !== fresh), ['notes.txt', 'vaultwarden-20250401-030000.tar.gz.enc', 'vaultwarden-20250501-030000.tar.gz.enc']);
   assert.deepEqual(pings, ['/ping/abc']);
 
   // Stock openssl (password from a 0600 file, never argv) decrypts; tar extracts the data.
@@ -70,6 +70,8 @@ test('backup: encrypted archive on two destinations, openssl decrypts it, retent
   assert.equal((await a.host.exec(['sqlite3', '/tmp/x/db.sqlite3', 'select count(*) from users'])).stdout, '30');
   assert.equal((await a.host.exec(['sqlite3', '/tmp/x/db.sqlite3', 'pragma integrity_check'])).stdout, 'ok');
   assert.ok((await a.host.sh('find /tmp/x/attachments -type f -exec sha256sum {} +')).stdout.includes(sha));
+  // The RSA key is in it, byte for byte (a restore with another key logs every user out).
+  assert.equal((await a.host.sh('sha256sum < /tmp/x/rsa_key.pem')).stdout, (await a.host.sh('sha256sum < /var/lib/vaultwarden/rsa_key.pem')).stdout);
   // The S3 destination got the same archive.
   const s3list = await fetch(`${s3.endpoint}/vault-backups?list-type=2&prefix=archives/`).then((x) => x.text());
   assert.ok(s3list.includes(`archives/${fresh}`), s3list);
