@@ -212,11 +212,12 @@ export class Daemon {
       this.detail = servingDetail;
       this.since = new Date();
       log.info({ state: 'serving', restore: this.restore?.decision.action, restoreMs: this.restore?.ms }, `serving: ${servingDetail}`);
-      await this.notifier.ready(`serving: ${servingDetail}`);
+      // Timers and the watcher first: when READY arrives, all of it is in place.
       await updateState({ lastDrain: { complete: false, at: new Date().toISOString(), detail: 'the agent did not drain (crash, power loss or kill)', steps: [] } });
       this.mirror.watch((err) => { if (!this.stopRequested) log.warn({ err: err.message }, 'file mirror pass failed; the timer retries'); });
       await this.startUnit(UNITS.syncTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-sync.timer'));
       await this.scheduleBackups();
+      await this.notifier.ready(`serving: ${servingDetail}`);
 
       this.lease.startRenewing();
       await this.monitor();
