@@ -38,15 +38,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 
-const MiB = 1024 * 1024;
-
-function envNum(name: string, def: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min) throw new Error(`${name}=${raw}: expected a number >= ${min}`);
-  return n;
-}
+import { MiB, envNum } from './common.ts';
 
 const TOTAL = Math.round(envNum('BENCH_MIB', 1024, 4) * MiB);
 const DB_TARGET = Math.round(envNum('BENCH_DB_MIB', Math.max(2, (TOTAL / MiB) * 50 / 1024), 1) * MiB);

@@ -39,15 +39,7 @@ import { FileMirror, type SyncReport } from '../agent/files/mirror.ts';
 import { scopeOf } from '../agent/files/scope.ts';
 import { DirStore } from '../agent/files/store.ts';
 
-const MiB = 1024 * 1024;
-
-function envNum(name: string, def: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return def;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min) throw new Error(`${name}=${raw}: expected a number >= ${min}`);
-  return n;
-}
+import { MiB, envNum } from './common.ts';
 
 const FILES = Math.trunc(envNum('BENCH_FILES', 2000, 1));
 const TOTAL = Math.round(envNum('BENCH_MIB', 500, 1) * MiB);

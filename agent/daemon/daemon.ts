@@ -632,9 +632,12 @@ export class Daemon {
       lastRefreshDowntimeMs: this.lastRefreshDowntimeMs,
       refreshes: this.refreshes,
       roleOverride: this.roleOverride ? PATHS.roleOverride : null,
-      backup: this.cfg.backup.enabled
-        ? { enabled: true, cron: this.cfg.backup.cron, nextRun: nextRun(this.cfg.backup.cron)?.toISOString() ?? null, last: readState().lastBackup ?? null }
-        : { enabled: false, cron: this.cfg.backup.cron, nextRun: null, last: readState().lastBackup ?? null },
+      backup: {
+        enabled: this.cfg.backup.enabled,
+        cron: this.cfg.backup.cron,
+        nextRun: this.cfg.backup.enabled ? nextRun(this.cfg.backup.cron)?.toISOString() ?? null : null,
+        last: readState().lastBackup ?? null,
+      },
       lastDrain: this.lastDrain ? { complete: this.lastDrain.complete, at: this.lastDrain.at, detail: this.lastDrain.detail } : null,
       units: this.units,
       vaultwarden: { url: this.aliveUrl().replace(/\/alive$/, ''), alive: this.vaultwardenAlive },
