@@ -60,3 +60,45 @@ export class ExecError extends Error {
     this.result = result;
   }
 }
+
+export interface PipedChild {
+  /** Bytes for the child's stdin; end() it to send EOF. */
+  stdin: NodeJS.WritableStream & { destroyed: boolean };
+  /** Resolves when the child has exited (never rejects). */
+  result: Promise<RunResult>;
+  /** Stops the child without letting it finish (SIGTERM, SIGKILL after 5 s). */
+  kill(): void;
+}
+
+/**
+ * A child that reads a stream on stdin (`rclone rcat`): same explicit environment and
+ * timeout rules as run(); the result says how it ended instead of throwing.
+ */
+export function spawnPiped(file: string, args: string[], opts: Omit<RunOptions, 'input' | 'reject'> = {}): PipedChild {
+  const started = Date.now();
+  const child = execa(file, args, {
+    env: { ...BASE_ENV, ...opts.env },
+    extendEnv: false,
+    timeout: opts.timeoutMs ?? 120_000,
+    killSignal: 'SIGTERM',
+    forceKillAfterDelay: 5_000,
+    reject: false,
+    stripFinalNewline: true,
+    stdin: 'pipe',
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+  });
+  const result = child.then((r) => {
+    const out: RunResult = {
+      stdout: String(r.stdout ?? ''),
+      stderr: String(r.stderr ?? ''),
+      exitCode: r.exitCode ?? (r.timedOut ? 124 : 1),
+      timedOut: Boolean(r.timedOut),
+    };
+    log.debug({ cmd: file, args: args.map(scrub), exitCode: out.exitCode, ms: Date.now() - started }, 'ran (piped)');
+    return out;
+  });
+  // A child that exits early makes writes fail with EPIPE: the caller learns it from
+  // `result`, so the stream error itself must not crash the process.
+  child.stdin!.on('error', () => undefined);
+  return { stdin: child.stdin!, result, kill: () => { child.kill('SIGTERM'); } };
+}

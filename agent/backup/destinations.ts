@@ -1,7 +1,9 @@
-import { stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import type { Config } from '../config/config.ts';
-import { run, type RunResult } from '../exec.ts';
-import { scrub } from '../log.ts';
+import { run, spawnPiped, type RunResult } from '../exec.ts';
+import { log, scrub } from '../log.ts';
+import { FanOut } from './fanout.ts';
 import { planRetention, type RetentionPlan } from './retention.ts';
 
 /**
@@ -74,17 +76,64 @@ async function rclone(ctx: RcloneContext, args: string[], timeoutMs: number, sig
 
 export interface RemoteArchive { name: string; size: number; modTime: string }
 
-/** Uploads a local archive file as dest/name and confirms it is there with the right size. */
-export async function shipArchive(ctx: RcloneContext, file: string, dest: string, name: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<{ bytes: number; ms: number }> {
+/** An upload in progress: the archive is written to `stdin` as it is produced. */
+export interface Upload {
+  destination: string;
+  stdin: NodeJS.WritableStream;
+  /** Settles when rclone exits. */
+  exited: Promise<unknown>;
+  /** After stdin ended: rclone's verdict, then the listed size must equal `bytes`. */
+  finish(bytes: number): Promise<{ bytes: number; ms: number }>;
+  /** Stops rclone now (finish() then fails); abort() also cleans up. */
+  kill(): void;
+  /** Stops the upload and removes whatever part of it landed (best effort). */
+  abort(): Promise<void>;
+}
+
+/**
+ * Streams an archive to dest/name with `rclone rcat` (nothing staged on disk; S3 gets a
+ * multipart upload that only appears once complete).
+ */
+export function openUpload(ctx: RcloneContext, dest: string, name: string, opts: { timeoutMs?: number } = {}): Upload {
   const started = Date.now();
-  const size = (await stat(file)).size;
   const target = joinRemote(dest, name);
-  const r = await rclone(ctx, ['copyto', file, target], opts.timeoutMs ?? 6 * 3_600_000, opts.signal);
-  if (r.exitCode !== 0 || r.timedOut) throw new DestinationError(dest, `upload of ${name} failed (${explain(r)})`);
-  const listed = (await listArchives(ctx, dest, opts)).find((a) => a.name === name);
-  if (!listed) throw new DestinationError(dest, `upload of ${name} reported success but the file is not listed`);
-  if (listed.size !== size && listed.size >= 0) throw new DestinationError(dest, `upload of ${name}: remote size ${listed.size} ≠ local ${size}`);
-  return { bytes: size, ms: Date.now() - started };
+  const child = spawnPiped(ctx.bin, ['rcat', target, ...ctx.flags], { env: ctx.env, timeoutMs: opts.timeoutMs ?? 6 * 3_600_000 });
+  return {
+    destination: dest,
+    stdin: child.stdin,
+    exited: child.result,
+    async finish(bytes) {
+      const r = await child.result;
+      if (r.exitCode !== 0 || r.timedOut) throw new DestinationError(dest, `upload of ${name} failed (${explain(r)})`);
+      const listed = (await listArchives(ctx, dest)).find((a) => a.name === name);
+      if (!listed) throw new DestinationError(dest, `upload of ${name} reported success but the file is not listed`);
+      if (listed.size !== bytes && listed.size >= 0) throw new DestinationError(dest, `upload of ${name}: remote size ${listed.size} ≠ archive ${bytes}`);
+      return { bytes, ms: Date.now() - started };
+    },
+    kill: () => child.kill(),
+    async abort() {
+      child.kill();
+      await child.result;
+      const r = await rclone(ctx, ['deletefile', target], 120_000);
+      if (r.exitCode !== 0 && !/not found|doesn't exist|no such file/i.test(r.stderr)) {
+        log.warn({ destination: dest }, `backup: could not remove the incomplete ${target} (${explain(r)}); delete it by hand`);
+      }
+    },
+  };
+}
+
+/** Uploads a local file as dest/name (openUpload fed from the file). */
+export async function shipArchive(ctx: RcloneContext, file: string, dest: string, name: string, opts: { timeoutMs?: number } = {}): Promise<{ bytes: number; ms: number }> {
+  const up = openUpload(ctx, dest, name, opts);
+  const fan = new FanOut([{ name: dest, stream: up.stdin, gone: up.exited }]);
+  try {
+    await pipeline(createReadStream(file), fan);
+  } catch (err) {
+    await up.abort();
+    if (fan.failures.length) await up.finish(fan.bytes); // throws with rclone's own error
+    throw err;
+  }
+  return up.finish(fan.bytes);
 }
 
 /** Files directly under dest (a missing directory is an empty list). */

@@ -1,5 +1,4 @@
-import { createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/config.ts';
 import { errorMessage } from '../errors.ts';
@@ -8,13 +7,14 @@ import { log } from '../log.ts';
 import { notify, type NotifyResult } from '../notify/notify.ts';
 import { PATHS } from '../paths.ts';
 import { createBackupArchive, type ArchiveReport } from './archive.ts';
-import { applyRetention, rcloneContext, shipArchive } from './destinations.ts';
+import { applyRetention, openUpload, rcloneContext } from './destinations.ts';
+import { FanOut } from './fanout.ts';
 import { archiveName } from './retention.ts';
 
 export interface BackupOptions {
   dbPath?: string;
   dataFolder?: string;
-  /** Where the archive and the DB snapshot are staged (default /var/lib/vwstream/tmp). */
+  /** Where the DB snapshot is staged (default /var/lib/vwstream/tmp); the archive is streamed. */
   tmpDir?: string;
   now?: () => Date;
   rcloneBin?: string;
@@ -74,7 +74,85 @@ async function lock(path: string): Promise<() => Promise<void>> {
 }
 
 /**
- * A backup run (contract behaviour 7): snapshot + files → archive staged in tmpDir →
+ * The archive is produced once and streamed to every destination at the same time
+ * (rclone rcat each; nothing staged but the DB snapshot). A destination that fails is
+ * dropped and named, the others go on; retention runs on each that received it.
+ */
+async function produceAndShip(cfg: Config, opts: BackupOptions, name: string, tmpDir: string, report: BackupReport, progress: (line: string) => void): Promise<void> {
+  const b = cfg.backup;
+  const ctx = rcloneContext(cfg, opts.rcloneBin);
+  const uploads = b.remotes.map((dest) => openUpload(ctx, dest, name));
+  const fan = new FanOut(uploads.map((u) => ({ name: u.destination, stream: u.stdin, gone: u.exited })));
+  progress(`backup ${name}: snapshot, then streaming to ${b.remotes.join(', ')}`);
+  // Abandoned (shutdown budget spent): rclone stops at once; what landed is removed below.
+  const stopUploads = (): void => { for (const u of uploads) u.kill(); };
+  opts.signal?.addEventListener('abort', stopUploads, { once: true });
+  try {
+    await shipAll();
+  } finally {
+    opts.signal?.removeEventListener('abort', stopUploads);
+  }
+  if (opts.signal?.aborted && !report.ok) {
+    report.error = `abandoned: ${errorMessage(opts.signal.reason)}`;
+  }
+
+  async function shipAll(): Promise<void> {
+    try {
+      report.archive = await createBackupArchive({
+        dbPath: opts.dbPath ?? PATHS.dbFile,
+        dataFolder: opts.dataFolder ?? PATHS.dataFolder,
+        scope: backupScope(cfg),
+        format: b.format,
+        ...(b.password ? { password: b.password } : {}),
+        out: fan,
+        tmpDir,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      progress(`backup ${name}: ${report.archive.files} files, ${report.archive.bytes} bytes`);
+    } catch (err) {
+      await Promise.all(uploads.map((u) => u.abort()));
+      const dropped = fan.failures;
+      report.error = dropped.length === uploads.length
+        ? `every destination failed: ${dropped.map((f) => `${f.name}: ${f.error}`).join('; ')}`
+        : `archive: ${errorMessage(err)}`;
+      for (const u of uploads) {
+        const f = dropped.find((x) => x.name === u.destination);
+        report.destinations.push({ destination: u.destination, ok: false, error: f ? `${u.destination}: ${f.error}` : 'not sent (the archive failed)' });
+      }
+      return;
+    }
+    for (const u of uploads) {
+      const dest = u.destination;
+      const d: DestinationReport = { destination: dest, ok: false };
+      report.destinations.push(d);
+      try {
+        const shipped = await u.finish(report.archive.bytes);
+        Object.assign(d, { ok: true, bytes: shipped.bytes, ms: shipped.ms });
+        progress(`backup ${name}: ${dest} holds it`);
+      } catch (err) {
+        d.error = errorMessage(err);
+        log.error({ destination: dest, err: d.error }, `backup ${name}: ${d.error}`);
+        await u.abort();
+        continue;
+      }
+      try {
+        const r = await applyRetention(ctx, dest, { now: new Date(Date.parse(report.startedAt)), retentionDays: b.retentionDays, minKeep: b.minKeep }, opts.signal ? { signal: opts.signal } : {});
+        d.retention = { deleted: r.delete, kept: r.keep.length, errors: r.errors };
+        if (r.delete.length) log.info({ destination: dest, deleted: r.delete }, `backup retention: ${r.delete.length} old archives deleted from ${dest}`);
+        for (const e of r.errors) log.warn({ destination: dest }, `backup retention: ${e}`);
+      } catch (err) {
+        d.retention = { deleted: [], kept: 0, errors: [errorMessage(err)] };
+        log.warn({ destination: dest, err: errorMessage(err) }, `backup retention on ${dest} failed: ${errorMessage(err)}`);
+      }
+    }
+    const failed = report.destinations.filter((d) => !d.ok);
+    if (failed.length) report.error = `${failed.length} of ${b.remotes.length} destinations failed: ${failed.map((d) => d.error).join('; ')}`;
+    else report.ok = true;
+  }
+}
+
+/**
+ * A backup run (contract behaviour 7): snapshot + files → archive streamed to
  * every destination (any failure fails the run, named) → retention on each destination
  * that received the archive → notification. Never throws for a failed run: the report
  * says ok=false (the CLI exits 1). Throws BackupBusyError when one is already running.
@@ -89,57 +167,15 @@ export async function runBackup(cfg: Config, opts: BackupOptions = {}): Promise<
   const unlock = await lock(join(tmpDir, 'backup.lock'));
   const b = cfg.backup;
   const name = archiveName(at, b.format, b.password !== '');
-  const staged = join(tmpDir, `${name}.partial`);
   const report: BackupReport = { ok: false, name, startedAt: at.toISOString(), ms: 0, archive: null, destinations: [], notification: { sent: false, event: 'backup_failure', ms: 0 } };
   try {
     log.info({ name, destinations: b.remotes.length }, `backup ${name}: started`);
-    progress(`backup ${name}: snapshot and archive`);
-    try {
-      report.archive = await createBackupArchive({
-        dbPath: opts.dbPath ?? PATHS.dbFile,
-        dataFolder: opts.dataFolder ?? PATHS.dataFolder,
-        scope: backupScope(cfg),
-        format: b.format,
-        ...(b.password ? { password: b.password } : {}),
-        out: createWriteStream(staged, { mode: 0o600 }),
-        tmpDir,
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-      progress(`backup ${name}: ${report.archive.files} files, ${report.archive.bytes} bytes`);
-    } catch (err) {
-      report.error = `archive: ${errorMessage(err)}`;
-    }
-    if (report.archive) {
-      const ctx = rcloneContext(cfg, opts.rcloneBin);
-      for (const dest of b.remotes) {
-        const d: DestinationReport = { destination: dest, ok: false };
-        report.destinations.push(d);
-        try {
-          progress(`backup ${name}: uploading to ${dest}`);
-          const shipped = await shipArchive(ctx, staged, dest, name, opts.signal ? { signal: opts.signal } : {});
-          Object.assign(d, { ok: true, bytes: shipped.bytes, ms: shipped.ms });
-        } catch (err) {
-          d.error = errorMessage(err);
-          log.error({ destination: dest, err: d.error }, `backup ${name}: ${d.error}`);
-          continue;
-        }
-        try {
-          const r = await applyRetention(ctx, dest, { now: at, retentionDays: b.retentionDays, minKeep: b.minKeep }, opts.signal ? { signal: opts.signal } : {});
-          d.retention = { deleted: r.delete, kept: r.keep.length, errors: r.errors };
-          if (r.delete.length) log.info({ destination: dest, deleted: r.delete }, `backup retention: ${r.delete.length} old archives deleted from ${dest}`);
-          for (const e of r.errors) log.warn({ destination: dest }, `backup retention: ${e}`);
-        } catch (err) {
-          d.retention = { deleted: [], kept: 0, errors: [errorMessage(err)] };
-          log.warn({ destination: dest, err: errorMessage(err) }, `backup retention on ${dest} failed: ${errorMessage(err)}`);
-        }
-      }
-      const failed = report.destinations.filter((d) => !d.ok);
-      if (failed.length) report.error = `${failed.length} of ${b.remotes.length} destinations failed: ${failed.map((d) => d.error).join('; ')}`;
-      else if (b.remotes.length === 0) report.error = 'no destinations (BACKUP_REMOTES is empty)';
-      else report.ok = true;
+    if (b.remotes.length === 0) {
+      report.error = 'no destinations (BACKUP_REMOTES is empty)';
+    } else {
+      await produceAndShip(cfg, opts, name, tmpDir, report, progress);
     }
   } finally {
-    await rm(staged, { force: true });
     await unlock();
   }
   report.ms = Date.now() - started;

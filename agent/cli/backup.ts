@@ -1,4 +1,5 @@
 import { BackupBusyError, runBackup } from '../backup/run.ts';
+import { drainBudgetOf } from '../daemon/budget.ts';
 import { updateState } from '../daemon/state-file.ts';
 import { AgentError, EXIT } from '../errors.ts';
 import { configFor, printJson, runCommand } from './common.ts';
@@ -6,17 +7,27 @@ import { configFor, printJson, runCommand } from './common.ts';
 /**
  * `vwstream-agent backup`: one backup now (what vwstream-backup.service runs). Any
  * destination failing fails the run (exit 1) and pings URL/fail. SIGTERM during a run
- * (shutdown) does not abort it: the unit's TimeoutStopSec (BACKUP_SHUTDOWN_TIMEOUT) bounds it.
+ * (shutdown) does not abort it at once: it may finish within its share of the drain budget
+ * (BACKUP_SHUTDOWN_TIMEOUT, the unit's TimeoutStopSec). Shortly before that runs out the
+ * run is abandoned cleanly (uploads stopped, partial archives removed, /fail pinged), so
+ * systemd's SIGKILL never leaves a truncated archive under a valid name.
  */
 export function backupCommand(args: { config: string; json: boolean }): Promise<never> {
   return runCommand(async () => {
     const cfg = configFor(args);
     if (cfg.backup.remotes.length === 0) throw new AgentError('BACKUP_REMOTES is empty: nowhere to send a backup', { exitCode: EXIT.CONFIG });
-    process.on('SIGTERM', () => process.stderr.write('vwstream-agent backup: shutdown requested; finishing the backup (bounded by BACKUP_SHUTDOWN_TIMEOUT)\n'));
+    const stop = new AbortController();
+    const budgetMs = drainBudgetOf(cfg).backupMs;
+    const graceMs = Math.max(budgetMs - Math.min(5_000, Math.floor(budgetMs / 4)), 0);
+    process.once('SIGTERM', () => {
+      process.stderr.write(`vwstream-agent backup: shutdown requested; the backup may finish within ${Math.round(graceMs / 1000)} s (BACKUP_SHUTDOWN_TIMEOUT)\n`);
+      setTimeout(() => stop.abort(new Error(`shutdown: BACKUP_SHUTDOWN_TIMEOUT reached after ${Math.round(graceMs / 1000)} s`)), graceMs).unref();
+      process.on('SIGTERM', () => undefined);
+    });
     const tty = process.stderr.isTTY;
     let report;
     try {
-      report = await runBackup(cfg, tty ? { onProgress: (l) => process.stderr.write(`${l}\n`) } : {});
+      report = await runBackup(cfg, { signal: stop.signal, ...(tty ? { onProgress: (l: string) => process.stderr.write(`${l}\n`) } : {}) });
     } catch (err) {
       if (err instanceof BackupBusyError) throw new AgentError(`another backup is running: ${err.message}`);
       throw err;

@@ -1,3 +1,5 @@
+import type { Config } from '../config/config.ts';
+
 /**
  * The drain budget (contract behaviour 4): each step gets its own bound, and together
  * they stay within STOP_GRACE_PERIOD. When the configured step timeouts add up to more,
@@ -57,4 +59,13 @@ export function drainBudget(graceMs: number, steps: { litestreamShutdownMs: numb
       backupSec: Math.max(1, Math.ceil(backupMs / 1000)),
     },
   };
+}
+
+/** The budget of a configuration (a backup share only when backups are enabled). */
+export function drainBudgetOf(cfg: Pick<Config, 'stopGracePeriodMs' | 'litestream' | 'syncShutdownTimeoutMs' | 'backup'>): DrainBudget {
+  return drainBudget(cfg.stopGracePeriodMs, {
+    litestreamShutdownMs: cfg.litestream.shutdownTimeoutMs,
+    syncShutdownMs: cfg.syncShutdownTimeoutMs,
+    ...(cfg.backup.enabled ? { backupShutdownMs: cfg.backup.shutdownTimeoutMs } : {}),
+  });
 }

@@ -13,7 +13,7 @@ import { fetchMetrics, replicaCaughtUp, shadowPosition, verifyLoadedConfig, writ
 import { FileMirror } from '../files/mirror.ts';
 import { scopeOf } from '../files/scope.ts';
 import { DirStore, S3Store } from '../files/store.ts';
-import { drainBudget, type DrainBudget } from './budget.ts';
+import { drainBudgetOf, type DrainBudget } from './budget.ts';
 import { renderDropins, writeDropins } from '../systemd/dropins.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
@@ -82,7 +82,7 @@ export class Daemon {
     this.cfg = cfg;
     this.notifier = new Notifier(notifySocket);
     this.stopped = new Promise((resolve) => (this.stopSignal = resolve));
-    this.budget = drainBudget(cfg.stopGracePeriodMs, { litestreamShutdownMs: cfg.litestream.shutdownTimeoutMs, syncShutdownMs: cfg.syncShutdownTimeoutMs, ...(cfg.backup.enabled ? { backupShutdownMs: cfg.backup.shutdownTimeoutMs } : {}) });
+    this.budget = drainBudgetOf(cfg);
     this.mirror = new FileMirror({
       dataFolder: PATHS.dataFolder,
       scope: scopeOf(cfg.syncInclude),

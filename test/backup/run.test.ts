@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -90,4 +91,26 @@ test('a dead notification endpoint does not fail or block the backup', async () 
   const report = await runBackup(cfg, opts);
   assert.equal(report.ok, true);
   assert.equal(report.notification.sent, false);
+});
+
+test('an abandoned run (shutdown budget spent) stops the uploads and leaves no partial archive behind', async () => {
+  const e = join(root, 'e');
+  const big = join(data, 'attachments', 'c1', 'big');
+  writeFileSync(big, randomBytes(3 << 20)); // incompressible
+  try {
+    const cfg = config(`LOCALA:${e}`);
+    cfg.rcloneFlags = '--bwlimit 256k'; // ~12 s for the archive: still running when we stop it
+    const stop = new AbortController();
+    setTimeout(() => stop.abort(new Error('shutdown: BACKUP_SHUTDOWN_TIMEOUT reached')), 1500);
+    pings.length = 0;
+    const t = Date.now();
+    const report = await runBackup(cfg, { ...opts, signal: stop.signal });
+    assert.equal(report.ok, false);
+    assert.equal(report.error, 'abandoned: shutdown: BACKUP_SHUTDOWN_TIMEOUT reached');
+    assert.ok(Date.now() - t < 10_000, `stopped promptly (${Date.now() - t} ms)`);
+    assert.deepEqual(readdirSync(e, { recursive: true }).filter((n) => String(n).startsWith('vaultwarden-')), []);
+    assert.deepEqual(pings, ['/ping/abc/fail']);
+  } finally {
+    rmSync(big);
+  }
 });
