@@ -1,3 +1,4 @@
+import './cli/early-signals.ts'; // first: see the module
 import yargs from 'yargs';
 import { EXIT } from './errors.ts';
 import { VERSION } from './version.ts';

@@ -101,6 +101,7 @@ async function streamInto(entry: Entry, path: string, size: number, signal?: Abo
     entry.on('close', () => resolve());
     entry.on('finish', () => resolve());
   });
+  done.catch(() => undefined); // a failure while still writing is thrown by the loop below
   if (size > 0) {
     const fh = await open(path, 'r');
     try {

@@ -80,8 +80,8 @@ export interface RemoteArchive { name: string; size: number; modTime: string }
 export interface Upload {
   destination: string;
   stdin: NodeJS.WritableStream;
-  /** Settles when rclone exits. */
-  exited: Promise<unknown>;
+  /** Settles when rclone exits, with how it ended. */
+  exited: Promise<string>;
   /** After stdin ended: rclone's verdict, then the listed size must equal `bytes`. */
   finish(bytes: number): Promise<{ bytes: number; ms: number }>;
   /** Stops rclone now (finish() then fails); abort() also cleans up. */
@@ -101,7 +101,7 @@ export function openUpload(ctx: RcloneContext, dest: string, name: string, opts:
   return {
     destination: dest,
     stdin: child.stdin,
-    exited: child.result,
+    exited: child.result.then(explain),
     async finish(bytes) {
       const r = await child.result;
       if (r.exitCode !== 0 || r.timedOut) throw new DestinationError(dest, `upload of ${name} failed (${explain(r)})`);

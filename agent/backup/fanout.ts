@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 export interface FanOutSink {
   name: string;
   stream: NodeJS.WritableStream;
-  /** Settles when the receiver is gone (child exited); before end() that is a failure. */
+  /** Settles when the receiver is gone (child exited; the value may say how); before end() that is a failure. */
   gone: Promise<unknown>;
 }
 
@@ -25,7 +25,7 @@ export class FanOut extends Writable {
     this.#sinks = sinks.map((sink) => ({ sink, failed: null, wake: null }));
     for (const s of this.#sinks) {
       s.sink.gone.then(
-        () => { if (!this.#ended) this.#fail(s, 'the upload ended before the archive was complete'); },
+        (how) => { if (!this.#ended) this.#fail(s, `the upload ended before the archive was complete${typeof how === 'string' && how ? ` (${how})` : ''}`); },
         (err: Error) => this.#fail(s, err.message),
       );
       s.sink.stream.on('error', (err: Error) => this.#fail(s, err.message));

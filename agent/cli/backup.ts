@@ -1,5 +1,6 @@
 import { BackupBusyError, runBackup } from '../backup/run.ts';
 import { drainBudgetOf } from '../daemon/budget.ts';
+import { earlySignals } from './early-signals.ts';
 import { updateState } from '../daemon/state-file.ts';
 import { AgentError, EXIT } from '../errors.ts';
 import { configFor, printJson, runCommand } from './common.ts';
@@ -19,11 +20,15 @@ export function backupCommand(args: { config: string; json: boolean }): Promise<
     const stop = new AbortController();
     const budgetMs = drainBudgetOf(cfg).backupMs;
     const graceMs = Math.max(budgetMs - Math.min(5_000, Math.floor(budgetMs / 4)), 0);
-    process.once('SIGTERM', () => {
+    let stopping = false;
+    const onStop = (): void => {
+      if (stopping) return;
+      stopping = true;
       process.stderr.write(`vwstream-agent backup: shutdown requested; the backup may finish within ${Math.round(graceMs / 1000)} s (BACKUP_SHUTDOWN_TIMEOUT)\n`);
-      setTimeout(() => stop.abort(new Error(`shutdown: BACKUP_SHUTDOWN_TIMEOUT reached after ${Math.round(graceMs / 1000)} s`)), graceMs).unref();
-      process.on('SIGTERM', () => undefined);
-    });
+      setTimeout(() => stop.abort(new Error(`shutdown: BACKUP_SHUTDOWN_TIMEOUT reached after ${Math.round(graceMs / 1000)} s`)), Math.max(0, graceMs - (earlySignals.sigtermAt ? Date.now() - earlySignals.sigtermAt : 0))).unref();
+    };
+    process.on('SIGTERM', onStop);
+    if (earlySignals.sigtermAt) onStop();
     const tty = process.stderr.isTTY;
     let report;
     try {

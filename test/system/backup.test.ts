@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { after, before, test } from 'node:test';
 import { freePort, startS3, type S3Server } from './harness.ts';
-import { agentHost, startAgent, waitServing, type AgentHost } from './common.ts';
+import { agentHost, startAgent, unitProp, waitServing, writeEnv, type AgentHost } from './common.ts';
 
 const PASSWORD = 'backup-pass-$ecret-7f3e';
 const hosts: AgentHost[] = [];
@@ -113,6 +113,79 @@ test('restore --backup from the S3 destination on a fresh host: refused over dat
   assert.equal((await b.vw.counts()).users, 30);
   assert.ok((await b.host.sh('find /var/lib/vaultwarden/attachments -type f -exec sha256sum {} +')).stdout.includes(attachmentSha));
   assert.equal((await b.host.exec(['stat', '-c', '%U', '/var/lib/vaultwarden/db.sqlite3'])).stdout, 'vaultwarden');
+});
+
+/** Waits for the backup's first log line (the run is under way, not still loading). */
+async function backupStarted(h: AgentHost, since: number): Promise<void> {
+  for (let i = 0; i < 120; i++) {
+    const j = await h.host.journal(['-o', 'cat', '--since', `@${since}`, '-u', 'vwstream-backup.service']);
+    if (/"msg":"backup vaultwarden-\d{8}-\d{6}\.tar\.gz\.enc: started"/.test(j)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error('the backup did not start within 30 s');
+}
+
+test('BACKUP_ON_STARTUP runs one at start; at stop a running backup finishes first, within BACKUP_SHUTDOWN_TIMEOUT, then the drain', async () => {
+  const env: Record<string, string> = {
+    S3_BUCKET: 'vault-bk', S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 'bk-secret-99aa', S3_PREFIX: 'vw-c', LEASE_TTL: '10',
+    BACKUP_ENABLED: 'true', BACKUP_CRON: '0 3 * * *', BACKUP_PASSWORD: PASSWORD, BACKUP_REMOTES: 'LOCALBK:/var/backups/vw',
+    RCLONE_CONFIG_LOCALBK_TYPE: 'local', NOTIFICATION_URL: notifyUrl, STOP_GRACE_PERIOD: '240', BACKUP_SHUTDOWN_TIMEOUT: '60',
+  };
+  const c = await agentHost('vws-bk-c', env);
+  hosts.push(c);
+  await startAgent(c.host);
+  await c.vw.addUsers(12);
+  const sha = await c.vw.addAttachment('big.bin', 6 << 20); // random: the archive is ~6 MiB
+  // A slow link (1 MiB/s): the startup backup takes several seconds and is still running
+  // when the stop below begins.
+  await writeEnv(c.host, { ...env, ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(c.port), BACKUP_ON_STARTUP: 'true', RCLONE_FLAGS: '--bwlimit 1M' });
+  const since = Math.floor(Date.now() / 1000);
+  pings = [];
+  await startAgent(c.host); // restart: drain, then start with the new settings
+  assert.equal(await unitProp(c.host, 'vwstream-backup.service', 'ActiveState'), 'activating', 'the startup backup runs after READY');
+  await backupStarted(c, since);
+  const t = Date.now();
+  await c.host.exec(['systemctl', 'stop', 'vwstream-agent.service'], { timeoutMs: 300_000 });
+  const stopMs = Date.now() - t;
+  const lines = (await c.host.journal(['-o', 'cat', '--since', `@${since}`, '-u', 'vwstream-agent.service', '-u', 'vwstream-backup.service'])).split('\n');
+  const at = (re: RegExp) => lines.findIndex((l) => re.test(l));
+  const started = at(/BACKUP_ON_STARTUP: backup started/);
+  const finished = at(/"msg":"backup vaultwarden-\d{8}-\d{6}\.tar\.gz\.enc: \d+ bytes to 1 destinations/);
+  const drain = lines.findIndex((l, i) => i > started && /"msg":"received SIGTERM: draining"/.test(l));
+  const complete = lines.findLastIndex((l) => /"msg":"drain complete in \d+ ms"/.test(l));
+  assert.ok(started >= 0 && finished > started && drain > finished && complete > drain,
+    `expected startup backup → backup done → drain → drain complete:\n${lines.filter((l) => /backup|drain|BACKUP/.test(l)).join('\n')}`);
+  assert.ok(stopMs < 60_000 + 60_000, `stop took ${stopMs} ms`);
+  console.log(`# measured: stop with a backup running took ${stopMs} ms (backup finished first, then the drain)`);
+  // The archive is whole: it decrypts and holds the attachment.
+  const listing = (await c.host.sh('ls /var/backups/vw')).stdout.split('\n').filter(Boolean);
+  assert.equal(listing.length, 1, listing.join(' '));
+  await c.host.writeFile('/root/pw', PASSWORD, 0o600);
+  await c.host.sh(`mkdir -p /tmp/c && cd /tmp/c && openssl enc -d -aes-256-cbc -pbkdf2 -pass file:/root/pw -in /var/backups/vw/${listing[0]} | tar xz`);
+  assert.equal((await c.host.exec(['sqlite3', '/tmp/c/db.sqlite3', 'select count(*) from users'])).stdout, '12');
+  assert.ok((await c.host.sh('find /tmp/c/attachments -type f -exec sha256sum {} +')).stdout.includes(sha));
+  assert.deepEqual(pings, ['/ping/abc']);
+
+  // A budget too small for the backup: it is abandoned cleanly (no partial archive, /fail),
+  // and the drain still completes.
+  await writeEnv(c.host, { ...env, ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(c.port), BACKUP_SHUTDOWN_TIMEOUT: '8', RCLONE_FLAGS: '--bwlimit 256k' });
+  await startAgent(c.host, 'start');
+  await c.host.sh('rm -f /var/backups/vw/*');
+  const since2 = Math.floor(Date.now() / 1000) + 1;
+  await new Promise((r) => setTimeout(r, 1100));
+  pings = [];
+  await c.host.exec(['systemctl', 'start', '--no-block', 'vwstream-backup.service']);
+  await backupStarted(c, since2);
+  const t2 = Date.now();
+  await c.host.exec(['systemctl', 'stop', 'vwstream-agent.service'], { timeoutMs: 300_000 });
+  const stop2 = Date.now() - t2;
+  const j2 = await c.host.journal(['-o', 'cat', '--since', `@${since2}`, '-u', 'vwstream-agent.service', '-u', 'vwstream-backup.service']);
+  assert.match(j2, /backup failed: vaultwarden-\d{8}-\d{6}\.tar\.gz\.enc: abandoned: shutdown: BACKUP_SHUTDOWN_TIMEOUT reached/);
+  assert.match(j2, /"msg":"drain complete in \d+ ms"/);
+  assert.equal((await c.host.sh('ls -A /var/backups/vw')).stdout, '', 'no partial archive is left');
+  assert.deepEqual(pings, ['/ping/abc/fail']);
+  assert.equal(await unitProp(c.host, 'vwstream-backup.service', 'Result'), 'exit-code'); // it gave up itself, not SIGKILLed
+  console.log(`# measured: stop with a backup over budget (BACKUP_SHUTDOWN_TIMEOUT=8) took ${stop2} ms`);
 });
 
 test('a bad BACKUP_CRON is a config error naming it', async () => {
