@@ -11,21 +11,37 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 export class LeaseKeeper {
   private timer: NodeJS.Timeout | undefined;
+  private renewing = false;
   private acquiredAt: string | undefined;
   private lostReported = false;
+  /** Not renewed before its expiry and not (yet) seen taken: the store is unreachable. */
+  suspended: string | null = null;
   /** The lease as last read or written. */
   seen: Lease | null = null;
   readonly me: Identity;
   private readonly store: LeaseStore;
   private readonly ttlMs: number;
   private readonly onLost: (reason: string, stolen: boolean) => void;
+  private readonly onSuspended: ((reason: string) => void) | undefined;
+  private readonly onRegained: (() => void) | undefined;
   private readonly settleMs: number;
 
-  constructor(opts: { store: LeaseStore; me: Identity; ttlMs: number; onLost: (reason: string, stolen: boolean) => void; settleMs?: number }) {
+  /**
+   * onLost: the lease was seen taken (stolen=true), or it expired unrenewed and there is
+   * no onSuspended (stolen=false). onSuspended: it expired unrenewed because the store
+   * does not answer; renewal goes on (every 5 s) and either onRegained (still ours when
+   * the store answers again) or onLost (someone took it meanwhile) follows.
+   */
+  constructor(opts: {
+    store: LeaseStore; me: Identity; ttlMs: number; onLost: (reason: string, stolen: boolean) => void;
+    onSuspended?: (reason: string) => void; onRegained?: () => void; settleMs?: number;
+  }) {
     this.store = opts.store;
     this.me = opts.me;
     this.ttlMs = opts.ttlMs;
     this.onLost = opts.onLost;
+    this.onSuspended = opts.onSuspended;
+    this.onRegained = opts.onRegained;
     this.settleMs = opts.settleMs ?? 1_000;
   }
 
@@ -61,27 +77,48 @@ export class LeaseKeeper {
     return d;
   }
 
-  /** Renews every TTL/3 until stop(); calls onLost when stolen or not renewed in time. */
+  /** Renews every TTL/3 (every 5 s while suspended) until stop(). */
   startRenewing(): void {
     this.lostReported = false;
-    this.timer = setInterval(() => void this.renew(), Math.max(1_000, Math.floor(this.ttlMs / 3)));
+    this.renewing = true;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (!this.renewing) return;
+    const every = Math.max(1_000, Math.floor(this.ttlMs / 3));
+    this.timer = setTimeout(() => void this.renew().finally(() => this.schedule()), this.suspended ? Math.min(every, 5_000) : every);
   }
 
   async renew(): Promise<void> {
     const mine = this.seen?.token === this.me.token ? this.seen : null;
     const deadline = mine ? Date.parse(mine.expiresAt) - safetyMargin(this.ttlMs) : 0;
     try {
-      const cur = await this.store.read(AbortSignal.timeout(Math.max(1_000, Math.min(15_000, deadline - Date.now()))));
+      const left = deadline - Date.now();
+      const cur = await this.store.read(AbortSignal.timeout(left > 0 ? Math.max(1_000, Math.min(15_000, left)) : 10_000));
       if (!cur || cur.lease.token !== this.me.token) {
         this.seen = cur?.lease ?? null;
         return this.lost(cur ? `lease taken by ${cur.lease.holder} (boot ${cur.lease.bootId}) until ${cur.lease.expiresAt}` : 'lease object disappeared', true);
       }
       const next = newLease(this.me, Date.now(), this.ttlMs, this.acquiredAt);
       await this.store.write(next, cur.etag ? { etag: cur.etag } : {}, AbortSignal.timeout(15_000));
-      if (!(await this.readBack())) return this.lost(`lease taken by ${this.seen?.holder ?? 'unknown'} during renewal`, true);
+      // After an expiry another host may have raced us: read back, and once more after a settle.
+      for (const wait of this.suspended ? [0, this.settleMs] : [0]) {
+        await sleep(wait);
+        if (!(await this.readBack())) return this.lost(`lease taken by ${this.seen?.holder ?? 'unknown'} during renewal`, true);
+      }
+      if (this.suspended) {
+        log.info({ lease: this.store.url, was: this.suspended }, 'lease renewed again: the store answers and nobody took it');
+        this.suspended = null;
+        this.onRegained?.();
+      }
     } catch (err) {
       log.warn({ err: errorMessage(err), lease: this.store.url }, 'lease renewal failed');
-      if (Date.now() >= deadline) this.lost(`lease not renewed before its expiry (${errorMessage(err)})`, false);
+      if (Date.now() < deadline || this.suspended) return;
+      const reason = `lease not renewed before its expiry (${errorMessage(err)})`;
+      if (!this.onSuspended) return this.lost(reason, false);
+      this.suspended = reason;
+      this.onSuspended(reason);
     }
   }
 
@@ -93,7 +130,8 @@ export class LeaseKeeper {
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.renewing = false;
+    clearTimeout(this.timer);
     this.timer = undefined;
   }
 

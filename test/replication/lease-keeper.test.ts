@@ -48,3 +48,35 @@ test('a lease that cannot be renewed before its expiry (minus the margin) is giv
   await a.renew();
   assert.deepEqual(lost, [false]);
 });
+
+test('with onSuspended: an unreachable store suspends (once), then the lease is regained if still ours, or lost if taken', async () => {
+  const store = new FileLeaseStore(join(dir, 'c'));
+  const events: string[] = [];
+  const a = new LeaseKeeper({
+    store, me: id('a'), ttlMs: 4_000, settleMs: 10,
+    onLost: (r, stolen) => events.push(`lost ${stolen} ${r}`), onSuspended: (r) => events.push(`suspended ${r}`), onRegained: () => events.push('regained'),
+  });
+  await a.tryAcquire();
+  const realRead = store.read.bind(store);
+  store.read = async () => { throw new Error('S3 unreachable'); };
+  await new Promise((r) => setTimeout(r, 3_100));
+  await a.renew();
+  await a.renew(); // still down: no second event
+  assert.deepEqual(events, ['suspended lease not renewed before its expiry (S3 unreachable)']);
+  assert.equal(a.suspended, 'lease not renewed before its expiry (S3 unreachable)');
+  // The store answers again and the (expired) lease is still ours: renewed, regained.
+  store.read = realRead;
+  await a.renew();
+  assert.deepEqual(events.slice(1), ['regained']);
+  assert.equal(a.suspended, null);
+  assert.ok(Date.parse((await store.read())!.lease.expiresAt) > Date.now() + 3_000);
+  // Down again, and meanwhile another host takes the expired lease: lost (stolen) on return.
+  store.read = async () => { throw new Error('S3 unreachable'); };
+  await new Promise((r) => setTimeout(r, 3_100));
+  await a.renew();
+  await store.write(newLease(id('b'), Date.now(), 4_000));
+  store.read = realRead;
+  await a.renew();
+  assert.equal(events.length, 4);
+  assert.match(events[3]!, /^lost true lease taken by host-b/);
+});
