@@ -32,7 +32,12 @@ export interface StatusReport {
   restore: { action: string; reason: string; at: string; ms: number } | null;
   files: { remote: string; lastReport: { at: string; uploaded: number; deleted: number; unchanged: number; errors: number } | null };
   lastDrain: { complete: boolean; at: string; detail: string } | null;
-  lease: { holder: string; bootId: string; expiresAt: string; ours: boolean; url: string } | null;
+  lease: { holder: string; bootId: string; expiresAt: string; ours: boolean; url: string; suspended: string | null } | null;
+  /** Why Litestream is stopped on purpose (lease not renewable: store unreachable); null = replicating. */
+  replicationSuspended: string | null;
+  /** Restarts of Vaultwarden/Litestream by the agent since it started, and the last event per unit. */
+  unitRestarts: Record<string, number>;
+  unitEvents: Record<string, { at: string; what: string }>;
   /** Secondary: when the replica was last restored and checked, and what the swaps cost. */
   lastRefresh: string | null;
   lastRefreshAgeSeconds: number | null;

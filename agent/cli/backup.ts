@@ -38,7 +38,11 @@ export function backupCommand(args: { config: string; json: boolean }): Promise<
       throw err;
     }
     const detail = report.ok ? `${report.archive?.bytes ?? 0} bytes to ${report.destinations.length} destinations` : (report.error ?? 'failed');
-    await updateState({ lastBackup: { at: report.startedAt, ok: report.ok, name: report.name, detail } }).catch(() => undefined);
+    const bytes = report.archive?.bytes ?? 0;
+    await updateState({
+      lastBackup: { at: report.startedAt, ok: report.ok, name: report.name, detail, bytes, ms: report.ms },
+      ...(report.ok ? { lastBackupSuccess: { at: report.startedAt, name: report.name, bytes, ms: report.ms } } : {}),
+    }).catch(() => undefined);
     if (args.json) printJson(report);
     else if (report.ok) process.stdout.write(`backup ${report.name}: ${detail} in ${report.ms} ms\n`);
     else process.stderr.write(`vwstream-agent: backup ${report.name} FAILED: ${detail}\n`);

@@ -13,7 +13,8 @@ export function formatStatus(s: StatusReport): string {
     `  vaultwarden    ${s.vaultwarden.url} ${s.vaultwarden.alive ? '(alive)' : '(not answering)'}`,
     `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}`,
   ];
-  if (s.lease) lines.push(`  lease          ${s.lease.ours ? 'held by this host' : `held by ${s.lease.holder}`} until ${s.lease.expiresAt} (${s.lease.url})`);
+  if (s.lease) lines.push(`  lease          ${s.lease.suspended ? `NOT RENEWED (${s.lease.suspended})` : s.lease.ours ? 'held by this host' : `held by ${s.lease.holder}`} until ${s.lease.expiresAt} (${s.lease.url})`);
+  if (s.replicationSuspended) lines.push(`  REPLICATION SUSPENDED: ${s.replicationSuspended}; Vaultwarden serves from local data`);
   if (s.role === 'secondary') lines.push(`  last refresh   ${ago(s.lastRefresh)}; swaps ${s.refreshes.swapped}, unchanged ${s.refreshes.skipped}${s.lastRefreshDowntimeMs !== null ? `, last swap downtime ${s.lastRefreshDowntimeMs} ms` : ''}${s.refreshes.localChangesKept ? `, local changes kept aside ${s.refreshes.localChangesKept}×` : ''}`);
   if (s.roleOverride) lines.push(`  role override  ${s.roleOverride} (written by promote; delete it and restart to follow NODE_ROLE again)`);
   lines.push(`  backups        ${s.backup.enabled ? `${s.backup.cron}, next ${s.backup.nextRun ?? 'never'}` : 'disabled'}${s.backup.last ? `; last ${s.backup.last.ok ? 'ok' : 'FAILED'} ${s.backup.last.at} ${s.backup.last.name}${s.backup.last.ok ? '' : `: ${s.backup.last.detail}`}` : ''}`);
@@ -21,7 +22,10 @@ export function formatStatus(s: StatusReport): string {
   if (s.lastDrain) lines.push(`  last drain     ${s.lastDrain.complete ? '' : 'INCOMPLETE: '}${s.lastDrain.detail} (${s.lastDrain.at})`);
   if (s.restore) lines.push(`  at start       ${s.restore.action}: ${s.restore.reason} (${s.restore.ms} ms)`);
   lines.push('  units');
-  for (const [u, st] of Object.entries(s.units)) lines.push(`    ${u.padEnd(30)} ${st.activeState}/${st.subState}${st.result && st.result !== 'success' ? ` (${st.result})` : ''}`);
+  for (const [u, st] of Object.entries(s.units)) {
+    const ev = s.unitEvents[u];
+    lines.push(`    ${u.padEnd(30)} ${st.activeState}/${st.subState}${st.result && st.result !== 'success' ? ` (${st.result})` : ''}${s.unitRestarts[u] ? `; restarted ${s.unitRestarts[u]}× by the agent, last ${ev?.at}: ${ev?.what}` : ''}`);
+  }
   for (const w of s.warnings) lines.push(`  warning: ${w}`);
   return lines.join('\n');
 }

@@ -6,7 +6,7 @@ import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
 import { PATHS, UNITS } from '../paths.ts';
 import { startApiServer } from '../api/server.ts';
-import type { DaemonState, HealthReport, StatusReport, UnitSummary } from '../api/types.ts';
+import type { DaemonState, HealthCheck, HealthReport, StatusReport, UnitSummary } from '../api/types.ts';
 import { Systemd, describeUnit } from '../systemd/dbus.ts';
 import { Notifier } from '../systemd/notify.ts';
 import { fetchMetrics, replicaCaughtUp, shadowPosition, verifyLoadedConfig, writePrivateFile, type LitestreamPosition } from '../replication/litestream.ts';
@@ -28,7 +28,10 @@ import { nextRun } from '../backup/schedule.ts';
 import { notify } from '../notify/notify.ts';
 import { restoreOnStart, type RestoreOutcome } from '../replication/restore.ts';
 import { prepareRuntime, type Runtime } from './runtime.ts';
-import { readState, updateState, type DrainRecord, type DrainStep } from './state-file.ts';
+import { bumpCounter, readState, updateState, type DrainRecord, type DrainStep } from './state-file.ts';
+import { renderMetrics } from './metrics.ts';
+import { startMetricsListener, Watchdog } from './observe.ts';
+import { statfs, stat } from 'node:fs/promises';
 import { waitReplicaConfirmed } from '../replication/confirm.ts';
 import { VERSION } from '../version.ts';
 
@@ -77,6 +80,14 @@ export class Daemon {
   private promoting = false;
   /** A sync_error notification went out and replication has not recovered since. */
   private syncErrorReported = false;
+  /** Litestream stopped because the lease could not be renewed (store unreachable). */
+  private replicationSuspended: string | null = null;
+  private unitRestarts: Record<string, number> = {};
+  private unitEvents: Record<string, { at: string; what: string }> = {};
+  private metricsServer: Server | undefined;
+  private watchdog: Watchdog | undefined;
+  /** Last time the monitor loop went round (the watchdog checks it while serving). */
+  private heartbeat = Date.now();
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
@@ -96,6 +107,8 @@ export class Daemon {
       me: myIdentity(),
       ttlMs: cfg.leaseTtlMs,
       onLost: (reason, stolen) => void this.fence(reason, stolen),
+      onSuspended: (reason) => void this.suspendReplication(reason),
+      onRegained: () => void this.resumeReplication(),
     });
   }
 
@@ -130,6 +143,7 @@ export class Daemon {
         });
       }
       if (this.roleOverride) log.warn({ override: PATHS.roleOverride }, `role ${this.role} from ${PATHS.roleOverride} (written by promote) overrides NODE_ROLE=${this.cfg.role}; delete the file to undo`);
+      this.watchdog = Watchdog.fromEnv(this.notifier, () => this.isResponsive());
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
       if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined))) await this.systemd.reload();
@@ -144,10 +158,16 @@ export class Daemon {
         'POST /promote': async (req) => this.promote(new URL(req.url ?? '/', 'http://agent').searchParams.get('force') === '1'),
         'GET /status': async () => ({ status: 200, body: await this.status() }),
         'GET /health': async () => {
-          const h = this.health();
+          const h = await this.health();
           return { status: h.ok ? 200 : 503, body: h };
         },
+        'GET /metrics': async () => ({ status: 200, body: await this.metrics(), contentType: 'text/plain; version=0.0.4; charset=utf-8' }),
       }, this.rt.apiGroup);
+      if (this.cfg.metricsListen !== 'off') {
+        this.metricsServer = await startMetricsListener(this.cfg.metricsListen, () => this.metrics())
+          .catch((err) => { throw new AgentError(`METRICS_LISTEN=${this.cfg.metricsListen}: cannot listen (${errorMessage(err)})`, { exitCode: EXIT.CONFIG, hint: `choose a free host:port in ${this.cfg.source}` }); });
+        log.info({ listen: this.cfg.metricsListen }, `serving /metrics on http://${this.cfg.metricsListen}/metrics`);
+      }
       for (const w of this.cfg.warnings) log.warn(w);
       if (this.role === 'secondary') return await this.runSecondary();
       if (!(await this.takeLease())) return await this.drain();
@@ -168,6 +188,7 @@ export class Daemon {
         await this.setState('restoring', `checking the local vault against ${replicaUrl(this.cfg)}`);
         this.restore = await restoreOnStart(this.cfg, this.rt);
         const d = this.restore.decision;
+        await bumpCounter('restores', d.action).catch(() => undefined);
         if (d.action === 'restore') {
           const f = await this.mirror.restore(this.rt.ids, this.restore.setAsideTo);
           log.info({ files: f.files, bytes: f.bytes, from: this.mirror.store.url }, `restored ${f.files} files (${f.bytes} bytes) from ${this.mirror.store.url}`);
@@ -231,7 +252,9 @@ export class Daemon {
       if (this.systemd) await this.drain().catch(() => undefined);
       return e.exitCode;
     } finally {
+      this.watchdog?.stop();
       this.api?.close();
+      this.metricsServer?.close();
       this.systemd?.disconnect();
     }
   }
@@ -285,6 +308,7 @@ export class Daemon {
     const persisted = readState().lastDbSync;
     if (persisted) this.lastDbSync = new Date(persisted);
     while (!this.stopRequested) {
+      this.heartbeat = Date.now();
       await Promise.race([sleep(1000), this.stopped]);
       if (this.stopRequested) break;
       tick++;
@@ -330,7 +354,11 @@ export class Daemon {
       if (!s) continue;
       this.units[unit] = { activeState: s.activeState, subState: s.subState, result: s.result };
       if (this.stopRequested || s.activeState === 'active' || s.activeState === 'activating' || s.activeState === 'reloading') continue;
-      await this.setState('degraded', `${describeUnit(unit, s)}; restarting it`, { unit });
+      if (unit === UNITS.litestream && this.replicationSuspended) continue; // stopped on purpose
+      const what = describeUnit(unit, s);
+      this.unitRestarts[unit] = (this.unitRestarts[unit] ?? 0) + 1;
+      this.unitEvents[unit] = { at: new Date().toISOString(), what: `${what}; restarted by the agent` };
+      await this.setState('degraded', `${what}; restarting it`, { unit });
       this.restarts = this.restarts.filter((t) => Date.now() - t < 600_000);
       if (this.restarts.length >= 5) {
         throw new AgentError(`${unit} keeps dying (5 restarts in 10 minutes)`, { hint: `journalctl -u ${unit}` });
@@ -401,7 +429,7 @@ export class Daemon {
     try { verdict = JSON.parse(await readFile(PATHS.finalSync, 'utf8')) as { confirmed: boolean; detail: string }; } catch { /* none */ }
     if (this.servingStarted) {
       const ok = ls.result === 'done' && verdict?.confirmed === true;
-      step({ step: 'litestream', ok, ms: ls.ms, detail: verdict ? `final sync ${verdict.confirmed ? 'confirmed' : 'NOT confirmed'}: ${verdict.detail}${ls.result === 'done' ? '' : `; stop job ${ls.result}`}` : `no final-sync verdict (Litestream was not running or its ExecStop was killed); stop job ${ls.result}` });
+      step({ step: 'litestream', ok, ms: ls.ms, detail: this.replicationSuspended && !verdict ? `replication suspended (${this.replicationSuspended}); the replica lacks the writes made since` : verdict ? `final sync ${verdict.confirmed ? 'confirmed' : 'NOT confirmed'}: ${verdict.detail}${ls.result === 'done' ? '' : `; stop job ${ls.result}`}` : `no final-sync verdict (Litestream was not running or its ExecStop was killed); stop job ${ls.result}` });
 
       await this.setState('draining', 'final file upload');
       const t = Date.now();
@@ -415,10 +443,11 @@ export class Daemon {
       const complete = failed.length === 0;
       const detail = complete ? `complete in ${Date.now() - started} ms` : `incomplete: ${failed.join(', ')} did not finish (${steps.filter((s) => !s.ok).map((s) => s.detail).join('; ')})`;
       log[complete ? 'info' : 'error']({ complete, ms: Date.now() - started, steps }, `drain ${detail}`);
+      await bumpCounter('drains', complete ? 'complete' : 'incomplete').catch(() => undefined);
       // A replacement may start at once after a complete drain; after an incomplete one the
       // lease expires by itself (LEASE_TTL), so nobody starts from a replica missing our tail.
       if (complete && this.lease.held && (await this.lease.release())) log.info({ lease: this.lease.url }, 'lease released');
-      await updateState({ lastDrain: { complete, at: new Date().toISOString(), detail, steps }, ...(this.lastDbSync ? { lastDbSync: this.lastDbSync.toISOString() } : {}) }).catch(() => undefined);
+      await updateState({ lastDrain: { complete, at: new Date().toISOString(), detail, steps, ms: Date.now() - started }, ...(this.lastDbSync ? { lastDbSync: this.lastDbSync.toISOString() } : {}) }).catch(() => undefined);
     }
     this.lease.stop();
     if (prev !== 'failed' && prev !== 'refused') await this.setState('stopped', 'drained');
@@ -466,6 +495,47 @@ export class Daemon {
       await Promise.race([sleep(Math.min(5_000, Math.max(1_000, this.cfg.leaseTtlMs / 4))), this.stopped]);
       if (this.stopRequested) return false;
     }
+  }
+
+  /**
+   * The lease expired unrenewed because the store does not answer (S3 outage). Nobody
+   * else can have taken it while nobody can reach the store, but someone may once it
+   * answers: Litestream is stopped now so it can never upload over a new holder, and
+   * Vaultwarden keeps serving from the local database (its writes wait in the WAL and
+   * database). The keeper retries every 5 s: resumeReplication or fence follows.
+   */
+  private async suspendReplication(reason: string): Promise<void> {
+    if (this.fenced || this.stopRequested || this.replicationSuspended) return;
+    this.replicationSuspended = reason;
+    log.error({ reason }, `REPLICATION SUSPENDED: ${reason}; Litestream stopped so it cannot write over another holder; Vaultwarden keeps serving; resuming when the lease can be renewed`);
+    if (!this.syncErrorReported) {
+      this.syncErrorReported = true;
+      void notify(this.cfg.notification, 'sync_error', `replication suspended: ${reason}`);
+    }
+    await this.systemd.kill(UNITS.litestream).catch(() => undefined);
+    await this.setState('degraded', `replication suspended: ${reason}`);
+  }
+
+  /** The store answers again and the lease was still ours: Litestream catches up. */
+  private async resumeReplication(): Promise<void> {
+    if (!this.replicationSuspended || this.fenced || this.stopRequested) return;
+    log.info({ was: this.replicationSuspended }, 'lease renewed: restarting Litestream to catch up');
+    try {
+      this.litestreamStartedMs = Date.now();
+      await this.systemd.start(UNITS.litestream);
+      await this.writeDrainInfo();
+      this.replicationSuspended = null;
+      await this.setState('serving', `replication resumed; replicating to ${replicaUrl(this.cfg)}`);
+    } catch (err) {
+      log.error({ err: errorMessage(err) }, `could not restart Litestream after the outage: ${errorMessage(err)}`);
+      this.replicationSuspended = null; // pollUnits restarts it
+    }
+  }
+
+  /** For the watchdog: while the monitor loop runs it must have gone round recently. */
+  private isResponsive(): boolean {
+    const looping = this.state === 'serving' || this.state === 'degraded';
+    return !looping || Date.now() - this.heartbeat < 60_000;
   }
 
   /**
@@ -626,7 +696,10 @@ export class Daemon {
         remote: this.mirror.store.url,
         lastReport: this.mirror.lastReport ? { at: this.mirror.lastReport.at, uploaded: this.mirror.lastReport.uploaded, deleted: this.mirror.lastReport.deleted, unchanged: this.mirror.lastReport.unchanged, errors: this.mirror.lastReport.errors.length } : null,
       },
-      lease: this.lease.seen ? { holder: this.lease.seen.holder, bootId: this.lease.seen.bootId, expiresAt: this.lease.seen.expiresAt, ours: this.lease.held, url: this.lease.url } : null,
+      lease: this.lease.seen ? { holder: this.lease.seen.holder, bootId: this.lease.seen.bootId, expiresAt: this.lease.seen.expiresAt, ours: this.lease.held, url: this.lease.url, suspended: this.lease.suspended } : null,
+      replicationSuspended: this.replicationSuspended,
+      unitRestarts: this.unitRestarts,
+      unitEvents: this.unitEvents,
       lastRefresh: this.lastRefresh?.toISOString() ?? null,
       lastRefreshAgeSeconds: this.lastRefresh ? Math.round((Date.now() - this.lastRefresh.getTime()) / 1000) : null,
       lastRefreshDowntimeMs: this.lastRefreshDowntimeMs,
@@ -651,16 +724,86 @@ export class Daemon {
     };
   }
 
-  health(): HealthReport {
+  async health(): Promise<HealthReport> {
     const maxAge = this.cfg.healthcheckMaxSyncAgeMs;
-    const age = this.lastDbSync ? Date.now() - this.lastDbSync.getTime() : Infinity;
+    const ageCheck = (name: string, at: Date | null, what: string) => {
+      const age = at ? Date.now() - at.getTime() : Infinity;
+      return { name, ok: age <= maxAge, detail: Number.isFinite(age) ? `${what} ${Math.round(age / 1000)}s ago (max ${maxAge / 1000}s)` : `${what}: never` };
+    };
     const checks = [
       { name: 'state', ok: this.state === 'serving', detail: `${this.state}: ${this.detail}` },
-      { name: 'vaultwarden', ok: this.vaultwardenAlive, detail: this.vaultwardenAlive ? `${this.aliveUrl()} answers` : `${this.aliveUrl()} does not answer` },
-      { name: 'litestream', ok: this.units[UNITS.litestream]?.activeState === 'active', detail: this.units[UNITS.litestream]?.activeState ?? 'unknown' },
-      { name: 'db_sync_age', ok: age <= maxAge, detail: Number.isFinite(age) ? `${Math.round(age / 1000)}s (max ${maxAge / 1000}s)` : 'never confirmed' },
     ];
+    const serves = this.role === 'primary' || this.cfg.secondaryServe;
+    if (serves) checks.push({ name: 'vaultwarden', ok: this.vaultwardenAlive, detail: this.vaultwardenAlive ? `${this.aliveUrl()} answers` : `${this.aliveUrl()} does not answer` });
+    if (this.role === 'primary') {
+      const ls = this.units[UNITS.litestream];
+      checks.push({ name: 'litestream', ok: ls?.activeState === 'active' && !this.replicationSuspended, detail: this.replicationSuspended ? `suspended: ${this.replicationSuspended}` : ls ? `${ls.activeState} (${ls.subState})` : 'unknown' });
+      checks.push(ageCheck('db_sync_age', this.lastDbSync, 'replica confirmed in sync'));
+      checks.push(ageCheck('file_sync_age', this.mirror.lastSync, 'file mirror in sync'));
+      const l = this.lease.seen;
+      const leaseOk = this.lease.held && !this.lease.suspended;
+      checks.push({ name: 'lease', ok: leaseOk, detail: this.lease.suspended ? `not renewed: ${this.lease.suspended}` : l ? `${leaseOk ? 'held' : `held by ${l.holder}`} until ${l.expiresAt}` : 'not held' });
+      const wal = this.position?.walSize ?? null;
+      checks.push({ name: 'wal_size', ok: wal === null || wal <= WAL_WARN_BYTES, detail: wal === null ? 'unknown (Litestream does not answer)' : `${Math.round(wal / 1024)} KiB (max ${WAL_WARN_BYTES / 1048576} MiB)` });
+    } else {
+      checks.push(ageCheck('refresh_age', this.lastRefresh, 'copy refreshed from the replica'));
+    }
+    checks.push(await diskCheck(PATHS.dataFolder, this.position?.dbSize ?? 0));
+    for (const c of this.extraHealthChecks) checks.push(await c());
     return { ok: checks.every((c) => c.ok), checks };
+  }
+
+  /** Further checks (e.g. Tailscale when enabled) registered by optional modules. */
+  readonly extraHealthChecks: (() => Promise<HealthCheck>)[] = [];
+
+  async metrics(): Promise<string> {
+    const st = readState();
+    let litestreamText: string | null = null;
+    if (this.rt && this.role === 'primary' && !this.replicationSuspended) {
+      litestreamText = await fetchMetrics(this.rt.metricsAddr).then((m) => m.text, () => null);
+    }
+    const lb = st.lastBackup;
+    const lv = (st as { lastVerify?: { at: string; ok: boolean } }).lastVerify;
+    return renderMetrics({
+      version: VERSION,
+      role: this.role,
+      state: this.state,
+      lastDbSync: this.lastDbSync,
+      lastFileSync: this.mirror.lastSync,
+      syncErrors: { litestream: this.lastSyncErrors, files: this.mirror.failedPasses },
+      lease: this.role === 'primary' ? { held: this.lease.held, suspended: this.lease.suspended !== null, expiresAt: this.lease.seen?.expiresAt ?? null } : null,
+      backup: {
+        ...(lb ? { lastAt: lb.at, lastOk: lb.ok } : {}),
+        ...(st.lastBackupSuccess ? { lastSuccessAt: st.lastBackupSuccess.at, lastMs: st.lastBackupSuccess.ms, lastBytes: st.lastBackupSuccess.bytes } : {}),
+      },
+      restores: st.counters?.restores ?? {},
+      drain: {
+        complete: st.counters?.drains?.complete ?? 0,
+        incomplete: st.counters?.drains?.incomplete ?? 0,
+        ...(this.lastDrain ? { lastAt: this.lastDrain.at, lastComplete: this.lastDrain.complete, ...(this.lastDrain.ms !== undefined ? { lastMs: this.lastDrain.ms } : {}) } : {}),
+      },
+      unitRestarts: Object.fromEntries([UNITS.litestream, UNITS.vaultwarden].map((u) => [u, this.unitRestarts[u] ?? 0])),
+      verify: lv ? { at: lv.at, ok: lv.ok } : null,
+      walBytes: this.position?.walSize ?? null,
+      dbBytes: this.position?.dbSize ?? null,
+      litestreamText,
+    });
+  }
+}
+
+/** WAL bigger than this fails health: Litestream normally keeps it checkpointed small. */
+const WAL_WARN_BYTES = 512 * 1048576;
+
+/** Free space under the data folder: at least 1 GiB and twice the database (a restore or VACUUM INTO needs room). */
+async function diskCheck(dir: string, dbBytes: number): Promise<HealthCheck> {
+  try {
+    const fs = await statfs(dir);
+    const free = fs.bavail * fs.bsize;
+    const db = dbBytes || (await stat(`${dir}/db.sqlite3`).then((x) => x.size, () => 0));
+    const need = Math.max(1 << 30, 2 * db);
+    return { name: 'disk_free', ok: free >= need, detail: `${(free / 1073741824).toFixed(1)} GiB free under ${dir} (need ${(need / 1073741824).toFixed(1)} GiB)` };
+  } catch (err) {
+    return { name: 'disk_free', ok: false, detail: `cannot stat ${dir}: ${errorMessage(err)}` };
   }
 }
 

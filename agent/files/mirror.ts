@@ -70,6 +70,8 @@ export class FileMirror {
   private debounce: NodeJS.Timeout | undefined;
   private lastList = 0;
   lastSync: Date | null = null;
+  /** Passes that ended with errors (for /metrics). */
+  failedPasses = 0;
   lastReport: SyncReport | null = null;
   private readonly dataFolder: string;
   private readonly scope: Scope;
@@ -190,6 +192,7 @@ export class FileMirror {
       }
       report.ms = Date.now() - started;
       if (report.errors.length === 0) this.lastSync = new Date(started);
+      else this.failedPasses++;
       this.lastReport = report;
       if (report.uploaded || report.deleted || report.errors.length) {
         log.info({ ...report, errors: report.errors.slice(0, 5) }, `file mirror (${reason}): ${report.uploaded} uploaded (${report.uploadedBytes} bytes), ${report.deleted} deleted, ${report.errors.length} errors`);

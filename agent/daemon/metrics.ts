@@ -1,0 +1,100 @@
+/**
+ * GET /metrics: Prometheus text exposition (format 0.0.4) of the agent's own state plus
+ * Litestream's metric families passed through unchanged.
+ */
+export interface MetricsInput {
+  version: string;
+  role: string;
+  state: string;
+  lastDbSync: Date | null;
+  lastFileSync: Date | null;
+  /** Litestream's sync error counter as last read, and failed file-mirror passes. */
+  syncErrors: { litestream: number; files: number };
+  lease: { held: boolean; suspended: boolean; expiresAt: string | null } | null;
+  backup: { lastAt?: string; lastOk?: boolean; lastSuccessAt?: string; lastMs?: number; lastBytes?: number };
+  restores: Record<string, number>;
+  drain: { lastAt?: string; lastComplete?: boolean; lastMs?: number; complete: number; incomplete: number };
+  unitRestarts: Record<string, number>;
+  verify: { at: string; ok: boolean } | null;
+  walBytes: number | null;
+  dbBytes: number | null;
+  /** Litestream's own /metrics text (null when it does not answer). */
+  litestreamText: string | null;
+}
+
+type Labels = Record<string, string>;
+type Sample = number | [Labels, number][];
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+function fmt(n: number): string {
+  return Number.isFinite(n) ? String(n) : n > 0 ? '+Inf' : n < 0 ? '-Inf' : 'NaN';
+}
+
+const seconds = (iso: string | Date | null | undefined): number | undefined => {
+  if (!iso) return undefined;
+  const t = typeof iso === 'string' ? Date.parse(iso) : iso.getTime();
+  return Number.isFinite(t) ? t / 1000 : undefined;
+};
+
+class Exposition {
+  readonly lines: string[] = [];
+
+  add(type: 'gauge' | 'counter', name: string, help: string, sample: Sample | undefined): void {
+    if (sample === undefined) return;
+    this.lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    if (typeof sample === 'number') {
+      this.lines.push(`${name} ${fmt(sample)}`);
+      return;
+    }
+    for (const [labels, v] of sample) {
+      const l = Object.entries(labels).map(([k, x]) => `${k}="${escapeLabel(x)}"`).join(',');
+      this.lines.push(`${name}${l ? `{${l}}` : ''} ${fmt(v)}`);
+    }
+  }
+}
+
+/** Litestream's families (litestream_*), HELP/TYPE lines included; Go runtime metrics left out. */
+export function litestreamFamilies(text: string): string[] {
+  return text.split('\n').filter((line) => {
+    const m = /^(?:# (?:HELP|TYPE) )?([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(line);
+    return m !== null && m[1]!.startsWith('litestream_');
+  });
+}
+
+const STATES = ['starting', 'restoring', 'replicating', 'serving', 'degraded', 'refused', 'waiting', 'fenced', 'draining', 'stopped', 'failed'];
+
+export function renderMetrics(m: MetricsInput): string {
+  const e = new Exposition();
+  e.add('gauge', 'vwstream_info', 'Agent version and role (always 1).', [[{ version: m.version, role: m.role }, 1]]);
+  e.add('gauge', 'vwstream_state', 'Current daemon state (1 for the current one).', STATES.map((s) => [{ state: s }, s === m.state ? 1 : 0]));
+  e.add('gauge', 'vwstream_last_db_sync_timestamp_seconds', 'When the replica last held everything written locally.', seconds(m.lastDbSync) ?? 0);
+  e.add('gauge', 'vwstream_last_file_sync_timestamp_seconds', 'When the file mirror last completed a pass without errors.', seconds(m.lastFileSync) ?? 0);
+  e.add('counter', 'vwstream_sync_errors_total', 'Replication errors: Litestream sync errors (since it started) and failed file-mirror passes.', [[{ kind: 'database' }, m.syncErrors.litestream], [{ kind: 'files' }, m.syncErrors.files]]);
+  if (m.lease) {
+    e.add('gauge', 'vwstream_lease_held', '1 while this host holds a valid single-writer lease.', m.lease.held && !m.lease.suspended ? 1 : 0);
+    e.add('gauge', 'vwstream_lease_suspended', '1 while the lease could not be renewed (store unreachable) and replication is suspended.', m.lease.suspended ? 1 : 0);
+    e.add('gauge', 'vwstream_lease_expiry_timestamp_seconds', 'Expiry of the lease as last seen.', seconds(m.lease.expiresAt));
+  }
+  e.add('gauge', 'vwstream_backup_last_run_timestamp_seconds', 'Start of the last backup run.', seconds(m.backup.lastAt));
+  e.add('gauge', 'vwstream_backup_last_run_success', '1 if the last backup run succeeded.', m.backup.lastOk === undefined ? undefined : m.backup.lastOk ? 1 : 0);
+  e.add('gauge', 'vwstream_backup_last_success_timestamp_seconds', 'Start of the last successful backup.', seconds(m.backup.lastSuccessAt) ?? 0);
+  e.add('gauge', 'vwstream_backup_last_duration_seconds', 'Duration of the last successful backup.', m.backup.lastMs === undefined ? undefined : m.backup.lastMs / 1000);
+  e.add('gauge', 'vwstream_backup_last_size_bytes', 'Archive size of the last successful backup.', m.backup.lastBytes);
+  e.add('counter', 'vwstream_restores_total', 'Start-up restore decisions taken, by action.', Object.entries(m.restores).sort().map(([action, n]) => [{ action }, n]));
+  e.add('counter', 'vwstream_drains_total', 'Drains at stop, by outcome.', [[{ outcome: 'complete' }, m.drain.complete], [{ outcome: 'incomplete' }, m.drain.incomplete]]);
+  e.add('gauge', 'vwstream_drain_last_duration_seconds', 'Duration of the last drain.', m.drain.lastMs === undefined ? undefined : m.drain.lastMs / 1000);
+  e.add('gauge', 'vwstream_drain_last_complete', '1 if the last drain completed every step.', m.drain.lastComplete === undefined ? undefined : m.drain.lastComplete ? 1 : 0);
+  e.add('counter', 'vwstream_unit_restarts_total', 'Restarts of Vaultwarden and Litestream by the agent after they died.', Object.entries(m.unitRestarts).sort().map(([unit, n]) => [{ unit }, n]));
+  if (m.verify) {
+    e.add('gauge', 'vwstream_verify_last_timestamp_seconds', 'When the last restore drill (verify) ran.', seconds(m.verify.at));
+    e.add('gauge', 'vwstream_verify_last_success', '1 if the last restore drill passed.', m.verify.ok ? 1 : 0);
+  }
+  e.add('gauge', 'vwstream_wal_size_bytes', 'Size of the live WAL file.', m.walBytes ?? undefined);
+  e.add('gauge', 'vwstream_db_size_bytes', 'Size of the live database file.', m.dbBytes ?? undefined);
+  e.add('gauge', 'vwstream_litestream_up', '1 if Litestream answered its metrics endpoint.', m.litestreamText === null ? 0 : 1);
+  const lines = [...e.lines, ...(m.litestreamText ? litestreamFamilies(m.litestreamText) : [])];
+  return `${lines.join('\n')}\n`;
+}
