@@ -1,3 +1,4 @@
+import { constants as osConstants } from 'node:os';
 import dbus from 'dbus-next';
 import { AgentError } from '../errors.ts';
 
@@ -110,6 +111,10 @@ export class Systemd {
 
 export function describeUnit(unit: string, s: UnitState): string {
   const base = `${unit} ${s.activeState}/${s.subState}`;
+  if (s.result === 'signal' || s.result === 'core-dump') {
+    const name = Object.entries(osConstants.signals).find(([, n]) => n === s.execMainStatus)?.[0] ?? `signal ${s.execMainStatus}`;
+    return `${base} (killed by ${name})`;
+  }
   return s.result && s.result !== 'success' ? `${base} (result ${s.result}, exit status ${s.execMainStatus})` : base;
 }
 

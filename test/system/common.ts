@@ -1,6 +1,6 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { bootHost, freePort, installPackage, installStandin, standin, type Host, type StandinClient } from './harness.ts';
+import { bootHost, freePort, installPackage, installStandin, standin, type Host, type S3Server, type StandinClient } from './harness.ts';
 
 const REPO = new URL('../..', import.meta.url).pathname;
 
@@ -70,4 +70,18 @@ export async function waitServing(host: Host, timeoutMs = 120_000): Promise<Reco
 
 export async function unitProp(host: Host, unit: string, prop: string): Promise<string> {
   return (await host.exec(['systemctl', 'show', '-P', prop, unit])).stdout.trim();
+}
+
+/** S3_* settings for a bucket/prefix on the emulator (LEASE_TTL 10 s: replacements start soon). */
+export function s3Env(s3: S3Server, bucket: string, prefix: string): Record<string, string> {
+  return {
+    S3_BUCKET: bucket, S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: 'fault-key',
+    S3_SECRET_ACCESS_KEY: 'fault-secret-0a1b2c3d', S3_REGION: 'us-east-1', S3_PREFIX: prefix, LEASE_TTL: '10',
+  };
+}
+
+/** The uuids in the host's users table (read beside the running stand-in and Litestream). */
+export async function userUuids(host: Host): Promise<Set<string>> {
+  const r = await host.exec(['sqlite3', '-readonly', '/var/lib/vaultwarden/db.sqlite3', 'SELECT uuid FROM users;']);
+  return new Set(r.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
 }

@@ -12,26 +12,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { startS3, type Host, type S3Server } from './harness.ts';
-import { agentHost, startAgent, statusJson, waitDbSynced, waitServing, type AgentHost } from './common.ts';
+import { startS3, type Host } from './harness.ts';
+import { agentHost, s3Env, startAgent, statusJson, userUuids, waitDbSynced, waitServing, type AgentHost } from './common.ts';
 
 const hosts: AgentHost[] = [];
 after(async () => { for (const h of hosts) await h.host.destroy().catch(() => undefined); });
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function s3Env(s3: S3Server, bucket: string, prefix: string): Record<string, string> {
-  return {
-    S3_BUCKET: bucket, S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: 'fault-key',
-    S3_SECRET_ACCESS_KEY: 'fault-secret-0a1b2c3d', S3_REGION: 'us-east-1', S3_PREFIX: prefix, LEASE_TTL: '10',
-  };
-}
-
-/** The uuids in the host's users table (read beside the running stand-in and Litestream). */
-async function userUuids(host: Host): Promise<Set<string>> {
-  const r = await host.exec(['sqlite3', '-readonly', '/var/lib/vaultwarden/db.sqlite3', 'SELECT uuid FROM users;']);
-  return new Set(r.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
-}
 
 /** Waits until vwstream-agent.service is active (Type=notify: READY=1 was sent). */
 async function waitAgentActive(host: Host, timeoutMs = 180_000): Promise<number> {
