@@ -739,7 +739,16 @@ export class Daemon {
       const ls = this.units[UNITS.litestream];
       checks.push({ name: 'litestream', ok: ls?.activeState === 'active' && !this.replicationSuspended, detail: this.replicationSuspended ? `suspended: ${this.replicationSuspended}` : ls ? `${ls.activeState} (${ls.subState})` : 'unknown' });
       checks.push(ageCheck('db_sync_age', this.lastDbSync, 'replica confirmed in sync'));
-      checks.push(ageCheck('file_sync_age', this.mirror.lastSync, 'file mirror in sync'));
+      const lag = this.mirror.lagMs;
+      const lastPass = this.mirror.lastSync ? `last clean pass ${Math.round((Date.now() - this.mirror.lastSync.getTime()) / 1000)}s ago` : 'no clean pass yet';
+      if (lag === null) {
+        // No watcher: only the timer's passes tell; allow two intervals.
+        const allowed = Math.max(maxAge, 2 * this.cfg.primarySyncIntervalMs);
+        const age = this.mirror.lastSync ? Date.now() - this.mirror.lastSync.getTime() : Infinity;
+        checks.push({ name: 'file_mirror_lag', ok: age <= allowed, detail: `no change watcher; ${lastPass} (max ${allowed / 1000}s)` });
+      } else {
+        checks.push({ name: 'file_mirror_lag', ok: lag <= maxAge && this.mirror.lastSync !== null, detail: lag === 0 ? `in sync; ${lastPass}` : `changes waiting ${Math.round(lag / 1000)}s (max ${maxAge / 1000}s); ${lastPass}` });
+      }
       const l = this.lease.seen;
       const leaseOk = this.lease.held && !this.lease.suspended;
       checks.push({ name: 'lease', ok: leaseOk, detail: this.lease.suspended ? `not renewed: ${this.lease.suspended}` : l ? `${leaseOk ? 'held' : `held by ${l.holder}`} until ${l.expiresAt}` : 'not held' });

@@ -72,6 +72,8 @@ export class FileMirror {
   lastSync: Date | null = null;
   /** Passes that ended with errors (for /metrics). */
   failedPasses = 0;
+  /** Since when a change seen by the watcher (or a failed pass) waits for a clean pass. */
+  private pendingSince: number | null = null;
   lastReport: SyncReport | null = null;
   private readonly dataFolder: string;
   private readonly scope: Scope;
@@ -191,8 +193,13 @@ export class FileMirror {
         log.warn({ group: h.group, files: h.files }, `file mirror: ${h.group} is empty locally while the remote holds ${h.files} files; not mirroring the deletion (restore or remove them by hand)`);
       }
       report.ms = Date.now() - started;
-      if (report.errors.length === 0) this.lastSync = new Date(started);
-      else this.failedPasses++;
+      if (report.errors.length === 0) {
+        this.lastSync = new Date(started);
+        if (this.pendingSince !== null && this.pendingSince <= started) this.pendingSince = null;
+      } else {
+        this.failedPasses++;
+        this.pendingSince ??= started;
+      }
       this.lastReport = report;
       if (report.uploaded || report.deleted || report.errors.length) {
         log.info({ ...report, errors: report.errors.slice(0, 5) }, `file mirror (${reason}): ${report.uploaded} uploaded (${report.uploadedBytes} bytes), ${report.deleted} deleted, ${report.errors.length} errors`);
@@ -201,11 +208,22 @@ export class FileMirror {
     }, signal);
   }
 
+  /**
+   * How far the mirror trails the data folder: 0 when every change the watcher saw has
+   * been uploaded by a clean pass; null when there is no watcher (only the timer's pass
+   * age tells).
+   */
+  get lagMs(): number | null {
+    if (!this.watcher) return null;
+    return this.pendingSince === null ? 0 : Date.now() - this.pendingSince;
+  }
+
   /** Watches the data folder (inotify): a change is mirrored about a second later. */
   watch(onError: (err: Error) => void): void {
     try {
       this.watcher = watch(this.dataFolder, { recursive: true }, (_event, name) => {
         if (name && !inScope(this.scope, String(name))) return;
+        this.pendingSince ??= Date.now();
         clearTimeout(this.debounce);
         this.debounce = setTimeout(() => void this.syncInBackground('change').catch(onError), 1000);
       });

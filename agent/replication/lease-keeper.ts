@@ -115,7 +115,7 @@ export class LeaseKeeper {
     } catch (err) {
       log.warn({ err: errorMessage(err), lease: this.store.url }, 'lease renewal failed');
       if (Date.now() < deadline || this.suspended) return;
-      const reason = `lease not renewed before its expiry (${errorMessage(err)})`;
+      const reason = `lease not renewed before its expiry (${this.store.url}: ${errorMessage(err)})`;
       if (!this.onSuspended) return this.lost(reason, false);
       this.suspended = reason;
       this.onSuspended(reason);

@@ -114,3 +114,29 @@ test('a pass stuck on a hung store does not hold the shutdown pass past its boun
   await assert.rejects(background, /draining/);
   clearInterval(keepAlive);
 });
+
+test('lag: a change seen by the watcher waits until a clean pass uploads it; a failing store keeps it waiting', async () => {
+  const data4 = join(root, 'data4');
+  mkdirSync(join(data4, 'attachments/c'), { recursive: true });
+  const store = new DirStore(join(root, 'remote4'));
+  const mirror = new FileMirror({ dataFolder: data4, scope, store, manifestPath: join(root, 'manifest4.json') });
+  assert.equal(mirror.lagMs, null, 'no watcher: unknown');
+  await mirror.sync('start');
+  const realPut = store.put.bind(store);
+  store.put = async () => { throw new Error('S3 unreachable'); };
+  const errors: Error[] = [];
+  mirror.watch((e) => errors.push(e));
+  try {
+    assert.equal(mirror.lagMs, 0);
+    writeFileSync(join(data4, 'attachments/c/new'), 'new');
+    await new Promise((r) => setTimeout(r, 1_600)); // the watcher's pass ran and failed
+    assert.ok(mirror.lagMs! >= 1_000, `lag ${mirror.lagMs}`);
+    assert.equal(mirror.failedPasses, 1);
+    store.put = realPut;
+    await mirror.sync('timer');
+    assert.equal(mirror.lagMs, 0);
+    assert.deepEqual(errors, []);
+  } finally {
+    mirror.stopWatching();
+  }
+});

@@ -62,8 +62,9 @@ test('with onSuspended: an unreachable store suspends (once), then the lease is 
   await new Promise((r) => setTimeout(r, 3_100));
   await a.renew();
   await a.renew(); // still down: no second event
-  assert.deepEqual(events, ['suspended lease not renewed before its expiry (S3 unreachable)']);
-  assert.equal(a.suspended, 'lease not renewed before its expiry (S3 unreachable)');
+  assert.equal(events.length, 1);
+  assert.match(events[0]!, /^suspended lease not renewed before its expiry \(.*: S3 unreachable\)$/);
+  assert.match(a.suspended!, /S3 unreachable/);
   // The store answers again and the (expired) lease is still ours: renewed, regained.
   store.read = realRead;
   await a.renew();

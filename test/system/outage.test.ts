@@ -63,31 +63,37 @@ test('S3 unreachable for 5 minutes under writes: keeps serving, 503 with the rea
   let suspendedSeen = '';
   let writes = 0;
   let lastCheck = 0;
-  while (Date.now() - start < OUTAGE_MS) {
-    acked.push(...(await a.vw.addUsers(1))); // every write acknowledged: Vaultwarden serves
-    writes++;
-    if (Date.now() - lastCheck >= 5_000) {
-      lastCheck = Date.now();
-      const h = await health(a);
-      if (h.exitCode !== 0 && !unhealthyAt) {
-        unhealthyAt = Date.now();
-        unhealthyReason = h.report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ');
+  let unhealthyAfterS = 0;
+  try {
+    while (Date.now() - start < OUTAGE_MS) {
+      acked.push(...(await a.vw.addUsers(1))); // every write acknowledged: Vaultwarden serves
+      writes++;
+      if (Date.now() - lastCheck >= 5_000) {
+        lastCheck = Date.now();
+        const h = await health(a);
+        if (h.exitCode !== 0 && !unhealthyAt) {
+          unhealthyAt = Date.now();
+          unhealthyReason = h.report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ');
+        }
+        const s = await statusJson(a.host);
+        if (s.replicationSuspended && !suspendedSeen) suspendedSeen = s.replicationSuspended;
       }
-      const s = await statusJson(a.host);
-      if (s.replicationSuspended && !suspendedSeen) suspendedSeen = s.replicationSuspended;
+      await sleep(1_000);
     }
-    await sleep(1_000);
+    const during = await health(a);
+    assert.equal(during.exitCode, 1, 'still unhealthy at the end of the outage');
+    assert.ok(unhealthyAt > 0, 'health never failed during the outage');
+    unhealthyAfterS = (unhealthyAt - start) / 1000;
+    assert.ok(unhealthyAfterS <= maxAge + 20, `health failed only ${unhealthyAfterS} s into the outage`);
+    // The first failing checks name the outage (the sync age, or the lease when it expires first).
+    assert.match(unhealthyReason, /db_sync_age: replica confirmed in sync \d+s ago \(max 30s\)|lease: not renewed: lease not renewed before its expiry \(s3:\/\/vault-out\//);
+    const failing = during.report.checks.filter((c) => !c.ok).map((c) => c.name);
+    assert.deepEqual(failing.filter((n) => ['db_sync_age', 'lease', 'litestream'].includes(n)), ['litestream', 'db_sync_age', 'lease'], JSON.stringify(during.report));
+    assert.match(suspendedSeen, /lease not renewed before its expiry/);
+    assert.equal((await a.vw.counts()).users, acked.length);
+  } finally {
+    s3.resume(); // also when an assertion above failed: the next test needs S3
   }
-  const during = await health(a);
-  assert.equal(during.exitCode, 1, 'still unhealthy at the end of the outage');
-  assert.ok(unhealthyAt > 0, 'health never failed during the outage');
-  const unhealthyAfterS = (unhealthyAt - start) / 1000;
-  assert.ok(unhealthyAfterS <= maxAge + 20, `health failed only ${unhealthyAfterS} s into the outage`);
-  assert.match(unhealthyReason, /db_sync_age: replica confirmed in sync \d+s ago \(max 30s\)/);
-  assert.match(suspendedSeen, /lease not renewed before its expiry/);
-  assert.equal((await a.vw.counts()).users, acked.length);
-
-  s3.resume();
   const resumed = Date.now();
   const recovered = await (async () => {
     for (;;) {
