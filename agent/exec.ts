@@ -23,26 +23,36 @@ export interface RunOptions {
 
 export interface RunResult { stdout: string; stderr: string; exitCode: number; timedOut: boolean }
 
-export async function run(file: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
-  const options: Options = {
+/** What every child gets: the explicit env, a hard timeout (SIGTERM, SIGKILL 5 s later), no throwing. */
+function baseOptions(opts: Pick<RunOptions, 'env' | 'timeoutMs' | 'cwd'>) {
+  return {
     env: { ...BASE_ENV, ...opts.env },
     extendEnv: false,
     timeout: opts.timeoutMs ?? 120_000,
-    killSignal: 'SIGTERM',
+    killSignal: 'SIGTERM' as const,
     forceKillAfterDelay: 5_000,
     reject: false,
     stripFinalNewline: true,
-    ...(opts.input !== undefined ? { input: opts.input } : { stdin: 'ignore' as const }),
     ...(opts.cwd ? { cwd: opts.cwd } : {}),
   };
-  const started = Date.now();
-  const r = await execa(file, args, options);
-  const result: RunResult = {
+}
+
+function toResult(r: { stdout?: unknown; stderr?: unknown; exitCode?: number; timedOut?: boolean }): RunResult {
+  return {
     stdout: String(r.stdout ?? ''),
     stderr: String(r.stderr ?? ''),
     exitCode: r.exitCode ?? (r.timedOut ? 124 : 1),
     timedOut: Boolean(r.timedOut),
   };
+}
+
+export async function run(file: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const options: Options = {
+    ...baseOptions(opts),
+    ...(opts.input !== undefined ? { input: opts.input } : { stdin: 'ignore' as const }),
+  };
+  const started = Date.now();
+  const result = toResult(await execa(file, args, options));
   log.debug({ cmd: file, args: args.map(scrub), exitCode: result.exitCode, ms: Date.now() - started }, 'ran');
   if (opts.reject !== false && (result.exitCode !== 0 || result.timedOut)) {
     const why = result.timedOut ? `timed out after ${opts.timeoutMs ?? 120_000} ms` : `exited ${result.exitCode}`;
@@ -76,24 +86,9 @@ export interface PipedChild {
  */
 export function spawnPiped(file: string, args: string[], opts: Omit<RunOptions, 'input' | 'reject'> = {}): PipedChild {
   const started = Date.now();
-  const child = execa(file, args, {
-    env: { ...BASE_ENV, ...opts.env },
-    extendEnv: false,
-    timeout: opts.timeoutMs ?? 120_000,
-    killSignal: 'SIGTERM',
-    forceKillAfterDelay: 5_000,
-    reject: false,
-    stripFinalNewline: true,
-    stdin: 'pipe',
-    ...(opts.cwd ? { cwd: opts.cwd } : {}),
-  });
+  const child = execa(file, args, { ...baseOptions(opts), stdin: 'pipe' });
   const result = child.then((r) => {
-    const out: RunResult = {
-      stdout: String(r.stdout ?? ''),
-      stderr: String(r.stderr ?? ''),
-      exitCode: r.exitCode ?? (r.timedOut ? 124 : 1),
-      timedOut: Boolean(r.timedOut),
-    };
+    const out = toResult(r);
     log.debug({ cmd: file, args: args.map(scrub), exitCode: out.exitCode, ms: Date.now() - started }, 'ran (piped)');
     return out;
   });

@@ -129,7 +129,9 @@ test('a corrupted local database at start is quarantined (kept), restored from t
   const rows = await c.vw.addUsers(25);
   await waitDbSynced(c.host, Date.now());
   await c.host.exec(['systemctl', 'stop', 'vwstream-agent.service'], { timeoutMs: 120_000 });
-  // Garbage over the first 8 KiB (the header and the first pages).
+  // Everything into the main file (a WAL still holding page 1 would hide the damage),
+  // then garbage over its first 8 KiB (the header and the first pages).
+  await c.host.exec(['sqlite3', '/var/lib/vaultwarden/db.sqlite3', 'PRAGMA wal_checkpoint(TRUNCATE);']);
   await c.host.sh('dd if=/dev/urandom of=/var/lib/vaultwarden/db.sqlite3 bs=4096 count=2 conv=notrunc status=none');
   const badSha = (await c.host.sh('sha256sum < /var/lib/vaultwarden/db.sqlite3')).stdout;
   await startAgent(c.host);
