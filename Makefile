@@ -83,10 +83,10 @@ test-root: apt-deps
 	bash test/system/build-root.sh
 
 # System tests boot nspawn hosts and install the package: they need root.
-test-system: $(DEB) test-root
+test-system: $(DEB) $(RPM) test-root
 	@files="$$(find test/system -maxdepth 1 -name '*.test.ts' | sort)"; \
 	if [ -z "$$files" ]; then echo "test-system: no system tests found"; exit 0; fi; \
-	VWS_DEB="$(abspath $(DEB))" $(NODE) --test --test-concurrency=1 --test-timeout=900000 $$files
+	VWS_DEB="$(abspath $(DEB))" VWS_RPM="$(abspath $(RPM))" $(NODE) --test --test-concurrency=1 --test-timeout=900000 $$files
 
 demo: $(DEB) test-root
 	VWS_DEB="$(abspath $(DEB))" bash scripts/demo.sh start

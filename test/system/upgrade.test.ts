@@ -12,8 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { execa } from 'execa';
-import { startS3, type Host } from './harness.ts';
-import { agentHost, debPath, startAgent, statusJson, waitServing, type AgentHost } from './common.ts';
+import { bootHost, freePort, installStandin, standin, startS3, type Host } from './harness.ts';
+import { agentHost, debPath, startAgent, statusJson, waitServing, writeEnv, type AgentHost } from './common.ts';
 
 const hosts: AgentHost[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'a8-upgrade-'));
@@ -155,4 +155,66 @@ test('upgrade while writing keeps every acknowledged row and the config; remove 
   } finally {
     await s3.stop();
   }
+});
+
+/**
+ * The .rpm's scriptlets (the .deb's maintainer scripts with rpm's arguments mapped) on a
+ * real systemd host. No rpm distribution reaches this machine, so Debian's rpm installs it
+ * into a Debian 12 host (--nodeps: its rpm database knows none of the Debian packages).
+ * First install: an existing config is kept, users made, the unit enabled by its preset
+ * and started; an upgrade (a reinstall runs the same %post with $1=2) restarts the agent
+ * with a drain; erase stops it with a drain and keeps the vault.
+ */
+test('rpm: first install keeps an existing config and starts; upgrade and erase drain', { skip: process.env.VWS_RPM ? false : 'needs VWS_RPM (make test-system sets it)' }, async () => {
+  const rpm = process.env.VWS_RPM!;
+  const host = await bootHost('a8-rpm');
+  hosts.push({ host, port: 0, vw: standin(host, 0) });
+  const aptEnv = { DEBIAN_FRONTEND: 'noninteractive' };
+  await host.exec(['apt-get', 'update', '-q'], { env: aptEnv, timeoutMs: 300_000 });
+  await host.exec(['apt-get', 'install', '-y', '-q', '--no-install-recommends', 'rpm'], { env: aptEnv, timeoutMs: 600_000 });
+  await host.copyIn(rpm, '/tmp/vwstream-agent.rpm', 0o644);
+  await installStandin(host);
+  const port = await freePort();
+  // As the Ansible role does: the config is in place before the first installation.
+  await writeEnv(host, { ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(port), LOG_LEVEL: 'info' });
+  const conf = await host.readFile('/etc/vwstream/vwstream.env');
+
+  let t = Date.now();
+  const install = await host.exec(['rpm', '-i', '--nodeps', '/tmp/vwstream-agent.rpm'], { timeoutMs: 300_000 });
+  const installMs = Date.now() - t;
+  assert.equal(await host.readFile('/etc/vwstream/vwstream.env'), conf, `rpm replaced the existing config:\n${install.stdout}\n${install.stderr}`);
+  assert.equal((await host.exec(['stat', '-c', '%a %U', '/etc/vwstream/vwstream.env'])).stdout, '600 root');
+  assert.match((await host.exec(['id', 'vaultwarden'])).stdout, /uid=\d+\(vaultwarden\)/);
+  assert.equal((await host.exec(['getent', 'group', 'vwstream'], { check: false })).exitCode, 0);
+  assert.equal((await host.exec(['stat', '-c', '%a %U', '/var/lib/vaultwarden'])).stdout, '700 vaultwarden');
+  assert.equal((await host.exec(['systemctl', 'is-enabled', 'vwstream-agent.service'])).stdout, 'enabled');
+  const s = await waitServing(host, 120_000);
+  assert.equal(s.role, 'primary');
+  const vw = standin(host, port);
+  const uuids = await vw.addUsers(30);
+  const pid = (await host.exec(['systemctl', 'show', '-P', 'MainPID', 'vwstream-agent.service'])).stdout;
+
+  const curUp = await cursor(host);
+  t = Date.now();
+  await host.exec(['rpm', '-U', '--replacepkgs', '--nodeps', '/tmp/vwstream-agent.rpm'], { timeoutMs: 600_000 });
+  const upgradeMs = Date.now() - t;
+  const upJournal = await agentJournalAfter(host, curUp);
+  assert.match(upJournal, /confirm-sync: final sync confirmed/);
+  assert.match(upJournal, /"msg":"drain complete in \d+ ms"/);
+  assert.notEqual((await host.exec(['systemctl', 'show', '-P', 'MainPID', 'vwstream-agent.service'])).stdout, pid, 'upgrade restarted the agent');
+  await waitServing(host, 120_000);
+  assert.equal(await host.readFile('/etc/vwstream/vwstream.env'), conf);
+  assert.equal((await vw.counts()).users, uuids.length);
+
+  const curErase = await cursor(host);
+  t = Date.now();
+  await host.exec(['rpm', '-e', '--nodeps', 'vwstream-agent'], { timeoutMs: 600_000 });
+  const eraseMs = Date.now() - t;
+  assert.match(await agentJournalAfter(host, curErase), /"msg":"drain complete in \d+ ms"/);
+  assert.notEqual((await host.exec(['test', '-e', '/usr/lib/vwstream-agent'], { check: false })).exitCode, 0);
+  const rows = (await host.exec(['sqlite3', '/var/lib/vaultwarden/db.sqlite3', 'SELECT uuid FROM users'])).stdout.split('\n');
+  assert.deepEqual(uuids.filter((u) => !rows.includes(u)), [], 'erase kept the vault');
+  // rpm has no purge: the edited config is kept as .rpmsave, agent state stays.
+  assert.equal((await host.exec(['test', '-d', '/var/lib/vwstream'], { check: false })).exitCode, 0);
+  console.log(`# measured: rpm -i (agent started by %post) ${installMs} ms, rpm -U (drain + restart) ${upgradeMs} ms, rpm -e (drain) ${eraseMs} ms`);
 });
