@@ -14,6 +14,7 @@ import { after, test } from 'node:test';
 import { execa } from 'execa';
 import { bootHost, freePort, installStandin, standin, startS3, type Host } from './harness.ts';
 import { debPath, statusJson } from './common.ts';
+import { parseEnvFile } from '../../agent/config/envfile.ts';
 
 const REPO = new URL('../..', import.meta.url).pathname;
 const SECRET = 'ansible-S3cret-$HOME-"q"';
@@ -83,7 +84,11 @@ test('role: converges on a fresh host, second run changed=0, a new setting resta
     assert.match(envFile, /^BACKUP_ENABLED="false"$/m);
     assert.match(envFile, new RegExp(`^ROCKET_PORT="${port}"$`, 'm'));
     assert.match(envFile, /^S3_SECRET_ACCESS_KEY="ansible-S3cret-\\\$HOME-\\"q\\""$/m);
-    // The agent reads the secret back exactly as given (quoting survives).
+    // The agent's own parser reads every value back exactly as given (quoting survives).
+    const parsed = parseEnvFile(envFile);
+    assert.equal(parsed.get('S3_SECRET_ACCESS_KEY')?.value, SECRET);
+    assert.equal(parsed.get('DOMAIN')?.value, 'https://vault.example.test');
+    assert.equal(parsed.get('ROCKET_PORT')?.value, String(port));
     assert.equal((await host.exec(['systemctl', 'is-enabled', 'vwstream-agent.service'])).stdout, 'enabled');
     assert.equal((await host.exec(['vwstream-agent', 'health'], { check: false })).exitCode, 0);
     const s1 = await statusJson(host);
