@@ -19,6 +19,8 @@ export interface RunOptions {
   cwd?: string;
   /** Throw on non-zero exit (default true). */
   reject?: boolean;
+  /** Called with each line the child writes to stdout or stderr, as it comes (progress). */
+  onLine?: (line: string) => void;
 }
 
 export interface RunResult { stdout: string; stderr: string; exitCode: number; timedOut: boolean }
@@ -36,7 +38,19 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
     ...(opts.cwd ? { cwd: opts.cwd } : {}),
   };
   const started = Date.now();
-  const r = await execa(file, args, options);
+  const child = execa(file, args, options);
+  if (opts.onLine) {
+    const onLine = opts.onLine;
+    for (const stream of [child.stdout, child.stderr]) {
+      let rest = '';
+      stream?.on('data', (chunk: Buffer) => {
+        const lines = (rest + chunk.toString('utf8')).split('\n');
+        rest = lines.pop() ?? '';
+        for (const l of lines) onLine(l);
+      });
+    }
+  }
+  const r = await child;
   const result: RunResult = {
     stdout: String(r.stdout ?? ''),
     stderr: String(r.stderr ?? ''),
