@@ -9,7 +9,9 @@ import { startApiServer } from '../api/server.ts';
 import type { DaemonState, HealthReport, StatusReport, UnitSummary } from '../api/types.ts';
 import { Systemd, describeUnit } from '../systemd/dbus.ts';
 import { Notifier } from '../systemd/notify.ts';
-import { fetchMetrics, replicaCaughtUp, shadowPosition, verifyLoadedConfig, writePrivateFile, type LitestreamPosition } from '../replication/litestream.ts';
+import { fetchMetrics, listGenerations, replicaCaughtUp, shadowPosition, verifyLoadedConfig, writePrivateFile, type LitestreamPosition } from '../replication/litestream.ts';
+import { RestorableWindow } from '../replication/window.ts';
+import { PROFILES } from '../config/config.ts';
 import { FileMirror } from '../files/mirror.ts';
 import { scopeOf } from '../files/scope.ts';
 import { DirStore, S3Store } from '../files/store.ts';
@@ -77,6 +79,8 @@ export class Daemon {
   private promoting = false;
   /** A sync_error notification went out and replication has not recovered since. */
   private syncErrorReported = false;
+  /** The replica's restorable range for status (cached). */
+  private readonly restorable = new RestorableWindow(() => listGenerations(this.rt.litestreamConfig, this.rt.dbPath));
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
@@ -132,7 +136,7 @@ export class Daemon {
       if (this.roleOverride) log.warn({ override: PATHS.roleOverride }, `role ${this.role} from ${PATHS.roleOverride} (written by promote) overrides NODE_ROLE=${this.cfg.role}; delete the file to undo`);
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
-      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined))) await this.systemd.reload();
+      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.verifyCron))) await this.systemd.reload();
       if (this.budget.scaled) log.warn({ budget: this.budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${this.budget.vaultwardenMs} ms, litestream ${this.budget.litestreamMs} ms, files ${this.budget.filesMs} ms`);
       this.lastDrain = readState().lastDrain;
       this.api = await startApiServer(PATHS.socket, {
@@ -217,6 +221,7 @@ export class Daemon {
       this.mirror.watch((err) => { if (!this.stopRequested) log.warn({ err: err.message }, 'file mirror pass failed; the timer retries'); });
       await this.startUnit(UNITS.syncTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-sync.timer'));
       await this.scheduleBackups();
+      await this.startUnit(UNITS.verifyTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-verify.timer'));
       await this.notifier.ready(`serving: ${servingDetail}`);
 
       this.lease.startRenewing();
@@ -646,7 +651,13 @@ export class Daemon {
         syncInterval: formatHuman(this.cfg.litestream.syncIntervalMs),
         snapshotInterval: formatHuman(this.cfg.litestream.snapshotIntervalMs),
         retention: formatHuman(this.cfg.litestream.retentionMs),
+        overrides: [
+          ...(this.cfg.litestream.snapshotIntervalMs !== PROFILES[this.cfg.litestream.profile].snapshotIntervalMs ? ['LITESTREAM_SNAPSHOT_INTERVAL'] : []),
+          ...(this.cfg.litestream.retentionMs !== PROFILES[this.cfg.litestream.profile].retentionMs ? ['LITESTREAM_RETENTION'] : []),
+        ],
+        restorable: this.rt ? await this.restorable.current() : null,
       },
+      verify: { cron: this.cfg.verifyCron, nextRun: nextRun(this.cfg.verifyCron)?.toISOString() ?? null, last: readState().lastVerify ?? null },
       warnings: this.cfg.warnings,
     };
   }
