@@ -1,4 +1,5 @@
 import { EXIT } from '../errors.ts';
+import { log, setLogLevel } from '../log.ts';
 import { verifyAndRecord } from '../verify/drill.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 import { runtimeFor } from './offline.ts';
@@ -12,6 +13,8 @@ export function verifyCommand(args: { config: string; json: boolean }): Promise<
   return runCommand(async () => {
     const cfg = configFor(args);
     const rt = await runtimeFor(cfg);
+    // The verdict is the one line on stdout; routine info lines (notification sent) would bury it.
+    if (log.level === 'info') setLogLevel('warn');
     const say = process.stderr.isTTY && !args.json ? (l: string) => process.stderr.write(`verify: ${l}\n`) : undefined;
     const r = await verifyAndRecord(cfg, rt, say ? { say } : {});
     if (args.json) printJson(r);
