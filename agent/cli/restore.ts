@@ -5,7 +5,7 @@ import { replicaUrl, type Config } from '../config/config.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { inspectDb, tableCounts } from '../replication/inspect.ts';
 import type { RestoreProgress } from '../replication/litestream.ts';
-import { fileMirrorFor, installForced, resolveRestorePoint, restoreChecked, restorePointTo, type RestorePoint } from '../replication/restore.ts';
+import { effectiveRole, fileMirrorFor, installForced, resolveRestorePoint, restoreChecked, restorePointTo, type RestorePoint } from '../replication/restore.ts';
 import { readState } from '../daemon/state-file.ts';
 import { Systemd } from '../systemd/dbus.ts';
 import { UNITS } from '../paths.ts';
@@ -62,6 +62,11 @@ export function restoreCommand(args: RestoreArgs): Promise<never> {
     if (args.backup && (args.timestamp || args.generation || args.index)) throw new AgentError('--backup restores an archive; --timestamp, --generation and --index apply to the replica');
     if (args.to && args.backup) throw new AgentError('--to and --backup together are not supported yet; extract a backup by hand with openssl and tar');
     if (args.to) return restoreCopy(cfg, rt, args);
+    if (effectiveRole(cfg) === 'secondary') {
+      throw new AgentError('this host is a secondary: it follows the replica and its next refresh would replace a restored vault', {
+        hint: 'restore on the primary, or write a copy here with --to PATH',
+      });
+    }
 
     // Resolve (and reach) the replica before anything live is touched.
     const point = args.backup ? undefined : await resolveRestorePoint(cfg, rt, args);

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { replicaUrl, type Config } from '../config/config.ts';
 import { AgentError, EXIT } from '../errors.ts';
@@ -14,6 +14,15 @@ import { PATHS } from '../paths.ts';
 import { FileMirror } from '../files/mirror.ts';
 import { scopeOf } from '../files/scope.ts';
 import { DirStore, S3Store } from '../files/store.ts';
+
+/** NODE_ROLE, or the role `promote` persisted over it. */
+export function effectiveRole(cfg: Config, overridePath: string = PATHS.roleOverride): string {
+  try {
+    const v = readFileSync(overridePath, 'utf8').trim();
+    if (v === 'primary' || v === 'secondary') return v;
+  } catch { /* no override */ }
+  return cfg.role;
+}
 
 /** The file mirror as the daemon builds it, for commands that run beside or without it. */
 export function fileMirrorFor(cfg: Config, dataFolder: string = PATHS.dataFolder, manifestPath: string = PATHS.filesManifest): FileMirror {

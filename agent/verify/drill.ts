@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { replicaUrl, type Config } from '../config/config.ts';
@@ -10,7 +9,7 @@ import { inScope, scopeOf } from '../files/scope.ts';
 import { notify } from '../notify/notify.ts';
 import { PATHS } from '../paths.ts';
 import { inspectDb, tableCounts } from '../replication/inspect.ts';
-import { generationsOrFail, fileMirrorFor, restorePointTo } from '../replication/restore.ts';
+import { effectiveRole, generationsOrFail, fileMirrorFor, restorePointTo } from '../replication/restore.ts';
 
 /**
  * The restore drill (`vwstream-agent verify`, vwstream-verify.timer): restore the latest
@@ -49,14 +48,6 @@ async function liveSnapshot(cfg: Config, dataFolder: string, dbPath: string): Pr
   if (!facts.exists || !facts.intact) return undefined;
   const files = (await scanLocal(dataFolder, scopeOf(cfg.syncInclude))).size;
   return { tables: tableCounts(dbPath), files };
-}
-
-function effectiveRole(cfg: Config): string {
-  try {
-    const v = readFileSync(PATHS.roleOverride, 'utf8').trim();
-    if (v === 'primary' || v === 'secondary') return v;
-  } catch { /* no override */ }
-  return cfg.role;
 }
 
 export interface DrillOptions {

@@ -58,6 +58,10 @@ test('restore --timestamp T: a copy with --to, errors that touch nothing, then -
   assert.equal(await users(a, '/tmp/x.db'), 10);
   assert.equal((await a.host.exec(['sqlite3', '/tmp/x.db', 'pragma integrity_check'])).stdout, 'ok');
   assert.equal((await a.vw.counts()).users, 20);
+  // On a terminal the restore shows its progress.
+  const tty = await a.host.exec(['script', '-qec', `vwstream-agent restore --timestamp ${t.toISOString()} --to /tmp/tty.db`, '/dev/null'], { timeoutMs: 120_000 });
+  assert.match(tty.stdout, /restore: downloading the snapshot[\s\S]*restore: database complete/);
+  assert.equal(await users(a, '/tmp/tty.db'), 10);
   // A relative time says the same.
   const ago = Math.round((Date.now() - t.getTime()) / 1000);
   await a.host.exec(['vwstream-agent', 'restore', '--timestamp', `${ago} seconds ago`, '--to', '/tmp/rel.db'], { timeoutMs: 120_000 });
