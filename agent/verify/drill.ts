@@ -54,6 +54,8 @@ export interface DrillOptions {
   /** How long to let the replica catch up with the first live count (default: sync interval + 2 s). */
   lagMs?: number;
   attempts?: number;
+  /** Extra wait before the second look when the vault did not change (default 10 s). */
+  retryWaitMs?: number;
   say?: (line: string) => void;
 }
 
@@ -117,8 +119,11 @@ export async function runDrill(cfg: Config, rt: Runtime, opts: DrillOptions = {}
       const diff = compareWithLive(restored, before, after);
       if (diff.length === 0) return done(true, `generation ${latest.generation} restored (${shown}); integrity ok; matches the live data; ${Date.now() - started} ms`);
       const busy = JSON.stringify(before) !== JSON.stringify(after);
-      if (busy && attempt < attempts) {
-        say(`the vault changed during the drill (${diff.join('; ')}); trying again`);
+      // A vault written during the drill, or a replica still catching up: one more look,
+      // with more time; a replica that lost data still differs then.
+      if (attempt < attempts && (busy || attempt === 1)) {
+        say(`${busy ? 'the vault changed during the drill' : 'the replica may still be catching up'} (${diff.join('; ')}); trying again`);
+        if (!busy) await sleep(opts.retryWaitMs ?? 10_000);
         continue;
       }
       return done(false, `generation ${latest.generation} restored but differs from the live data: ${diff.join('; ')}`);
