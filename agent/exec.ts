@@ -19,6 +19,8 @@ export interface RunOptions {
   cwd?: string;
   /** Throw on non-zero exit (default true). */
   reject?: boolean;
+  /** Called with each line the child writes to stdout or stderr, as it comes (progress). */
+  onLine?: (line: string) => void;
 }
 
 export interface RunResult { stdout: string; stderr: string; exitCode: number; timedOut: boolean }
@@ -52,7 +54,19 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
     ...(opts.input !== undefined ? { input: opts.input } : { stdin: 'ignore' as const }),
   };
   const started = Date.now();
-  const result = toResult(await execa(file, args, options));
+  const child = execa(file, args, options);
+  if (opts.onLine) {
+    const onLine = opts.onLine;
+    for (const stream of [child.stdout, child.stderr]) {
+      let rest = '';
+      stream?.on('data', (chunk: Buffer) => {
+        const lines = (rest + chunk.toString('utf8')).split('\n');
+        rest = lines.pop() ?? '';
+        for (const l of lines) onLine(l);
+      });
+    }
+  }
+  const result = toResult(await child);
   log.debug({ cmd: file, args: args.map(scrub), exitCode: result.exitCode, ms: Date.now() - started }, 'ran');
   if (opts.reject !== false && (result.exitCode !== 0 || result.timedOut)) {
     const why = result.timedOut ? `timed out after ${opts.timeoutMs ?? 120_000} ms` : `exited ${result.exitCode}`;

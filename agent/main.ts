@@ -8,6 +8,8 @@ import { syncCommand } from './cli/sync.ts';
 import { promoteCommand } from './cli/promote.ts';
 import { backupCommand } from './cli/backup.ts';
 import { generationsCommand } from './cli/generations.ts';
+import { snapshotsCommand } from './cli/snapshots.ts';
+import { verifyCommand } from './cli/verify.ts';
 import { keepLocalCommand } from './cli/keep-local.ts';
 import { restoreCommand } from './cli/restore.ts';
 import { runDaemon } from './cli/run.ts';
@@ -36,17 +38,19 @@ await yargs(process.argv.slice(2))
   .command('sync', 'Mirror attachments, sends, config.json and rsa_key* now (what vwstream-sync.timer runs)', {}, (a) => syncCommand(g(a)))
   .command('backup', 'Back up now: DB snapshot + files → archive (encrypted with BACKUP_PASSWORD) → every BACKUP_REMOTES destination → retention (what vwstream-backup.timer runs)', {}, (a) => backupCommand(g(a)))
   .command('confirm-sync', false, {}, () => confirmSyncCommand())
-  .command('generations', 'List the generations the replica holds', {}, (a) => generationsCommand(g(a)))
+  .command('generations', 'List the generations the replica holds (first/last time, size) and the oldest restorable point', {}, (a) => generationsCommand(g(a)))
+  .command('snapshots', 'List the snapshots (full copies) the replica holds', {}, (a) => snapshotsCommand(g(a)))
+  .command('verify', 'Restore drill: restore the latest replica (database and files) into a temporary directory, check it against the live data, remove it; exit 0/1 (what vwstream-verify.timer runs)', {}, (a) => verifyCommand(g(a)))
   .command(
     'restore',
-    'Restore the database from the replica. Without --to it replaces the live database (agent stopped; --force when the local vault holds data, which is then kept aside)',
+    'Restore from the replica (latest, or a point in time) or a backup. Without --to it replaces the live data: refused over a vault with data unless --force, which drains the agent, keeps the current data aside, restores and starts the agent again',
     (y) => y
       .option('force', { type: 'boolean', default: false, describe: 'Replace a local vault that holds data (it is kept aside, never deleted)' })
       .option('to', { type: 'string', describe: 'Write a restored copy to this path and touch nothing live' })
       .option('backup', { type: 'string', describe: 'Restore database and files from a backup archive: a local file or rclone remote:path (decrypted with BACKUP_PASSWORD)' })
-      .option('timestamp', { type: 'string', describe: 'Restore to this point in time (RFC 3339)' })
-      .option('generation', { type: 'string', describe: 'Restore this Litestream generation' })
-      .option('index', { type: 'string', describe: 'Restore up to this WAL index (hex)' }),
+      .option('timestamp', { type: 'string', describe: 'Restore to this point in time: RFC 3339 with a zone (2026-11-25T10:00:00Z) or relative ("10 minutes ago")' })
+      .option('generation', { type: 'string', describe: 'Restore this generation (see vwstream-agent generations)' })
+      .option('index', { type: 'string', describe: 'Restore up to this WAL index (decimal as litestream wal lists it, or 0x… hex); the newest generation unless --generation' }),
     (a) => restoreCommand({ ...g(a), ...a }),
   )
   .command(

@@ -29,6 +29,8 @@ export const UNITS = {
   syncTimer: 'vwstream-sync.timer',
   backup: 'vwstream-backup.service',
   backupTimer: 'vwstream-backup.timer',
+  verify: 'vwstream-verify.service',
+  verifyTimer: 'vwstream-verify.timer',
 } as const;
 
 export const SERVICE_USER = 'vaultwarden';

@@ -47,7 +47,15 @@ export interface StatusReport {
   backup: { enabled: boolean; cron: string; nextRun: string | null; last: { at: string; ok: boolean; name: string; detail: string } | null };
   units: Record<string, UnitSummary>;
   vaultwarden: { url: string; alive: boolean };
-  litestream: { snapshotInterval: string; retention: string; syncInterval: string; profile: string };
+  litestream: {
+    snapshotInterval: string; retention: string; syncInterval: string; profile: string;
+    /** Effective values set explicitly (LITESTREAM_SNAPSHOT_INTERVAL / LITESTREAM_RETENTION) instead of by the profile. */
+    overrides?: string[];
+    /** What the replica can restore: oldest point in time to the newest write (read at most every 10 minutes). */
+    restorable?: { oldest: string | null; newest: string | null; generations: number; checkedAt: string; error: string | null } | null;
+  };
+  /** The restore drill: schedule and last verdict. */
+  verify?: { cron: string; nextRun: string | null; last: { at: string; ok: boolean; summary: string; ms: number } | null };
   warnings: string[];
 }
 

@@ -1,67 +1,171 @@
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { replicaUrl } from '../config/config.ts';
-import { AgentError, EXIT } from '../errors.ts';
-import { inspectDb } from '../replication/inspect.ts';
-import { restoreTo, type RestoreTarget } from '../replication/litestream.ts';
-import { forceRestore } from '../replication/restore.ts';
+import { resolve } from 'node:path';
+import { replicaUrl, type Config } from '../config/config.ts';
+import { AgentError, EXIT, errorMessage } from '../errors.ts';
+import { inspectDb, tableCounts } from '../replication/inspect.ts';
+import type { RestoreProgress } from '../replication/litestream.ts';
+import { effectiveRole, fileMirrorFor, installForced, resolveRestorePoint, restoreChecked, restorePointTo, type RestorePoint } from '../replication/restore.ts';
+import { readState } from '../daemon/state-file.ts';
+import { Systemd } from '../systemd/dbus.ts';
+import { UNITS } from '../paths.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 import { restoreFromBackup } from '../backup/restore-backup.ts';
-import { requireStopped, runtimeFor } from './offline.ts';
+import { daemonRunning, runtimeFor } from './offline.ts';
+import type { Runtime } from '../daemon/runtime.ts';
 
 export interface RestoreArgs { config: string; json: boolean; force: boolean; backup?: string; to?: string; timestamp?: string; generation?: string; index?: string }
 
-function targetOf(a: RestoreArgs): RestoreTarget {
-  return { ...(a.timestamp ? { timestamp: a.timestamp } : {}), ...(a.generation ? { generation: a.generation } : {}), ...(a.index ? { index: a.index } : {}) };
+/** Progress on a terminal (stderr): the snapshot, then WAL indexes applied of the range. */
+export function progressPrinter(): ((p: RestoreProgress) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  let min = 0, max = 0, last = 0;
+  return (p) => {
+    if (p.phase === 'snapshot') process.stderr.write('restore: downloading the snapshot\n');
+    else if (p.phase === 'wal' && p.walMax !== undefined) { min = p.walMin ?? 0; max = p.walMax; process.stderr.write(`restore: applying WAL ${min}..${max}\n`); }
+    else if (p.phase === 'wal' && p.walIndex !== undefined && (Date.now() - last > 500 || p.walIndex === max)) {
+      last = Date.now();
+      process.stderr.write(`\rrestore: WAL ${p.walIndex - min + 1}/${max - min + 1}${p.walIndex === max ? '\n' : ''}`);
+    } else if (p.phase === 'done') process.stderr.write('restore: database complete\n');
+  };
 }
 
-/** `vwstream-agent restore`: take the replica, under the contract's safety rule. */
+const FILES_AS_OF_NOW = 'files: the file mirror keeps no history, so attachments, sends and keys cannot be rolled back; they are taken as of now';
+
+/** Stops the agent (an orderly drain) when it runs; returns whether it ran. */
+async function drainAgent(cfg: Config, say: (l: string) => void): Promise<{ wasRunning: boolean; systemd: Systemd | undefined }> {
+  let systemd: Systemd | undefined;
+  try { systemd = await Systemd.connect(); } catch { /* no systemd (tests, chroots): the API check below decides */ }
+  const active = systemd ? (await systemd.state(UNITS.agent)).activeState : undefined;
+  const running = active === 'active' || active === 'activating' || (active === undefined && (await daemonRunning()));
+  if (!running) return { wasRunning: false, systemd };
+  if (!systemd) throw new AgentError('the agent is running; restore needs it stopped', { hint: 'systemctl stop vwstream-agent, then run this again' });
+  say('stopping vwstream-agent (drain: Vaultwarden, then Litestream\'s final sync, then the files)');
+  const result = await systemd.stop(UNITS.agent, cfg.stopGracePeriodMs + 60_000);
+  if (result !== 'done') throw new AgentError(`vwstream-agent did not stop (job ${result}); nothing was restored`, { hint: 'journalctl -u vwstream-agent' });
+  const d = readState().lastDrain;
+  if (d) say(`drain ${d.complete ? 'complete' : `INCOMPLETE (${d.detail}); the local data is kept aside all the same`}`);
+  return { wasRunning: true, systemd };
+}
+
+async function startAgent(systemd: Systemd, say: (l: string) => void): Promise<string> {
+  say('starting vwstream-agent again');
+  return systemd.start(UNITS.agent, 300_000);
+}
+
+/** `vwstream-agent restore`: take the replica (or a backup), under the contract's safety rule. */
 export function restoreCommand(args: RestoreArgs): Promise<never> {
   return runCommand(async () => {
     const cfg = configFor(args);
     const rt = await runtimeFor(cfg);
-    const target = targetOf(args);
+    const say = (l: string) => { if (!args.json) process.stdout.write(`${l}\n`); };
+    if (args.backup && (args.timestamp || args.generation || args.index)) throw new AgentError('--backup restores an archive; --timestamp, --generation and --index apply to the replica');
     if (args.to && args.backup) throw new AgentError('--to and --backup together are not supported yet; extract a backup by hand with openssl and tar');
-    if (args.to) {
-      if (existsSync(args.to)) throw new AgentError(`${args.to} already exists; choose a new path`);
-      await restoreTo(rt.litestreamConfig, rt.dbPath, args.to, target);
-      const facts = inspectDb(args.to);
-      if (!facts.intact) {
-        await rm(args.to, { force: true });
-        throw new AgentError(`the restored copy fails integrity_check (${facts.integrityMessage})`);
-      }
-      const out = { restoredTo: args.to, users: facts.users, replica: replicaUrl(cfg), live: 'untouched' };
-      if (args.json) printJson(out);
-      else process.stdout.write(`restored a copy of the database to ${args.to} (${facts.users} users); live data untouched\n`);
-      return EXIT.OK;
+    if (args.to) return restoreCopy(cfg, rt, args);
+    if (effectiveRole(cfg) === 'secondary') {
+      throw new AgentError('this host is a secondary: it follows the replica and its next refresh would replace a restored vault', {
+        hint: 'restore on the primary, or write a copy here with --to PATH',
+      });
     }
-    await requireStopped('restore');
+
+    // Resolve (and reach) the replica before anything live is touched.
+    const point = args.backup ? undefined : await resolveRestorePoint(cfg, rt, args);
     const local = inspectDb(rt.dbPath);
     if (local.exists && local.intact && local.users > 0 && !args.force) {
+      const again = ['vwstream-agent restore', ...(args.backup ? [`--backup ${args.backup}`] : []), ...(args.timestamp ? [`--timestamp '${args.timestamp}'`] : []), ...(args.generation ? [`--generation ${args.generation}`] : []), ...(args.index ? [`--index ${args.index}`] : []), '--force'].join(' ');
       throw new AgentError(`the local vault ${rt.dbPath} holds ${local.users} users; refusing to replace it without --force`, {
-        hint: `vwstream-agent restore${args.backup ? ` --backup ${args.backup}` : ''} --force (the current database is kept aside under /var/lib/vwstream/aside)`,
+        hint: `${again} (the agent is drained and restarted; the current database is kept aside under /var/lib/vwstream/aside)`,
       });
     }
     if (args.backup) {
-      const progress = process.stderr.isTTY ? (l: string) => process.stderr.write(`restore: ${l}\n`) : undefined;
-      const r = await restoreFromBackup(cfg, rt, args.backup, progress);
-      if (args.json) printJson({ restored: true, ...r });
-      else {
-        process.stdout.write(`restored ${rt.dbPath} and ${r.files} files from ${r.source} (${r.users} users, ${r.ms} ms)\n`);
-        if (r.setAsideTo) process.stdout.write(`the previous data is kept at ${r.setAsideTo}\n`);
-        process.stdout.write('start serving it (it becomes the replica\'s newest generation): systemctl start vwstream-agent\n');
+      // The archive is fetched and checked inside restoreFromBackup before anything moves.
+      const { wasRunning, systemd } = await drainAgent(cfg, say);
+      try {
+        const progress = process.stderr.isTTY ? (l: string) => process.stderr.write(`restore: ${l}\n`) : undefined;
+        const r = await restoreFromBackup(cfg, rt, args.backup, progress);
+        const started = wasRunning && systemd ? await startAgent(systemd, say) : undefined;
+        if (args.json) printJson({ restored: true, ...r, agentRestarted: started ?? null });
+        else {
+          say(`restored ${rt.dbPath} and ${r.files} files from ${r.source} (${r.users} users, ${r.ms} ms)`);
+          if (r.setAsideTo) say(`the previous data is kept at ${r.setAsideTo}`);
+          say(started === undefined ? 'start serving it (it becomes the replica\'s newest generation): systemctl start vwstream-agent' : `vwstream-agent ${started === 'done' ? 'serves it again; it becomes the replica\'s newest generation' : `did not start (job ${started}): journalctl -u vwstream-agent`}`);
+        }
+        return started === undefined || started === 'done' ? EXIT.OK : EXIT.FAILED;
+      } finally {
+        systemd?.disconnect();
       }
-      return EXIT.OK;
     }
-    const outcome = await forceRestore(cfg, rt, target);
-    const facts = inspectDb(rt.dbPath);
-    const out = { restored: true, users: facts.users, replica: replicaUrl(cfg), setAsideTo: outcome.setAsideTo ?? null, ms: outcome.ms };
+    return restoreLive(cfg, rt, args, point!);
+  });
+}
+
+/** `--to PATH`: a checked copy of the database at PATH; nothing live is touched. */
+async function restoreCopy(cfg: Config, rt: Runtime, args: RestoreArgs): Promise<number> {
+  const to = resolve(args.to!);
+  if (existsSync(to)) throw new AgentError(`${to} already exists; choose a new path`);
+  const point = await resolveRestorePoint(cfg, rt, args);
+  const started = Date.now();
+  await restorePointTo(cfg, rt, point, to, progressPrinter());
+  const facts = inspectDb(to);
+  if (!facts.intact) {
+    await rm(to, { force: true });
+    throw new AgentError(`the restored copy fails integrity_check (${facts.integrityMessage}); it was removed`);
+  }
+  const counts = tableCounts(to);
+  const ms = Date.now() - started;
+  if (args.json) printJson({ restoredTo: to, point: point.describe, target: point.target, counts, users: facts.users, replica: replicaUrl(cfg), ms, live: 'untouched' });
+  else {
+    process.stdout.write(`restored a copy of ${point.describe} from ${replicaUrl(cfg)} to ${to} (${Object.entries(counts).map(([t, n]) => `${n} ${t}`).join(', ')}; ${ms} ms)\n`);
+    process.stdout.write('live data untouched; --to writes the database only (files stay in the mirror)\n');
+  }
+  return EXIT.OK;
+}
+
+/**
+ * Replaces the live data: restore into a temporary file and check it first (the agent
+ * still serves meanwhile), then drain the agent, keep the current database aside, put
+ * the copy in place, bring back the mirrored files, and start the agent again.
+ */
+async function restoreLive(cfg: Config, rt: Runtime, args: RestoreArgs, point: RestorePoint): Promise<number> {
+  const started = Date.now();
+  const say = (l: string) => { if (!args.json) process.stdout.write(`${l}\n`); };
+  say(`restoring ${point.describe} from ${replicaUrl(cfg)}`);
+  const onProgress = progressPrinter();
+  const { tmp, facts } = await restoreChecked(rt, point.target, { cfg, ...(point.endFallback ? { endFallback: point.endFallback } : {}), ...(onProgress ? { onProgress } : {}) });
+  let systemd: Systemd | undefined;
+  try {
+    say(`restored copy checked: integrity ok, ${facts.users} users`);
+    const drained = await drainAgent(cfg, say);
+    systemd = drained.systemd;
+    const { setAsideTo } = await installForced(cfg, rt, tmp, point.describe);
+    // Files: what the mirror holds (its latest state); local files it would replace are kept aside.
+    let files = { files: 0, bytes: 0 };
+    let filesError: string | undefined;
+    try {
+      files = await fileMirrorFor(cfg).restore(rt.ids, setAsideTo);
+    } catch (err) {
+      filesError = errorMessage(err);
+    }
+    const restarted = drained.wasRunning && systemd ? await startAgent(systemd, say) : undefined;
+    const ms = Date.now() - started;
+    const out = {
+      restored: true, point: point.describe, target: point.target, users: facts.users, replica: replicaUrl(cfg), setAsideTo: setAsideTo ?? null, ms,
+      files: { restored: files.files, bytes: files.bytes, rolledBack: false, note: point.pointInTime ? FILES_AS_OF_NOW : 'files: the mirror\'s latest state', error: filesError ?? null },
+      agentRestarted: restarted ?? null,
+    };
     if (args.json) printJson(out);
     else {
-      process.stdout.write(`restored ${rt.dbPath} from ${replicaUrl(cfg)} (${facts.users} users, ${outcome.ms} ms)\n`);
-      if (outcome.setAsideTo) process.stdout.write(`the previous database is kept at ${outcome.setAsideTo}\n`);
-      process.stdout.write('start serving it: systemctl start vwstream-agent\n');
+      say(`restored ${rt.dbPath} from ${replicaUrl(cfg)}: ${point.describe} (${facts.users} users, ${ms} ms)`);
+      if (setAsideTo) say(`the previous database is kept at ${setAsideTo} (never deleted)`);
+      say(point.pointInTime ? `${FILES_AS_OF_NOW} (${files.files} files fetched from the mirror)` : `files: ${files.files} fetched from the mirror (the others were already here)`);
+      if (filesError) say(`files could not be fetched from the mirror: ${filesError}; the agent fetches them again at its next start`);
+      if (restarted === undefined) say('start serving it: systemctl start vwstream-agent (it becomes the replica\'s newest generation)');
+      else if (restarted === 'done') say('vwstream-agent serves it again; Litestream replicates it as a new generation, so the replica continues from the restored point');
+      else say(`vwstream-agent did not start again (job ${restarted}): journalctl -u vwstream-agent`);
     }
-    return EXIT.OK;
-  });
+    return restarted === undefined || restarted === 'done' ? EXIT.OK : EXIT.FAILED;
+  } finally {
+    systemd?.disconnect();
+    await rm(tmp, { force: true });
+  }
 }

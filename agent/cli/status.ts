@@ -11,8 +11,11 @@ export function formatStatus(s: StatusReport): string {
     `  last DB sync   ${ago(s.lastDbSync)}`,
     `  last file sync ${ago(s.lastFileSync)} → ${s.files.remote}${s.files.lastReport ? ` (last pass: ${s.files.lastReport.uploaded} uploaded, ${s.files.lastReport.unchanged} unchanged, ${s.files.lastReport.errors} errors)` : ''}`,
     `  vaultwarden    ${s.vaultwarden.url} ${s.vaultwarden.alive ? '(alive)' : '(not answering)'}`,
-    `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}`,
+    `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}${s.litestream.overrides?.length ? ` (${s.litestream.overrides.join(', ')} set explicitly)` : ''}`,
   ];
+  const r = s.litestream.restorable;
+  if (r) lines.push(`  restorable     ${r.oldest ? `from ${r.oldest.replace(/\.\d+Z$/, 'Z')} to ${(r.newest ?? '?').replace(/\.\d+Z$/, 'Z')} (${r.generations} generations)` : 'nothing yet'}${r.error ? `; replica not readable: ${r.error}` : ''}`);
+  if (s.verify) lines.push(`  restore drill  ${s.verify.cron}, next ${s.verify.nextRun ?? 'never'}; ${s.verify.last ? `last ${s.verify.last.at.replace(/\.\d+Z$/, 'Z')}: ${s.verify.last.summary}` : 'never run (vwstream-agent verify)'}`);
   if (s.lease) lines.push(`  lease          ${s.lease.suspended ? `NOT RENEWED (${s.lease.suspended})` : s.lease.ours ? 'held by this host' : `held by ${s.lease.holder}`} until ${s.lease.expiresAt} (${s.lease.url})`);
   if (s.replicationSuspended) lines.push(`  REPLICATION SUSPENDED: ${s.replicationSuspended}; Vaultwarden serves from local data`);
   if (s.role === 'secondary') lines.push(`  last refresh   ${ago(s.lastRefresh)}; swaps ${s.refreshes.swapped}, unchanged ${s.refreshes.skipped}${s.lastRefreshDowntimeMs !== null ? `, last swap downtime ${s.lastRefreshDowntimeMs} ms` : ''}${s.refreshes.localChangesKept ? `, local changes kept aside ${s.refreshes.localChangesKept}×` : ''}`);

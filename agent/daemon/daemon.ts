@@ -9,7 +9,9 @@ import { startApiServer } from '../api/server.ts';
 import type { DaemonState, HealthCheck, HealthReport, StatusReport, UnitSummary } from '../api/types.ts';
 import { Systemd, describeUnit } from '../systemd/dbus.ts';
 import { Notifier } from '../systemd/notify.ts';
-import { fetchMetrics, replicaCaughtUp, shadowPosition, verifyLoadedConfig, writePrivateFile, type LitestreamPosition } from '../replication/litestream.ts';
+import { fetchMetrics, listGenerations, replicaCaughtUp, shadowPosition, verifyLoadedConfig, writePrivateFile, type LitestreamPosition } from '../replication/litestream.ts';
+import { RestorableWindow } from '../replication/window.ts';
+import { PROFILES } from '../config/config.ts';
 import { FileMirror } from '../files/mirror.ts';
 import { scopeOf } from '../files/scope.ts';
 import { DirStore, S3Store } from '../files/store.ts';
@@ -88,6 +90,8 @@ export class Daemon {
   private watchdog: Watchdog | undefined;
   /** Last time the monitor loop went round (the watchdog checks it while serving). */
   private heartbeat = Date.now();
+  /** The replica's restorable range for status (cached). */
+  private readonly restorable = new RestorableWindow(() => listGenerations(this.rt.litestreamConfig, this.rt.dbPath));
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
@@ -146,7 +150,7 @@ export class Daemon {
       this.watchdog = Watchdog.fromEnv(this.notifier, () => this.isResponsive());
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
-      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined))) await this.systemd.reload();
+      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.verifyCron))) await this.systemd.reload();
       if (this.budget.scaled) log.warn({ budget: this.budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${this.budget.vaultwardenMs} ms, litestream ${this.budget.litestreamMs} ms, files ${this.budget.filesMs} ms`);
       this.lastDrain = readState().lastDrain;
       this.api = await startApiServer(PATHS.socket, {
@@ -238,6 +242,7 @@ export class Daemon {
       this.mirror.watch((err) => { if (!this.stopRequested) log.warn({ err: err.message }, 'file mirror pass failed; the timer retries'); });
       await this.startUnit(UNITS.syncTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-sync.timer'));
       await this.scheduleBackups();
+      await this.startUnit(UNITS.verifyTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-verify.timer'));
       await this.notifier.ready(`serving: ${servingDetail}`);
 
       this.lease.startRenewing();
@@ -719,7 +724,13 @@ export class Daemon {
         syncInterval: formatHuman(this.cfg.litestream.syncIntervalMs),
         snapshotInterval: formatHuman(this.cfg.litestream.snapshotIntervalMs),
         retention: formatHuman(this.cfg.litestream.retentionMs),
+        overrides: [
+          ...(this.cfg.litestream.snapshotIntervalMs !== PROFILES[this.cfg.litestream.profile].snapshotIntervalMs ? ['LITESTREAM_SNAPSHOT_INTERVAL'] : []),
+          ...(this.cfg.litestream.retentionMs !== PROFILES[this.cfg.litestream.profile].retentionMs ? ['LITESTREAM_RETENTION'] : []),
+        ],
+        restorable: this.rt ? await this.restorable.current() : null,
       },
+      verify: { cron: this.cfg.verifyCron, nextRun: nextRun(this.cfg.verifyCron)?.toISOString() ?? null, last: readState().lastVerify ?? null },
       warnings: this.cfg.warnings,
     };
   }
@@ -772,7 +783,7 @@ export class Daemon {
       litestreamText = await fetchMetrics(this.rt.metricsAddr).then((m) => m.text, () => null);
     }
     const lb = st.lastBackup;
-    const lv = (st as { lastVerify?: { at: string; ok: boolean } }).lastVerify;
+    const lv = st.lastVerify;
     return renderMetrics({
       version: VERSION,
       role: this.role,

@@ -17,6 +17,8 @@ export interface PersistentState {
   /** Secondary: digest of the copy it installed last (local changes are detected against it). */
   secondaryDigest?: string;
   lastDbSync?: string;
+  /** The last restore drill (`vwstream-agent verify`): its one-line verdict. */
+  lastVerify?: { at: string; ok: boolean; summary: string; ms: number };
 }
 
 export function readState(path = PATHS.stateFile): PersistentState {

@@ -8,7 +8,7 @@ import { VERSION } from '../version.ts';
  * (healthchecks shows it as the ping's body; Uptime Kuma and most receivers accept POST).
  * Bounded by NOTIFICATION_TIMEOUT; never throws: a dead endpoint never fails a backup.
  */
-export type NotifyEvent = 'backup_success' | 'backup_failure' | 'sync_error';
+export type NotifyEvent = 'backup_success' | 'backup_failure' | 'sync_error' | 'verify_failure';
 
 export interface NotifyResult { sent: boolean; event: NotifyEvent; status?: number; error?: string; ms: number }
 

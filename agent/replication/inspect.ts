@@ -39,6 +39,23 @@ export function inspectDb(path: string): DbFacts {
   }
 }
 
+/** Vaultwarden's main tables, counted by `restore --to` and the restore drill. */
+export const MAIN_TABLES = ['users', 'ciphers', 'folders', 'attachments', 'sends', 'organizations', 'collections', 'devices'] as const;
+
+/** Row counts of the main tables that exist in the database (read-only). */
+export function tableCounts(path: string, tables: readonly string[] = MAIN_TABLES): Record<string, number> {
+  const db = open(path);
+  try {
+    const out: Record<string, number> = {};
+    for (const t of tables) {
+      if (db.prepare("SELECT name FROM sqlite_master WHERE type='table' AND name=?").get(t)) out[t] = countRows(db, t);
+    }
+    return out;
+  } finally {
+    db.close();
+  }
+}
+
 function countRows(db: DatabaseSync, table: string): number {
   const t = db.prepare("SELECT name FROM sqlite_master WHERE type='table' AND name=?").get(table);
   if (!t) return 0;

@@ -84,16 +84,16 @@ export async function verifyLoadedConfig(cfg: Config, configPath: string, dbPath
 export interface Generation { generation: string; start: Date; end: Date; lag: string }
 
 /**
- * Lists the replica's generations (newest data last). Throws when the replica is
- * unreachable. `litestream generations` stats the local database first; on a new host
- * (no local file) it is run against an empty placeholder with the same replica.
+ * Runs a read-only litestream subcommand (generations, snapshots, wal) against the
+ * configured replica. These stat the local database first; on a new host (no local file)
+ * they run against an empty placeholder with the same replica. Throws when the replica
+ * is unreachable.
  */
-export async function listGenerations(configPath: string, dbPath: string, bin: string = PATHS.litestreamBin): Promise<Generation[]> {
+async function replicaQuery(configPath: string, dbPath: string, sub: string, bin: string): Promise<string> {
   if (existsSync(dbPath)) {
-    const r = await run(bin, ['generations', ...baseArgs(configPath), '-no-expand-env', dbPath], { timeoutMs: 60_000 });
-    return parseGenerations(r.stdout);
+    return (await run(bin, [sub, ...baseArgs(configPath), '-no-expand-env', dbPath], { timeoutMs: 60_000 })).stdout;
   }
-  const dir = await mkdtemp(join(tmpdir(), 'vws-generations-'));
+  const dir = await mkdtemp(join(tmpdir(), `vws-${sub}-`));
   try {
     const placeholder = join(dir, 'placeholder.sqlite3');
     const text = await readFile(configPath, 'utf8');
@@ -101,11 +101,15 @@ export async function listGenerations(configPath: string, dbPath: string, bin: s
     if (!text.includes(line)) throw new AgentError(`${configPath} has no database ${dbPath}`);
     await writeFile(join(dir, 'litestream.yml'), text.replace(line, `  - path: ${JSON.stringify(placeholder)}`), { mode: 0o600 });
     await writeFile(placeholder, '');
-    const r = await run(bin, ['generations', ...baseArgs(join(dir, 'litestream.yml')), '-no-expand-env', placeholder], { timeoutMs: 60_000 });
-    return parseGenerations(r.stdout);
+    return (await run(bin, [sub, ...baseArgs(join(dir, 'litestream.yml')), '-no-expand-env', placeholder], { timeoutMs: 60_000 })).stdout;
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Lists the replica's generations (newest data last). Throws when the replica is unreachable. */
+export async function listGenerations(configPath: string, dbPath: string, bin: string = PATHS.litestreamBin): Promise<Generation[]> {
+  return parseGenerations(await replicaQuery(configPath, dbPath, 'generations', bin));
 }
 
 export function parseGenerations(stdout: string): Generation[] {
@@ -118,23 +122,73 @@ export function parseGenerations(stdout: string): Generation[] {
   return out.sort((a, b) => a.end.getTime() - b.end.getTime());
 }
 
+/** One snapshot in the replica: a full copy of the database at a WAL index. */
+export interface Snapshot { generation: string; index: number; size: number; created: Date }
+/** One WAL segment in the replica. */
+export interface WalSegment { generation: string; index: number; offset: number; size: number; created: Date }
+
+export async function listSnapshots(configPath: string, dbPath: string, bin: string = PATHS.litestreamBin): Promise<Snapshot[]> {
+  return parseSnapshots(await replicaQuery(configPath, dbPath, 'snapshots', bin));
+}
+
+export async function listWalSegments(configPath: string, dbPath: string, bin: string = PATHS.litestreamBin): Promise<WalSegment[]> {
+  return parseWalSegments(await replicaQuery(configPath, dbPath, 'wal', bin));
+}
+
+/** `litestream snapshots`: replica generation index size created (index in decimal). */
+export function parseSnapshots(stdout: string): Snapshot[] {
+  const out: Snapshot[] = [];
+  for (const line of stdout.split('\n').slice(1)) {
+    const c = line.trim().split(/\s+/);
+    if (c.length < 5 || !/^[0-9a-f]{16}$/.test(c[1]!)) continue;
+    out.push({ generation: c[1]!, index: Number(c[2]), size: Number(c[3]), created: new Date(c[4]!) });
+  }
+  return out.sort((a, b) => a.created.getTime() - b.created.getTime() || a.index - b.index);
+}
+
+/** `litestream wal`: replica generation index offset size created. */
+export function parseWalSegments(stdout: string): WalSegment[] {
+  const out: WalSegment[] = [];
+  for (const line of stdout.split('\n').slice(1)) {
+    const c = line.trim().split(/\s+/);
+    if (c.length < 6 || !/^[0-9a-f]{16}$/.test(c[1]!)) continue;
+    out.push({ generation: c[1]!, index: Number(c[2]), offset: Number(c[3]), size: Number(c[4]), created: new Date(c[5]!) });
+  }
+  return out;
+}
+
 export interface RestoreTarget { generation?: string; index?: string; timestamp?: string }
+
+/** Progress of a restore, from Litestream's log lines. */
+export interface RestoreProgress { phase: 'snapshot' | 'wal' | 'done'; walIndex?: number; walMin?: number; walMax?: number }
+
+/** Reads one line of Litestream 0.3.13's restore log (slog text) into a progress step. */
+export function parseRestoreLogLine(line: string): RestoreProgress | undefined {
+  const field = (k: string) => new RegExp(`\\b${k}=("[^"]*"|\\S+)`).exec(line)?.[1]?.replace(/^"|"$/g, '');
+  const msg = field('msg');
+  if (msg === 'restoring snapshot') return { phase: 'snapshot' };
+  if (msg === 'restoring wal files') return { phase: 'wal', walMin: Number(field('index_min')), walMax: Number(field('index_max')) };
+  if (msg === 'applied wal') return { phase: 'wal', walIndex: Number(field('index')) };
+  if (msg === 'renaming database from temporary location' || msg === 'snapshot only, finalizing database') return { phase: 'done' };
+  return undefined;
+}
 
 /**
  * Restores the replica into `outPath` (which must not exist). Litestream leaves
  * -tmp-wal/-tmp-shm litter; it is removed. The caller moves the file into place.
  */
-export async function restoreTo(configPath: string, dbPath: string, outPath: string, target: RestoreTarget = {}, bin: string = PATHS.litestreamBin): Promise<void> {
+export async function restoreTo(configPath: string, dbPath: string, outPath: string, target: RestoreTarget = {}, bin: string = PATHS.litestreamBin, onProgress?: (p: RestoreProgress) => void): Promise<void> {
   await rm(outPath, { force: true });
   const args = ['restore', ...baseArgs(configPath), '-no-expand-env', '-o', outPath];
   if (target.generation) args.push('-generation', target.generation);
   if (target.index) args.push('-index', target.index);
   if (target.timestamp) args.push('-timestamp', target.timestamp);
   args.push(dbPath);
+  const onLine = onProgress ? (line: string) => { const p = parseRestoreLogLine(line); if (p) onProgress(p); } : undefined;
   try {
-    await run(bin, args, { timeoutMs: 3_600_000 });
+    await run(bin, args, { timeoutMs: 3_600_000, ...(onLine ? { onLine } : {}) });
   } finally {
-    await Promise.all(['-tmp-wal', '-tmp-shm', '.tmp-wal', '.tmp-shm'].map((s) => rm(outPath + s, { force: true })));
+    await Promise.all(['-tmp-wal', '-tmp-shm', '.tmp-wal', '.tmp-shm', '.tmp'].map((s) => rm(outPath + s, { force: true })));
   }
 }
 

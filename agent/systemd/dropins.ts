@@ -7,7 +7,7 @@ import { writePrivateFile } from '../replication/litestream.ts';
 /** Per-host values for the static units, as runtime drop-ins (gone at reboot, rewritten at start). */
 export const DROPIN_ROOT = '/run/systemd/system';
 
-export function renderDropins(budget: DrainBudget, syncIntervalMs: number, backupCron?: string): Record<string, string> {
+export function renderDropins(budget: DrainBudget, syncIntervalMs: number, backupCron?: string, verifyCron?: string): Record<string, string> {
   const head = '# Written by vwstream-agent from /etc/vwstream/vwstream.env at every start.\n';
   const syncSec = Math.max(1, Math.round(syncIntervalMs / 1000));
   return {
@@ -17,6 +17,7 @@ export function renderDropins(budget: DrainBudget, syncIntervalMs: number, backu
     [`${UNITS.syncTimer}.d/50-vwstream.conf`]: `${head}[Timer]\nOnActiveSec=\nOnActiveSec=${syncSec}s\nOnUnitActiveSec=\nOnUnitActiveSec=${syncSec}s\n`,
     [`${UNITS.backup}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.backupSec}\n`,
     ...(backupCron ? { [`${UNITS.backupTimer}.d/50-vwstream.conf`]: head + renderTimerDropIn(backupCron) } : {}),
+    ...(verifyCron ? { [`${UNITS.verifyTimer}.d/50-vwstream.conf`]: head + renderTimerDropIn(verifyCron, 'VERIFY_CRON') } : {}),
   };
 }
 

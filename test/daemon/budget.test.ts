@@ -39,4 +39,11 @@ test('drop-ins carry the timeouts and the sync interval', () => {
   assert.match(files['vwstream-agent.service.d/50-vwstream.conf']!, /^TimeoutStopSec=315$/m);
   assert.match(files['vwstream-litestream.service.d/50-vwstream.conf']!, /^TimeoutStopSec=30$/m);
   assert.match(files['vwstream-sync.timer.d/50-vwstream.conf']!, /^OnActiveSec=\nOnActiveSec=300s\nOnUnitActiveSec=\nOnUnitActiveSec=300s$/m);
+  assert.equal(files['vwstream-verify.timer.d/50-vwstream.conf'], undefined);
+});
+
+test('the restore drill timer follows VERIFY_CRON', () => {
+  const files = renderDropins(drainBudget(300_000, { litestreamShutdownMs: 60_000, syncShutdownMs: 60_000 }), 300_000, undefined, '0 4 * * 0');
+  assert.match(files['vwstream-verify.timer.d/50-vwstream.conf']!, /^# Written by vwstream-agent from VERIFY_CRON=0 4 \* \* 0\n\[Timer\]\nOnCalendar=\nOnCalendar=Sun \*-\*-\* 04:00:00$/m);
+  assert.equal(files['vwstream-backup.timer.d/50-vwstream.conf'], undefined);
 });
