@@ -1,3 +1,5 @@
+import type { TailscaleReport } from '../tailscale/tailscale.ts';
+
 /** The daemon's state, as `status` prints it and as STATUS= carries it. */
 export type DaemonState =
   | 'starting'
@@ -44,6 +46,8 @@ export interface StatusReport {
   vaultwarden: { url: string; alive: boolean };
   litestream: { snapshotInterval: string; retention: string; syncInterval: string; profile: string };
   warnings: string[];
+  /** TAILSCALE_ENABLED: the tailnet address and what is served there. */
+  tailscale?: TailscaleReport;
 }
 
 export interface HealthCheck { name: string; ok: boolean; detail: string }

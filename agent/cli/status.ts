@@ -13,6 +13,7 @@ export function formatStatus(s: StatusReport): string {
     `  vaultwarden    ${s.vaultwarden.url} ${s.vaultwarden.alive ? '(alive)' : '(not answering)'}`,
     `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}`,
   ];
+  if (s.tailscale?.enabled) lines.push(`  tailscale      ${s.tailscale.up ? `${s.tailscale.address} ${s.tailscale.url ?? ''} (${s.tailscale.serve})` : `NOT UP: ${s.tailscale.error ?? s.tailscale.backendState ?? 'starting'}`}`);
   if (s.lease) lines.push(`  lease          ${s.lease.ours ? 'held by this host' : `held by ${s.lease.holder}`} until ${s.lease.expiresAt} (${s.lease.url})`);
   if (s.role === 'secondary') lines.push(`  last refresh   ${ago(s.lastRefresh)}; swaps ${s.refreshes.swapped}, unchanged ${s.refreshes.skipped}${s.lastRefreshDowntimeMs !== null ? `, last swap downtime ${s.lastRefreshDowntimeMs} ms` : ''}${s.refreshes.localChangesKept ? `, local changes kept aside ${s.refreshes.localChangesKept}×` : ''}`);
   if (s.roleOverride) lines.push(`  role override  ${s.roleOverride} (written by promote; delete it and restart to follow NODE_ROLE again)`);

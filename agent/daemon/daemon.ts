@@ -31,6 +31,7 @@ import { prepareRuntime, type Runtime } from './runtime.ts';
 import { readState, updateState, type DrainRecord, type DrainStep } from './state-file.ts';
 import { waitReplicaConfirmed } from '../replication/confirm.ts';
 import { VERSION } from '../version.ts';
+import { Tailscale } from '../tailscale/tailscale.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Litestream's monitor interval (1 s, set in litestream.yml) plus slack. */
@@ -77,9 +78,12 @@ export class Daemon {
   private promoting = false;
   /** A sync_error notification went out and replication has not recovered since. */
   private syncErrorReported = false;
+  /** TAILSCALE_ENABLED: joins the tailnet and publishes Vaultwarden once it serves. */
+  private readonly tailscale: Tailscale;
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
+    this.tailscale = new Tailscale(cfg);
     this.notifier = new Notifier(notifySocket);
     this.stopped = new Promise((resolve) => (this.stopSignal = resolve));
     this.budget = drainBudget(cfg.stopGracePeriodMs, { litestreamShutdownMs: cfg.litestream.shutdownTimeoutMs, syncShutdownMs: cfg.syncShutdownTimeoutMs, ...(cfg.backup.enabled ? { backupShutdownMs: cfg.backup.shutdownTimeoutMs } : {}) });
@@ -205,6 +209,7 @@ export class Daemon {
       if ((await this.systemd.state(UNITS.vaultwarden)).activeState !== 'active') await this.startUnit(UNITS.vaultwarden);
       await this.waitAlive(120_000);
       if (this.stopRequested) return await this.drain();
+      await this.tailscale.start(this.stopped); // bounded; on failure it retries in the background
 
       const newVault = this.restore?.decision.action === 'new-vault';
       const servingDetail = newVault ? `new vault: no replica at ${replicaUrl(this.cfg)}` : `replicating to ${replicaUrl(this.cfg)}`;
@@ -512,6 +517,7 @@ export class Daemon {
     if (serve) {
       await this.startUnit(UNITS.vaultwarden);
       await this.waitAlive(120_000);
+      await this.tailscale.start(this.stopped);
     }
     const detail = `${serve ? 'serving' : 'warm standby (not serving)'} a copy of ${replicaUrl(this.cfg)}${this.cfg.deploymentMode === 'serverless' ? ', restored once (serverless)' : `, refreshed every ${formatHuman(this.cfg.secondarySyncIntervalMs)}`}`;
     await this.setState('serving', detail);
@@ -648,6 +654,7 @@ export class Daemon {
         retention: formatHuman(this.cfg.litestream.retentionMs),
       },
       warnings: this.cfg.warnings,
+      tailscale: this.tailscale.status(),
     };
   }
 
