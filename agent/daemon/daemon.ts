@@ -136,7 +136,7 @@ export class Daemon {
       if (this.roleOverride) log.warn({ override: PATHS.roleOverride }, `role ${this.role} from ${PATHS.roleOverride} (written by promote) overrides NODE_ROLE=${this.cfg.role}; delete the file to undo`);
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
-      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined))) await this.systemd.reload();
+      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.s3 ? undefined : this.cfg.localReplicaPath))) await this.systemd.reload();
       if (this.budget.scaled) log.warn({ budget: this.budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${this.budget.vaultwardenMs} ms, litestream ${this.budget.litestreamMs} ms, files ${this.budget.filesMs} ms`);
       this.lastDrain = readState().lastDrain;
       this.api = await startApiServer(PATHS.socket, {
