@@ -484,7 +484,11 @@ const WRITE_SCRIPT = 'set -e; mkdir -p -- "$(dirname -- "$1")"; t="$1.harness-tm
  * once `systemctl is-system-running` says running (or degraded). `name` is the machine name
  * and hostname, and must be unique among live hosts.
  */
-export async function bootHost(name: string): Promise<Host> {
+export async function bootHost(requested: string): Promise<Host> {
+  // VWS_HOST_PREFIX (e.g. "b7-"): parallel runs of the same test files on one machine
+  // get distinct machine names and host directories.
+  const prefix = process.env.VWS_HOST_PREFIX ?? '';
+  const name = prefix && !requested.startsWith(prefix) ? `${prefix}${requested}` : requested;
   if (!/^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/.test(name)) throw new Error(`bad host name ${JSON.stringify(name)}`);
   if ([...liveHosts].some((h) => h.name === name)) throw new Error(`host ${name} is already live in this process`);
   const tar = await ensureRoot();

@@ -30,13 +30,29 @@ export async function standinServeConfig(host: Host): Promise<Record<string, any
 }
 
 /**
- * Samples every process's argv in the host every 20 ms into /root/argv-samples.log (so
- * short-lived children such as `tailscale up`, rclone or openssl are caught too).
- * Returns a function that stops it and returns the samples.
+ * Samples every process's argv in the host in a tight loop (a Node process reading
+ * /proc, no forks), so short-lived children such as `tailscale up`, rclone or openssl
+ * are caught too. Returns a function that stops it and returns every distinct command
+ * line seen (one per line, arguments joined by spaces), then a line "# passes N".
  */
 export async function sampleArgv(host: Host): Promise<() => Promise<string>> {
-  const loop = 'while :; do for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f" 2>/dev/null; echo; done; sleep 0.02; done >/root/argv-samples.log 2>/dev/null';
-  await host.exec(['systemd-run', '--unit=vws-test-argv-sampler', '--quiet', 'sh', '-c', loop]);
+  const script = [
+    "const fs = require('fs');",
+    'const seen = new Set(); let passes = 0;',
+    "const dump = () => fs.writeFileSync('/root/argv-samples.log', [...seen].join('\\n') + '\\n# passes ' + passes + '\\n');",
+    "process.on('SIGTERM', () => { dump(); process.exit(0); });",
+    'const tick = () => {',
+    "  for (const p of fs.readdirSync('/proc')) {",
+    '    if (!/^\\d+$/.test(p)) continue;',
+    "    try { const c = fs.readFileSync('/proc/' + p + '/cmdline', 'latin1'); if (c) seen.add(c.split('\\0').join(' ').trim()); } catch {}",
+    '  }',
+    '  passes++;',
+    '  setTimeout(tick, 2);',
+    '};',
+    'tick();',
+  ].join('\n');
+  await host.writeFile('/root/argv-sampler.cjs', script, 0o600);
+  await host.exec(['systemd-run', '--unit=vws-test-argv-sampler', '--quiet', '/usr/lib/vwstream-agent/bin/node', '/root/argv-sampler.cjs']);
   return async () => {
     await host.exec(['systemctl', 'stop', 'vws-test-argv-sampler.service'], { check: false });
     return (await host.exec(['cat', '/root/argv-samples.log'], { timeoutMs: 120_000 })).stdout;
