@@ -183,9 +183,9 @@ export class Tailscale {
       return true;
     } catch (err) {
       const msg = errorMessage(err);
-      const first = this.report.error === null;
+      const changed = this.report.error !== msg;
       this.report = { ...this.report, up: false, error: msg };
-      if (first) log.error({ err: msg }, `tailscale: ${msg}; Vaultwarden keeps serving locally, retrying every ${this.retryMs / 1000}s`);
+      if (changed) log.error({ err: msg }, `tailscale: ${msg}; Vaultwarden keeps serving locally, retrying every ${this.retryMs / 1000}s`);
       return false;
     }
   }
