@@ -486,7 +486,8 @@ const WRITE_SCRIPT = 'set -e; mkdir -p -- "$(dirname -- "$1")"; t="$1.harness-tm
  */
 export async function bootHost(requested: string): Promise<Host> {
   // VWS_HOST_PREFIX (e.g. "b7-"): parallel runs of the same test files on one machine
-  // get distinct machine names and host directories.
+  // get distinct machine names and host directories; the hostname inside stays the
+  // requested one (tests compare lease holders with it).
   const prefix = process.env.VWS_HOST_PREFIX ?? '';
   const name = prefix && !requested.startsWith(prefix) ? `${prefix}${requested}` : requested;
   if (!/^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/.test(name)) throw new Error(`bad host name ${JSON.stringify(name)}`);
@@ -516,8 +517,8 @@ export async function bootHost(requested: string): Promise<Host> {
     const t0 = Date.now();
     await run('tar', ['--numeric-owner', '-xpf', tar, '-C', dir], { timeoutMs: 300_000 });
     host.unpackMs = Date.now() - t0;
-    fs.writeFileSync(path.join(dir, 'etc', 'hostname'), `${name}\n`);
-    fs.appendFileSync(path.join(dir, 'etc', 'hosts'), `127.0.1.1\t${name}\n`);
+    fs.writeFileSync(path.join(dir, 'etc', 'hostname'), `${requested}\n`);
+    fs.appendFileSync(path.join(dir, 'etc', 'hosts'), `127.0.1.1\t${requested}\n`);
     await host.boot();
   } catch (e) {
     await host.destroy().catch(() => undefined);
