@@ -1,3 +1,5 @@
+import type { TailscaleReport } from '../tailscale/tailscale.ts';
+
 /** The daemon's state, as `status` prints it and as STATUS= carries it. */
 export type DaemonState =
   | 'starting'
@@ -57,6 +59,8 @@ export interface StatusReport {
   /** The restore drill: schedule and last verdict. */
   verify?: { cron: string; nextRun: string | null; last: { at: string; ok: boolean; summary: string; ms: number } | null };
   warnings: string[];
+  /** TAILSCALE_ENABLED: the tailnet address and what is served there. */
+  tailscale?: TailscaleReport;
 }
 
 export interface HealthCheck { name: string; ok: boolean; detail: string }

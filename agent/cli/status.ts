@@ -13,6 +13,7 @@ export function formatStatus(s: StatusReport): string {
     `  vaultwarden    ${s.vaultwarden.url} ${s.vaultwarden.alive ? '(alive)' : '(not answering)'}`,
     `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}${s.litestream.overrides?.length ? ` (${s.litestream.overrides.join(', ')} set explicitly)` : ''}`,
   ];
+  if (s.tailscale?.enabled) lines.push(`  tailscale      ${s.tailscale.up ? `${s.tailscale.address} ${s.tailscale.url ?? ''} (${s.tailscale.serve})` : `NOT UP: ${s.tailscale.error ?? s.tailscale.backendState ?? 'starting'}`}`);
   const r = s.litestream.restorable;
   if (r) lines.push(`  restorable     ${r.oldest ? `from ${r.oldest.replace(/\.\d+Z$/, 'Z')} to ${(r.newest ?? '?').replace(/\.\d+Z$/, 'Z')} (${r.generations} generations)` : 'nothing yet'}${r.error ? `; replica not readable: ${r.error}` : ''}`);
   if (s.verify) lines.push(`  restore drill  ${s.verify.cron}, next ${s.verify.nextRun ?? 'never'}; ${s.verify.last ? `last ${s.verify.last.at.replace(/\.\d+Z$/, 'Z')}: ${s.verify.last.summary}` : 'never run (vwstream-agent verify)'}`);

@@ -152,6 +152,9 @@ export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: {
     throw new ConfigError('BACKUP_REMOTES', raw('BACKUP_REMOTES'), 'expected at least one rclone destination remote:path when BACKUP_ENABLED=true');
   }
   const tsEnabled = get(S.TAILSCALE_ENABLED);
+  if (tsEnabled && get(S.TAILSCALE_FUNNEL) && ![443, 8443, 10000].includes(get(S.TAILSCALE_SERVE_PORT))) {
+    throw new ConfigError('TAILSCALE_SERVE_PORT', raw('TAILSCALE_SERVE_PORT'), 'expected 443, 8443 or 10000: the ports Tailscale Funnel offers (TAILSCALE_FUNNEL=true)', where('TAILSCALE_SERVE_PORT'));
+  }
 
   checkVaultwardenKeys(env, where, paths.dataFolder);
 

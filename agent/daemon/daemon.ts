@@ -36,6 +36,7 @@ import { startMetricsListener, Watchdog } from './observe.ts';
 import { statfs, stat } from 'node:fs/promises';
 import { waitReplicaConfirmed } from '../replication/confirm.ts';
 import { VERSION } from '../version.ts';
+import { Tailscale } from '../tailscale/tailscale.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Litestream's monitor interval (1 s, set in litestream.yml) plus slack. */
@@ -92,9 +93,12 @@ export class Daemon {
   private heartbeat = Date.now();
   /** The replica's restorable range for status (cached). */
   private readonly restorable = new RestorableWindow(() => listGenerations(this.rt.litestreamConfig, this.rt.dbPath));
+  /** TAILSCALE_ENABLED: joins the tailnet and publishes Vaultwarden once it serves. */
+  private readonly tailscale: Tailscale;
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
+    this.tailscale = new Tailscale(cfg);
     this.notifier = new Notifier(notifySocket);
     this.stopped = new Promise((resolve) => (this.stopSignal = resolve));
     this.budget = drainBudgetOf(cfg);
@@ -150,7 +154,7 @@ export class Daemon {
       this.watchdog = Watchdog.fromEnv(this.notifier, () => this.isResponsive());
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
-      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.verifyCron))) await this.systemd.reload();
+      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.verifyCron, this.cfg.s3 ? undefined : this.cfg.localReplicaPath))) await this.systemd.reload();
       if (this.budget.scaled) log.warn({ budget: this.budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${this.budget.vaultwardenMs} ms, litestream ${this.budget.litestreamMs} ms, files ${this.budget.filesMs} ms`);
       this.lastDrain = readState().lastDrain;
       this.api = await startApiServer(PATHS.socket, {
@@ -230,6 +234,7 @@ export class Daemon {
       if ((await this.systemd.state(UNITS.vaultwarden)).activeState !== 'active') await this.startUnit(UNITS.vaultwarden);
       await this.waitAlive(120_000);
       if (this.stopRequested) return await this.drain();
+      await this.tailscale.start(this.stopped); // bounded; on failure it retries in the background
 
       const newVault = this.restore?.decision.action === 'new-vault';
       const servingDetail = newVault ? `new vault: no replica at ${replicaUrl(this.cfg)}` : `replicating to ${replicaUrl(this.cfg)}`;
@@ -587,6 +592,7 @@ export class Daemon {
     if (serve) {
       await this.startUnit(UNITS.vaultwarden);
       await this.waitAlive(120_000);
+      await this.tailscale.start(this.stopped);
     }
     const detail = `${serve ? 'serving' : 'warm standby (not serving)'} a copy of ${replicaUrl(this.cfg)}${this.cfg.deploymentMode === 'serverless' ? ', restored once (serverless)' : `, refreshed every ${formatHuman(this.cfg.secondarySyncIntervalMs)}`}`;
     await this.setState('serving', detail);
@@ -732,6 +738,7 @@ export class Daemon {
       },
       verify: { cron: this.cfg.verifyCron, nextRun: nextRun(this.cfg.verifyCron)?.toISOString() ?? null, last: readState().lastVerify ?? null },
       warnings: this.cfg.warnings,
+      tailscale: this.tailscale.status(),
     };
   }
 
@@ -769,12 +776,12 @@ export class Daemon {
       checks.push(ageCheck('refresh_age', this.lastRefresh, 'copy refreshed from the replica'));
     }
     checks.push(await diskCheck(PATHS.dataFolder, this.position?.dbSize ?? 0));
-    for (const c of this.extraHealthChecks) checks.push(await c());
+    if (this.cfg.tailscale.enabled) {
+      const t = this.tailscale.status();
+      checks.push({ name: 'tailscale', ok: t.up, detail: t.up ? `${t.address ?? '?'} ${t.url ?? ''} (${t.serve ?? 'serve'})`.trim() : `not up: ${t.error ?? t.backendState ?? 'starting'}` });
+    }
     return { ok: checks.every((c) => c.ok), checks };
   }
-
-  /** Further checks (e.g. Tailscale when enabled) registered by optional modules. */
-  readonly extraHealthChecks: (() => Promise<HealthCheck>)[] = [];
 
   async metrics(): Promise<string> {
     const st = readState();

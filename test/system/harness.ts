@@ -484,7 +484,12 @@ const WRITE_SCRIPT = 'set -e; mkdir -p -- "$(dirname -- "$1")"; t="$1.harness-tm
  * once `systemctl is-system-running` says running (or degraded). `name` is the machine name
  * and hostname, and must be unique among live hosts.
  */
-export async function bootHost(name: string): Promise<Host> {
+export async function bootHost(requested: string): Promise<Host> {
+  // VWS_HOST_PREFIX (e.g. "b7-"): parallel runs of the same test files on one machine
+  // get distinct machine names and host directories; the hostname inside stays the
+  // requested one (tests compare lease holders with it).
+  const prefix = process.env.VWS_HOST_PREFIX ?? '';
+  const name = prefix && !requested.startsWith(prefix) ? `${prefix}${requested}` : requested;
   if (!/^[A-Za-z0-9][A-Za-z0-9-]{0,62}$/.test(name)) throw new Error(`bad host name ${JSON.stringify(name)}`);
   if ([...liveHosts].some((h) => h.name === name)) throw new Error(`host ${name} is already live in this process`);
   const tar = await ensureRoot();
@@ -512,8 +517,13 @@ export async function bootHost(name: string): Promise<Host> {
     const t0 = Date.now();
     await run('tar', ['--numeric-owner', '-xpf', tar, '-C', dir], { timeoutMs: 300_000 });
     host.unpackMs = Date.now() - t0;
-    fs.writeFileSync(path.join(dir, 'etc', 'hostname'), `${name}\n`);
-    fs.appendFileSync(path.join(dir, 'etc', 'hosts'), `127.0.1.1\t${name}\n`);
+    // Each host its own machine id: the cached root's /var/lib/dbus/machine-id would
+    // otherwise give every host the same one (systemd falls back to it), and hosts share
+    // the kernel's boot id, so the lease could not tell two hosts apart.
+    fs.writeFileSync(path.join(dir, 'etc', 'machine-id'), `${crypto.randomBytes(16).toString('hex')}\n`);
+    fs.rmSync(path.join(dir, 'var', 'lib', 'dbus', 'machine-id'), { force: true });
+    fs.writeFileSync(path.join(dir, 'etc', 'hostname'), `${requested}\n`);
+    fs.appendFileSync(path.join(dir, 'etc', 'hosts'), `127.0.1.1\t${requested}\n`);
     await host.boot();
   } catch (e) {
     await host.destroy().catch(() => undefined);
