@@ -12,7 +12,7 @@ import { UNITS } from '../paths.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 import { restoreFromBackup } from '../backup/restore-backup.ts';
 import { daemonRunning, runtimeFor } from './offline.ts';
-import type { Runtime } from '../daemon/runtime.ts';
+import { removeDbCopy, type Runtime } from '../daemon/runtime.ts';
 
 export interface RestoreArgs { config: string; json: boolean; force: boolean; backup?: string; to?: string; timestamp?: string; generation?: string; index?: string }
 
@@ -166,6 +166,6 @@ async function restoreLive(cfg: Config, rt: Runtime, args: RestoreArgs, point: R
     return restarted === undefined || restarted === 'done' ? EXIT.OK : EXIT.FAILED;
   } finally {
     systemd?.disconnect();
-    await rm(tmp, { force: true });
+    await removeDbCopy(tmp);
   }
 }

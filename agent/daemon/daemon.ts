@@ -22,7 +22,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { LeaseKeeper } from '../replication/lease-keeper.ts';
 import { FileLeaseStore, S3LeaseStore, myIdentity, safetyMargin } from '../replication/lease.ts';
 import { s3Client } from '../files/store.ts';
-import { installRestored, setAside } from './runtime.ts';
+import { installRestored, removeDbCopy, setAside } from './runtime.ts';
 import { restoreChecked } from '../replication/restore.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
 import type { Role } from '../config/config.ts';
@@ -652,7 +652,7 @@ export class Daemon {
       this.lastRefresh = new Date();
       log.info({ why, users: facts.users, downtimeMs: this.lastRefreshDowntimeMs }, `secondary refreshed from ${replicaUrl(this.cfg)} (${facts.users} users${serving ? `, Vaultwarden down ${this.lastRefreshDowntimeMs} ms` : ''})`);
     } finally {
-      await rm(tmp, { force: true });
+      await removeDbCopy(tmp);
     }
   }
 

@@ -101,6 +101,16 @@ export async function setAside(dbPath: string, why: string, asideRoot = PATHS.as
   return dir;
 }
 
+/**
+ * Removes a temporary database copy and the -wal/-shm/-journal files SQLite left beside
+ * it (a read-only check of a WAL-mode copy creates them).
+ */
+export async function removeDbCopy(path: string, keepMain = false): Promise<void> {
+  for (const f of keepMain ? [`${path}-wal`, `${path}-shm`, `${path}-journal`] : [path, `${path}-wal`, `${path}-shm`, `${path}-journal`]) {
+    await rm(f, { force: true });
+  }
+}
+
 /** Puts a restored file in place as the live database, owned by the service user. */
 export async function installRestored(tmpPath: string, dbPath: string, ids: Ids): Promise<void> {
   for (const f of dbFileSet(dbPath).slice(1)) await rm(f, { recursive: true, force: true });
@@ -111,4 +121,5 @@ export async function installRestored(tmpPath: string, dbPath: string, ids: Ids)
     await rm(tmpPath, { force: true });
     await chown(dbPath, ids.uid, ids.gid);
   });
+  await removeDbCopy(tmpPath, true); // the copy's empty sidecars from its check
 }

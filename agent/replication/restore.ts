@@ -1,9 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { replicaUrl, type Config } from '../config/config.ts';
 import { AgentError, EXIT } from '../errors.ts';
 import { log } from '../log.ts';
-import { installRestored, setAside, type Runtime } from '../daemon/runtime.ts';
+import { installRestored, removeDbCopy, setAside, type Runtime } from '../daemon/runtime.ts';
 import { readState, updateState } from '../daemon/state-file.ts';
 import { decideRestore, type RestoreDecision } from './decision.ts';
 import { contentDigest, inspectDb, type DbFacts } from './inspect.ts';
@@ -115,7 +114,7 @@ export async function restoreChecked(rt: Runtime, target: RestoreTarget = {}, op
   else await restoreTo(rt.litestreamConfig, rt.dbPath, tmp, target);
   const facts = inspectDb(tmp);
   if (!facts.intact) {
-    await rm(tmp, { force: true });
+    await removeDbCopy(tmp);
     throw new AgentError(`the restored copy fails integrity_check (${facts.integrityMessage}); the live data was not touched`);
   }
   return { tmp, facts };
@@ -174,7 +173,7 @@ export async function restoreOnStart(cfg: Config, rt: Runtime): Promise<RestoreO
     }
     return outcome;
   } finally {
-    if (tmp) await rm(tmp, { force: true });
+    if (tmp) await removeDbCopy(tmp);
   }
 }
 
@@ -201,6 +200,6 @@ export async function forceRestore(cfg: Config, rt: Runtime, target: RestoreTarg
     const { setAsideTo } = await installForced(cfg, rt, tmp, 'the latest state');
     return { decision: { action: 'restore', setAside: 'none', reason: `restored from ${replicaUrl(cfg)} by the operator` }, ms: Date.now() - started, ...(setAsideTo ? { setAsideTo } : {}) };
   } finally {
-    await rm(tmp, { force: true });
+    await removeDbCopy(tmp);
   }
 }

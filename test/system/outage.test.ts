@@ -139,6 +139,7 @@ test('a corrupted local database at start is quarantined (kept), restored from t
   assert.equal(s.restore.action, 'restore');
   assert.match(s.restore.reason, /local database fails integrity_check/);
   assert.equal(await c.vw.integrity(), 'ok');
+  assert.equal((await c.host.sh('ls -A /var/lib/vaultwarden | grep -c vwstream-restore || true')).stdout, '0', 'no temporary restore files left in the data folder');
   const present = await userUuids(c.host);
   assert.deepEqual(rows.filter((u) => !present.has(u)), []);
   // The bad file is kept, byte for byte, under a timestamped name.
