@@ -14,10 +14,17 @@ export class RestorableWindow {
   private inflight: Promise<void> | null = null;
   private readonly query: () => Promise<Generation[]>;
   private readonly maxAgeMs: number;
+  private readonly emptyMaxAgeMs: number;
 
-  constructor(query: () => Promise<Generation[]>, maxAgeMs = 600_000) {
+  /**
+   * An empty or failed answer is asked again after `emptyMaxAgeMs`: a new vault's first
+   * generation appears seconds after start, and status must not say "nothing yet" for
+   * the next ten minutes.
+   */
+  constructor(query: () => Promise<Generation[]>, maxAgeMs = 600_000, emptyMaxAgeMs = 15_000) {
     this.query = query;
     this.maxAgeMs = maxAgeMs;
+    this.emptyMaxAgeMs = emptyMaxAgeMs;
   }
 
   private refresh(): Promise<void> {
@@ -39,7 +46,8 @@ export class RestorableWindow {
 
   /** The range, refreshed when older than maxAgeMs (waiting up to waitMs for it). */
   async current(waitMs = 3000): Promise<RestorableRange | null> {
-    if (!this.value || Date.now() - Date.parse(this.value.checkedAt) > this.maxAgeMs) {
+    const limit = this.value && (this.value.generations === 0 || this.value.error) ? this.emptyMaxAgeMs : this.maxAgeMs;
+    if (!this.value || Date.now() - Date.parse(this.value.checkedAt) > limit) {
       const p = this.refresh();
       await Promise.race([p, new Promise((r) => setTimeout(r, waitMs).unref())]);
     }
