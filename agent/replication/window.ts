@@ -17,9 +17,9 @@ export class RestorableWindow {
   private readonly emptyMaxAgeMs: number;
 
   /**
-   * An empty or failed answer is asked again after `emptyMaxAgeMs`: a new vault's first
-   * generation appears seconds after start, and status must not say "nothing yet" for
-   * the next ten minutes.
+   * An empty answer is asked again after 2 s and a failed one after `emptyMaxAgeMs`: a new
+   * vault's first generation appears a second or two after start, and status must not
+   * say "nothing yet" for the next ten minutes.
    */
   constructor(query: () => Promise<Generation[]>, maxAgeMs = 600_000, emptyMaxAgeMs = 15_000) {
     this.query = query;
@@ -46,10 +46,12 @@ export class RestorableWindow {
 
   /** The range, refreshed when older than maxAgeMs (waiting up to waitMs for it). */
   async current(waitMs = 3000): Promise<RestorableRange | null> {
-    const limit = this.value && (this.value.generations === 0 || this.value.error) ? this.emptyMaxAgeMs : this.maxAgeMs;
+    const empty = !this.value || this.value.generations === 0 || this.value.error !== null;
+    const limit = !empty ? this.maxAgeMs : this.value?.error ? this.emptyMaxAgeMs : Math.min(this.emptyMaxAgeMs, 2_000);
     if (!this.value || Date.now() - Date.parse(this.value.checkedAt) > limit) {
       const p = this.refresh();
-      await Promise.race([p, new Promise((r) => setTimeout(r, waitMs).unref())]);
+      // Nothing worth showing yet: wait longer for the answer than for a mere update.
+      await Promise.race([p, new Promise((r) => setTimeout(r, empty ? Math.max(waitMs, 15_000) : waitMs).unref())]);
     }
     return this.value;
   }
