@@ -22,9 +22,8 @@ const g = (a: unknown) => a as GlobalArgs;
 
 await yargs(process.argv.slice(2))
   .scriptName('vwstream-agent')
-  .usage([
-    '$0 <command> [--json]',
-    '',
+  .usage('$0 <command> [--json]')
+  .epilogue([
     'Runs Vaultwarden under systemd; its SQLite database streams to S3 (Litestream).',
     'Configuration: /etc/vwstream/vwstream.env (see check-config).',
     'Exit codes: 0 ok, 1 failed, 64 usage, 65 refused (needs your decision), 78 config.',
