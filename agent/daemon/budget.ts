@@ -23,6 +23,8 @@ export const DRAIN_MARGIN_MS = 10_000;
 export const VAULTWARDEN_STOP_MS = 60_000;
 
 export const VAULTWARDEN_MIN_MS = 10_000;
+/** What confirm-sync's own start and verdict may take inside Litestream's stop timeout. */
+export const CONFIRM_MARGIN_MS = 2_000;
 
 /**
  * Litestream's and the file upload's configured timeouts are kept when they fit;
@@ -51,7 +53,9 @@ export function drainBudget(graceMs: number, steps: { litestreamShutdownMs: numb
     litestreamMs,
     filesMs,
     scaled,
-    confirmMs: Math.max(halfLs - 500, 1_500),
+    // confirm-sync runs as Litestream's ExecStop within the same TimeoutStopSec: leave it
+    // time to start (Node loads the agent, slower on a busy host) and write its verdict.
+    confirmMs: Math.max(halfLs - CONFIRM_MARGIN_MS, 1_500),
     units: {
       agentSec: Math.ceil((graceMs + 15_000) / 1000),
       vaultwardenSec: Math.ceil(vaultwardenMs / 1000),

@@ -7,7 +7,7 @@ test('defaults fit in STOP_GRACE_PERIOD unchanged', () => {
   const b = drainBudget(300_000, { litestreamShutdownMs: 60_000, syncShutdownMs: 60_000 });
   assert.equal(b.scaled, false);
   assert.deepEqual([b.vaultwardenMs, b.litestreamMs, b.filesMs], [60_000, 60_000, 60_000]);
-  assert.equal(b.confirmMs, 29_500);
+  assert.equal(b.confirmMs, 28_000);
   assert.deepEqual(b.units, { agentSec: 315, vaultwardenSec: 60, litestreamSec: 30, backupSec: 1 });
 });
 
@@ -23,7 +23,7 @@ test('steps that add up to more than the grace period are scaled down and stay w
   }
   // Configured Litestream/file timeouts are kept when they fit; Vaultwarden takes the rest.
   const small = drainBudget(40_000, { litestreamShutdownMs: 10_000, syncShutdownMs: 10_000 });
-  assert.deepEqual([small.vaultwardenMs, small.litestreamMs, small.filesMs, small.confirmMs], [10_000, 10_000, 10_000, 4_500]);
+  assert.deepEqual([small.vaultwardenMs, small.litestreamMs, small.filesMs, small.confirmMs], [10_000, 10_000, 10_000, 3_000]);
   assert.equal(small.units.litestreamSec, 5);
 });
 
