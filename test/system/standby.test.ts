@@ -243,7 +243,8 @@ describe('lease and secondary on one prefix', () => {
     await waitFor('secondary serves the primary\'s newest row', 30_000, async () => ((await userUuids(b.host)).has(newer!) ? true : undefined), b.host);
     const onB3 = await userUuids(b.host);
     assert.ok(!onB3.has(local!), 'the secondary still serves its local write after the refresh');
-    assert.equal((await b.vw.counts()).users, 101);
+    // The file is swapped before Vaultwarden is back: wait for it to answer (0.3 s or so).
+    await waitFor('the secondary answering with 101 users', 30_000, async () => ((await b.vw.counts().catch(() => undefined))?.users === 101 ? true : undefined), b.host);
     const asideFiles = (await b.host.sh('find /var/lib/vwstream/aside -type f', { check: false })).stdout.trim();
     assert.ok(asideFiles, 'nothing kept under /var/lib/vwstream/aside');
     // The local row is in the kept copy (database or its WAL: grep the bytes).
