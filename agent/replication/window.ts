@@ -50,8 +50,8 @@ export class RestorableWindow {
     const limit = !empty ? this.maxAgeMs : this.value?.error ? this.emptyMaxAgeMs : Math.min(this.emptyMaxAgeMs, 2_000);
     if (!this.value || Date.now() - Date.parse(this.value.checkedAt) > limit) {
       const p = this.refresh();
-      // Nothing worth showing yet: wait longer for the answer than for a mere update.
-      await Promise.race([p, new Promise((r) => setTimeout(r, empty ? Math.max(waitMs, 15_000) : waitMs).unref())]);
+      // Never longer than waitMs: status must answer well within the CLI's 10 s timeout.
+      await Promise.race([p, new Promise((r) => setTimeout(r, waitMs).unref())]);
     }
     return this.value;
   }
