@@ -1,7 +1,13 @@
 import { groupOf } from './scope.ts';
 
 export interface LocalFile { size: number; mtimeMs: number }
-export interface ManifestEntry { size: number; mtimeMs: number; sha256: string }
+/**
+ * What the mirror knows of one file: the local size and mtime it last saw, the content's
+ * sha256, and the remote object's etag when this vault wrote (or fetched) that object.
+ * `conflict`: the remote object under this key is not this vault's; the local content
+ * was kept under this other key instead, and the remote one is never overwritten.
+ */
+export interface ManifestEntry { size: number; mtimeMs: number; sha256: string; etag?: string; conflict?: string }
 export type Manifest = Map<string, ManifestEntry>;
 
 export interface SyncPlan {
@@ -9,6 +15,8 @@ export interface SyncPlan {
   check: string[];
   /** Uploaded before, gone locally now: delete remotely. */
   remove: string[];
+  /** Kept under a conflict name, gone locally now: forget (the remote object was never ours). */
+  forget: string[];
   /** Deletions held back because a whole group vanished locally (no mass delete). */
   heldBack: { group: string; files: number }[];
   unchanged: number;
@@ -39,10 +47,15 @@ export function planSync(local: Map<string, LocalFile>, manifest: Manifest): Syn
     else gone.set(g, [rel]);
   }
   const remove: string[] = [];
+  const forget: string[] = [];
   const heldBack: SyncPlan['heldBack'] = [];
   for (const [g, files] of gone) {
-    if (!localGroups.has(g)) heldBack.push({ group: g, files: files.length });
-    else remove.push(...files);
+    const conflicts = files.filter((rel) => manifest.get(rel)?.conflict);
+    forget.push(...conflicts);
+    const owned = files.filter((rel) => !manifest.get(rel)?.conflict);
+    if (owned.length === 0) continue;
+    if (!localGroups.has(g)) heldBack.push({ group: g, files: owned.length });
+    else remove.push(...owned);
   }
-  return { check: check.sort(), remove: remove.sort(), heldBack, unchanged };
+  return { check: check.sort(), remove: remove.sort(), forget: forget.sort(), heldBack, unchanged };
 }

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { replicaUrl, type Config } from '../config/config.ts';
 import type { Runtime } from '../daemon/runtime.ts';
@@ -6,6 +6,8 @@ import { updateState } from '../daemon/state-file.ts';
 import { errorMessage } from '../errors.ts';
 import { scanLocal } from '../files/mirror.ts';
 import { inScope, scopeOf } from '../files/scope.ts';
+import { downloadTo } from '../files/store.ts';
+import { isSafeKey } from '../safe-fs.ts';
 import { notify } from '../notify/notify.ts';
 import { PATHS } from '../paths.ts';
 import { inspectDb, tableCounts } from '../replication/inspect.ts';
@@ -99,11 +101,9 @@ export async function runDrill(cfg: Config, rt: Runtime, opts: DrillOptions = {}
       const scope = scopeOf(cfg.syncInclude);
       let files = 0;
       try {
-        const objects = (await mirror.store.list()).filter((o) => inScope(scope, o.key));
+        const objects = (await mirror.store.list()).filter((o) => isSafeKey(o.key) && inScope(scope, o.key));
         for (const o of objects) {
-          const dest = join(dir, 'files', o.key);
-          await mirror.store.get(o.key, dest);
-          const size = (await stat(dest)).size;
+          const size = await downloadTo(mirror.store, o.key, join(dir, 'files', o.key));
           if (size !== o.size) return done(false, `file ${o.key}: restored ${size} bytes, the mirror lists ${o.size}`);
           files++;
         }

@@ -99,7 +99,7 @@ test('checkRemote re-uploads what disappeared from the remote', async () => {
 test('a pass stuck on a hung store does not hold the shutdown pass past its bound', async () => {
   const hung = new DirStore(join(root, 'hung'));
   // put() never settles unless aborted: an S3 that stopped answering.
-  hung.put = (_k: string, _p: string, _s: number, signal?: AbortSignal) => new Promise<void>((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true }));
+  hung.put = (_k: string, _r: unknown, signal?: AbortSignal) => new Promise<{ etag: string }>((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true }));
   const data3 = join(root, 'data3');
   mkdirSync(join(data3, 'attachments/c'), { recursive: true });
   writeFileSync(join(data3, 'attachments/c/x'), 'x');
