@@ -16,6 +16,10 @@ export const PATHS = {
   /** confirm-sync's verdict, read by the agent's drain. */
   finalSync: '/run/vwstream/final-sync.json',
   filesManifest: '/var/lib/vwstream/files-manifest.json',
+  /** A file restore in progress (removed when it completes; the next start finishes it). */
+  filesRestore: '/var/lib/vwstream/files-restore.json',
+  /** Staging for downloads and snapshots, never inside the data folder. */
+  tmpDir: '/var/lib/vwstream/tmp',
   /** Written by `promote`: the role that overrides NODE_ROLE (delete it to undo). */
   roleOverride: '/var/lib/vwstream/role-override',
   litestreamBin: '/usr/lib/vwstream-agent/bin/litestream',

@@ -12,7 +12,7 @@ import { UNITS } from '../paths.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 import { restoreFromBackup } from '../backup/restore-backup.ts';
 import { daemonRunning, runtimeFor } from './offline.ts';
-import { removeDbCopy, type Runtime } from '../daemon/runtime.ts';
+import { asideFolder, removeDbCopy, type Runtime } from '../daemon/runtime.ts';
 
 export interface RestoreArgs { config: string; json: boolean; force: boolean; backup?: string; to?: string; timestamp?: string; generation?: string; index?: string }
 
@@ -142,7 +142,7 @@ async function restoreLive(cfg: Config, rt: Runtime, args: RestoreArgs, point: R
     let files = { files: 0, bytes: 0 };
     let filesError: string | undefined;
     try {
-      files = await fileMirrorFor(cfg).restore(rt.ids, setAsideTo);
+      files = await fileMirrorFor(cfg).restore(rt.ids, setAsideTo ?? asideFolder('files-replaced-by-restore'));
     } catch (err) {
       filesError = errorMessage(err);
     }

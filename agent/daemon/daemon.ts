@@ -12,9 +12,7 @@ import { Notifier } from '../systemd/notify.ts';
 import { fetchMetrics, listGenerations, replicaCaughtUp, shadowPosition, verifyLoadedConfig, writePrivateFile, type LitestreamPosition } from '../replication/litestream.ts';
 import { RestorableWindow } from '../replication/window.ts';
 import { PROFILES } from '../config/config.ts';
-import { FileMirror } from '../files/mirror.ts';
-import { scopeOf } from '../files/scope.ts';
-import { DirStore, S3Store } from '../files/store.ts';
+import type { FileMirror } from '../files/mirror.ts';
 import { drainBudgetOf, type DrainBudget } from './budget.ts';
 import { renderDropins, writeDropins } from '../systemd/dropins.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -22,13 +20,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { LeaseKeeper } from '../replication/lease-keeper.ts';
 import { FileLeaseStore, S3LeaseStore, myIdentity, safetyMargin } from '../replication/lease.ts';
 import { s3Client } from '../files/store.ts';
-import { installRestored, removeDbCopy, setAside } from './runtime.ts';
+import { asideFolder, installRestored, removeDbCopy, setAside } from './runtime.ts';
 import { restoreChecked } from '../replication/restore.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
 import type { Role } from '../config/config.ts';
 import { nextRun } from '../backup/schedule.ts';
 import { notify } from '../notify/notify.ts';
-import { restoreOnStart, type RestoreOutcome } from '../replication/restore.ts';
+import { fileMirrorFor, restoreOnStart, type RestoreOutcome } from '../replication/restore.ts';
 import { prepareRuntime, type Runtime } from './runtime.ts';
 import { bumpCounter, readState, updateState, type DrainRecord, type DrainStep } from './state-file.ts';
 import { renderMetrics } from './metrics.ts';
@@ -102,12 +100,7 @@ export class Daemon {
     this.notifier = new Notifier(notifySocket);
     this.stopped = new Promise((resolve) => (this.stopSignal = resolve));
     this.budget = drainBudgetOf(cfg);
-    this.mirror = new FileMirror({
-      dataFolder: PATHS.dataFolder,
-      scope: scopeOf(cfg.syncInclude),
-      store: cfg.s3 ? new S3Store(cfg.s3) : new DirStore(`${cfg.localReplicaPath}/files`),
-      manifestPath: PATHS.filesManifest,
-    });
+    this.mirror = fileMirrorFor(cfg);
     this.roleOverride = readRoleOverride();
     this.role = (this.roleOverride as Role | null) ?? cfg.role;
     this.lease = new LeaseKeeper({
@@ -197,9 +190,10 @@ export class Daemon {
         this.restore = await restoreOnStart(this.cfg, this.rt);
         const d = this.restore.decision;
         await bumpCounter('restores', d.action).catch(() => undefined);
-        if (d.action === 'restore') {
-          const f = await this.mirror.restore(this.rt.ids, this.restore.setAsideTo);
-          log.info({ files: f.files, bytes: f.bytes, from: this.mirror.store.url }, `restored ${f.files} files (${f.bytes} bytes) from ${this.mirror.store.url}`);
+        const pendingFiles = this.mirror.pendingRestore();
+        if (d.action === 'restore' || pendingFiles) {
+          if (pendingFiles && d.action !== 'restore') log.warn({ startedAt: pendingFiles.startedAt, from: this.mirror.store.url }, `a file restore from ${this.mirror.store.url} started at ${pendingFiles.startedAt} did not finish; completing it before Vaultwarden starts`);
+          await this.restoreFiles(this.restore.setAsideTo ?? pendingFiles?.asideDir ?? asideFolder('files-replaced-by-restore'));
         }
         if (d.action === 'new-vault') log.warn({ replica: replicaUrl(this.cfg) }, `NEW VAULT: ${d.reason}; if you expected existing data, check S3_BUCKET/S3_PREFIX`);
         else log.info({ action: d.action, ms: this.restore.ms, setAsideTo: this.restore.setAsideTo }, `restore decision: ${d.action}: ${'reason' in d ? d.reason : ''}`);
@@ -224,7 +218,7 @@ export class Daemon {
       try {
         await this.mirror.checkRemote(AbortSignal.timeout(120_000));
         const r = await this.mirror.sync('start', AbortSignal.timeout(600_000));
-        log.info({ uploaded: r.uploaded, unchanged: r.unchanged, ms: r.ms }, `file mirror in sync (${r.uploaded} uploaded, ${r.unchanged} unchanged)`);
+        log.info({ uploaded: r.uploaded, unchanged: r.unchanged, conflicts: r.conflicts, errors: r.errors.length, ms: r.ms }, `file mirror ${r.errors.length ? 'NOT ' : ''}in sync (${r.uploaded} uploaded, ${r.unchanged} unchanged${r.conflicts ? `, ${r.conflicts} kept under a conflict name` : ''}${r.errors.length ? `, ${r.errors.length} errors: ${r.errors[0]}` : ''})`);
       } catch (err) {
         log.warn({ err: errorMessage(err) }, 'file mirror could not sync at start; retrying on changes and on the timer');
       }
@@ -267,6 +261,25 @@ export class Daemon {
       this.metricsServer?.close();
       this.systemd?.disconnect();
     }
+  }
+
+  /**
+   * The mirrored files into the data folder before Vaultwarden starts; local files that
+   * differ go to `asideDir`. Progress goes to STATUS= and, as it advances, pushes the
+   * start timeout out (EXTEND_TIMEOUT_USEC), so a long restore is not killed mid-way
+   * while a stalled one still is. A failure fails the start: the next start finishes it.
+   */
+  private async restoreFiles(asideDir: string): Promise<void> {
+    await this.setState('restoring', `restoring files from ${this.mirror.store.url}`);
+    let last = 0;
+    const f = await this.mirror.restore(this.rt.ids, asideDir, (p) => {
+      if (Date.now() - last < 1000 && p.done < p.total) return;
+      last = Date.now();
+      const text = `restoring: files ${p.done}/${p.total}, ${(p.bytes / 1048576).toFixed(0)} of ${(p.totalBytes / 1048576).toFixed(0)} MiB`;
+      void this.notifier.extendTimeout(120_000, text);
+    });
+    log.info({ files: f.files, replaced: f.replaced, unchanged: f.unchanged, ignored: f.ignored, bytes: f.bytes, from: this.mirror.store.url, ...(f.replaced ? { keptAt: `${asideDir}/files` } : {}) },
+      `restored ${f.files} files (${f.bytes} bytes) from ${this.mirror.store.url}; ${f.unchanged} already here${f.replaced ? `; ${f.replaced} local files that differed kept at ${asideDir}/files` : ''}${f.ignored ? `; ${f.ignored} skipped (links in the data folder)` : ''}`);
   }
 
   private async startUnit(unit: string): Promise<void> {

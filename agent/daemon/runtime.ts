@@ -87,13 +87,17 @@ async function move(from: string, to: string): Promise<void> {
   }
 }
 
+/** The name of a new folder of kept-aside data (created by whoever first puts something there). */
+export function asideFolder(why: string, asideRoot: string = PATHS.asideDir): string {
+  return `${asideRoot}/${new Date().toISOString().replace(/[:.]/g, '-')}-${why}`;
+}
+
 /**
  * Moves a database (with its WAL, SHM and Litestream metadata) into a timestamped folder
  * under /var/lib/vwstream/aside. Never deletes. Returns the folder.
  */
 export async function setAside(dbPath: string, why: string, asideRoot = PATHS.asideDir): Promise<string> {
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const dir = `${asideRoot}/${stamp}-${why}`;
+  const dir = asideFolder(why, asideRoot);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   for (const f of dbFileSet(dbPath)) {
     if (existsSync(f)) await move(f, `${dir}/${f.slice(f.lastIndexOf('/') + 1)}`);

@@ -30,6 +30,7 @@ export function fileMirrorFor(cfg: Config, dataFolder: string = PATHS.dataFolder
     scope: scopeOf(cfg.syncInclude),
     store: cfg.s3 ? new S3Store(cfg.s3) : new DirStore(`${cfg.localReplicaPath}/files`),
     manifestPath,
+    ...(manifestPath === PATHS.filesManifest ? { pendingPath: PATHS.filesRestore, stagingDir: PATHS.tmpDir } : {}),
   });
 }
 

@@ -42,6 +42,16 @@ export class Notifier {
     await this.send(['STOPPING=1', `--status=${text.slice(0, 200)}`]);
   }
 
+  /**
+   * Long work in progress (a restore): the unit's start (or stop) timeout is pushed
+   * `ms` past now, and the progress shown. Sent as work advances, so a restore that
+   * stops advancing still runs into the timeout.
+   */
+  async extendTimeout(ms: number, text: string): Promise<void> {
+    this.lastStatus = text;
+    await this.send([`EXTEND_TIMEOUT_USEC=${Math.round(ms * 1000)}`, `--status=${text.slice(0, 200)}`]);
+  }
+
   async watchdog(): Promise<void> {
     await this.send(['WATCHDOG=1']);
   }
