@@ -2,6 +2,9 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootHost, freePort, installPackage, installStandin, standin, type Host, type S3Server, type StandinClient } from './harness.ts';
 
+const AGENT = 'vwstream-agent.service';
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 const REPO = new URL('../..', import.meta.url).pathname;
 
 /** The .deb under test: VWS_DEB (set by make) or the newest in dist/. */
@@ -84,4 +87,68 @@ export function s3Env(s3: S3Server, bucket: string, prefix: string): Record<stri
 export async function userUuids(host: Host): Promise<Set<string>> {
   const r = await host.exec(['sqlite3', '-readonly', '/var/lib/vaultwarden/db.sqlite3', 'SELECT uuid FROM users;']);
   return new Set(r.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
+}
+
+/** The `msg` of every pino JSON line of the agent's journal (other lines as they are). */
+export async function agentMessages(host: Host, args: string[] = []): Promise<string[]> {
+  const journal = await host.journal(['-u', AGENT, '-o', 'cat', ...args]);
+  return journal.split('\n').filter(Boolean).map((l) => {
+    if (!l.startsWith('{')) return l;
+    try {
+      const j = JSON.parse(l) as { msg?: unknown; reason?: unknown };
+      return `${String(j.msg ?? l)}${j.reason !== undefined ? ` (reason: ${String(j.reason)})` : ''}`;
+    } catch { return l; }
+  });
+}
+
+export async function journalTail(host: Host, n = 40): Promise<string> {
+  if (!host.running) return `(host ${host.name} is not running)`;
+  return (await agentMessages(host)).slice(-n).map((m) => `  | ${m}`).join('\n');
+}
+
+/**
+ * Polls fn every intervalMs until it returns a value other than undefined (errors count as
+ * "not yet"; the last one is reported). On timeout throws with the last state and the agent's
+ * journal tail of `diag`.
+ */
+export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, diag?: Host, intervalMs = 250): Promise<{ value: T; ms: number }> {
+  const t0 = Date.now();
+  let last: unknown = 'never polled';
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return { value: v, ms: Date.now() - t0 };
+      last = 'not yet';
+    } catch (e) {
+      last = e instanceof Error ? e.message : e;
+    }
+    if (Date.now() - t0 > timeoutMs) {
+      throw new Error(`${what}: not within ${timeoutMs} ms (last: ${String(last).slice(0, 2000)})${diag ? `\n--- ${diag.name} agent journal ---\n${await journalTail(diag)}` : ''}`);
+    }
+    await sleep(intervalMs);
+  }
+}
+
+/** Starts (restarts) the agent; Type=notify: returns at READY=1 (a waiting primary sends READY too). */
+export async function startAgentQuick(host: Host, timeoutMs = 120_000): Promise<number> {
+  const t0 = Date.now();
+  let r = await host.exec(['systemctl', 'restart', AGENT], { timeoutMs, check: false });
+  // Environment, not the agent: under this machine's hybrid cgroup v1, nspawn hosts now and
+  // then fail a unit's start before exec with 219/CGROUP (after "Failed to kill control
+  // group … Input/output error"). Retry that, visibly, and nothing else.
+  for (let i = 0; i < 2 && r.exitCode !== 0 && /status=219\/CGROUP/.test((await agentMessages(host, ['-n', '5'])).join('\n')); i++) {
+    console.log(`# harness: [${host.name}] ${AGENT} failed to start with 219/CGROUP (nspawn cgroup); reset-failed and retried`);
+    await host.exec(['systemctl', 'reset-failed', AGENT], { check: false });
+    r = await host.exec(['systemctl', 'restart', AGENT], { timeoutMs, check: false });
+  }
+  if (r.exitCode !== 0) throw new Error(`[${host.name}] systemctl restart ${AGENT}: exit ${r.exitCode} ${r.stderr}\n--- agent journal ---\n${await journalTail(host)}`);
+  return Date.now() - t0;
+}
+
+/** The agent's file mirror has uploaded everything changed before `since`. */
+export async function waitFilesSynced(host: Host, since: number): Promise<void> {
+  await waitFor(`${host.name} file mirror in sync`, 30_000, async () => {
+    const s = await statusJson(host);
+    return s.lastFileSync && Date.parse(s.lastFileSync) >= since ? true : undefined;
+  }, host);
 }

@@ -18,7 +18,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startS3, type Host, type S3Server } from './harness.ts';
-import { agentHost, statusJson, waitDbSynced, type AgentHost } from './common.ts';
+import { agentHost, agentMessages, journalTail, startAgentQuick, statusJson, userUuids, waitDbSynced, waitFilesSynced, waitFor, type AgentHost } from './common.ts';
 
 const LEASE_TTL_S = 10;
 const SYNC_INTERVAL_S = 5;
@@ -70,62 +70,6 @@ async function activeState(host: Host, unit: string): Promise<string> {
   return (await host.exec(['systemctl', 'show', '-P', 'ActiveState', unit])).stdout.trim();
 }
 
-/** The `msg` of every pino JSON line of the agent's journal (other lines as they are). */
-async function agentMessages(host: Host, args: string[] = []): Promise<string[]> {
-  const journal = await host.journal(['-u', AGENT, '-o', 'cat', ...args]);
-  return journal.split('\n').filter(Boolean).map((l) => {
-    if (!l.startsWith('{')) return l;
-    try {
-      const j = JSON.parse(l) as { msg?: unknown; reason?: unknown };
-      return `${String(j.msg ?? l)}${j.reason !== undefined ? ` (reason: ${String(j.reason)})` : ''}`;
-    } catch { return l; }
-  });
-}
-
-async function journalTail(host: Host, n = 40): Promise<string> {
-  if (!host.running) return `(host ${host.name} is not running)`;
-  return (await agentMessages(host)).slice(-n).map((m) => `  | ${m}`).join('\n');
-}
-
-/**
- * Polls fn every intervalMs until it returns a value other than undefined (errors count as
- * "not yet"; the last one is reported). On timeout throws with the last state and the agent's
- * journal tail of `diag`.
- */
-async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, diag?: Host, intervalMs = 250): Promise<{ value: T; ms: number }> {
-  const t0 = Date.now();
-  let last: unknown = 'never polled';
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return { value: v, ms: Date.now() - t0 };
-      last = 'not yet';
-    } catch (e) {
-      last = e instanceof Error ? e.message : e;
-    }
-    if (Date.now() - t0 > timeoutMs) {
-      throw new Error(`${what}: not within ${timeoutMs} ms (last: ${String(last).slice(0, 2000)})${diag ? `\n--- ${diag.name} agent journal ---\n${await journalTail(diag)}` : ''}`);
-    }
-    await sleep(intervalMs);
-  }
-}
-
-/** Starts (restarts) the agent; Type=notify: returns at READY=1 (a waiting primary sends READY too). */
-async function startAgentQuick(host: Host, timeoutMs = 120_000): Promise<number> {
-  const t0 = Date.now();
-  let r = await host.exec(['systemctl', 'restart', AGENT], { timeoutMs, check: false });
-  // Environment, not the agent: under this machine's hybrid cgroup v1, nspawn hosts now and
-  // then fail a unit's start before exec with 219/CGROUP (after "Failed to kill control
-  // group … Input/output error"). Retry that, visibly, and nothing else.
-  for (let i = 0; i < 2 && r.exitCode !== 0 && /status=219\/CGROUP/.test((await agentMessages(host, ['-n', '5'])).join('\n')); i++) {
-    console.log(`# harness: [${host.name}] ${AGENT} failed to start with 219/CGROUP (nspawn cgroup); reset-failed and retried`);
-    await host.exec(['systemctl', 'reset-failed', AGENT], { check: false });
-    r = await host.exec(['systemctl', 'restart', AGENT], { timeoutMs, check: false });
-  }
-  if (r.exitCode !== 0) throw new Error(`[${host.name}] systemctl restart ${AGENT}: exit ${r.exitCode} ${r.stderr}\n--- agent journal ---\n${await journalTail(host)}`);
-  return Date.now() - t0;
-}
-
 /** Waits until status --json says state serving with the given role. */
 function waitServing(h: AgentHost, role: 'primary' | 'secondary', timeoutMs: number) {
   return waitFor(`${h.host.name} serving as ${role}`, timeoutMs, async () => {
@@ -134,21 +78,8 @@ function waitServing(h: AgentHost, role: 'primary' | 'secondary', timeoutMs: num
   }, h.host);
 }
 
-async function userUuids(host: Host): Promise<Set<string>> {
-  const r = await host.exec(['sqlite3', '-readonly', '/var/lib/vaultwarden/db.sqlite3', 'SELECT uuid FROM users;']);
-  return new Set(r.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
-}
-
 async function attachmentShas(host: Host): Promise<string> {
   return (await host.sh('cd /var/lib/vaultwarden/attachments && find . -type f -print0 | sort -z | xargs -0 -r sha256sum')).stdout;
-}
-
-/** The agent's file mirror has uploaded everything changed before `since`. */
-async function waitFilesSynced(host: Host, since: number): Promise<void> {
-  await waitFor(`${host.name} file mirror in sync`, 30_000, async () => {
-    const s = await statusJson(host);
-    return s.lastFileSync && Date.parse(s.lastFileSync) >= since ? true : undefined;
-  }, host);
 }
 
 // ---------------------------------------------------------------------------------------
