@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, watch, type FSWatcher } from 'node:fs';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -31,12 +31,6 @@ export interface SyncReport {
 
 /** Where remote objects that a local file would have overwritten are kept instead (outside every scope). */
 export const CONFLICT_PREFIX = '.conflicts/';
-
-export async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(path), h);
-  return h.digest('hex');
-}
 
 /** sha256 (and md5, which is S3's ETag of a single-part upload) of a whole open file. */
 async function hashHandle(fh: FileHandle): Promise<{ sha256: string; md5: string; size: number }> {
@@ -170,6 +164,13 @@ export class FileMirror {
   private readonly stagingDir: string | undefined;
   /** Each problem (skipped link, read error, ignored key, conflict) is logged once, not every pass. */
   private readonly said = new Set<string>();
+  /**
+   * The remote as last listed (at start, then hourly), kept up to date with this
+   * mirror's own writes: a new file whose key is not there is created at once (1
+   * request, create-only where the store enforces it); only a key that is there costs
+   * a HEAD. null: not listed yet, every unknown key is asked.
+   */
+  private remoteIndex: Map<string, RemoteObject> | null = null;
 
   constructor(opts: FileMirrorOptions) {
     this.dataFolder = opts.dataFolder;
@@ -243,6 +244,7 @@ export class FileMirror {
     return this.serial(async () => {
       const remote = new Map((await this.listRemote(signal)).map((o) => [o.key, o]));
       this.lastList = Date.now();
+      this.remoteIndex = remote;
       let forgotten = 0;
       for (const [rel, m] of this.manifest) {
         const r = remote.get(rel);
@@ -321,6 +323,7 @@ export class FileMirror {
           signal?.throwIfAborted();
           try {
             await this.store.delete(rel, signal);
+            this.remoteIndex?.delete(rel);
             this.manifest.delete(rel);
             report.deleted++;
             changed = true;
@@ -377,6 +380,7 @@ export class FileMirror {
         if (known.sha256 !== h.sha256) {
           const { etag } = await this.store.put(rel, body, signal);
           entry.etag = etag;
+          this.remoteIndex?.set(rel, { key: rel, size: h.size, etag });
           report.uploaded++;
           report.uploadedBytes += h.size;
         } else if (known.etag) entry.etag = known.etag;
@@ -387,17 +391,21 @@ export class FileMirror {
         this.manifest.set(rel, { ...entry, conflict: known.conflict });
         return true;
       }
-      const head = await this.store.head(rel, signal);
+      const listed = this.remoteIndex ? this.remoteIndex.get(rel) ?? null : undefined;
+      const sameAsListed = listed && /^[0-9a-f]{32}$/.test(listed.etag) && listed.etag === h.md5 && listed.size === h.size;
+      const head = listed === null ? null : sameAsListed ? { size: listed.size, etag: listed.etag, sha256: h.sha256 } : await this.store.head(rel, signal);
       if (!head) {
         try {
           const { etag } = await this.store.put(rel, { ...body, createOnly: true }, signal);
+          this.remoteIndex?.set(rel, { key: rel, size: h.size, etag });
           this.manifest.set(rel, { ...entry, etag });
           report.uploaded++;
           report.uploadedBytes += h.size;
           return true;
         } catch (err) {
           if (!(err instanceof PreconditionFailedError)) throw err;
-          return this.reconcileFile(rel, report, signal); // created meanwhile: compare with it
+          this.remoteIndex?.set(rel, { key: rel, size: -1, etag: '' }); // created meanwhile: ask and compare
+          return this.reconcileFile(rel, report, signal);
         }
       }
       if ((await this.remoteSha(rel, head, h, signal)) === h.sha256) {
