@@ -32,7 +32,7 @@ export interface StatusReport {
   walBytes: number | null;
   dbBytes: number | null;
   restore: { action: string; reason: string; at: string; ms: number } | null;
-  files: { remote: string; lastReport: { at: string; uploaded: number; deleted: number; unchanged: number; errors: number } | null };
+  files: { remote: string; lastReport: { at: string; uploaded: number; deleted: number; unchanged: number; conflicts: number; errors: number } | null; unreadable: string[] };
   lastDrain: { complete: boolean; at: string; detail: string } | null;
   lease: { holder: string; bootId: string; expiresAt: string; ours: boolean; url: string; suspended: string | null } | null;
   /** Why Litestream is stopped on purpose (lease not renewable: store unreachable); null = replicating. */

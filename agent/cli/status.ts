@@ -9,7 +9,7 @@ export function formatStatus(s: StatusReport): string {
     `  since          ${s.since}`,
     `  replica        ${s.replica}`,
     `  last DB sync   ${ago(s.lastDbSync)}`,
-    `  last file sync ${ago(s.lastFileSync)} → ${s.files.remote}${s.files.lastReport ? ` (last pass: ${s.files.lastReport.uploaded} uploaded, ${s.files.lastReport.unchanged} unchanged, ${s.files.lastReport.errors} errors)` : ''}`,
+    `  last file sync ${ago(s.lastFileSync)} → ${s.files.remote}${s.files.lastReport ? ` (last pass: ${s.files.lastReport.uploaded} uploaded, ${s.files.lastReport.unchanged} unchanged, ${s.files.lastReport.conflicts ? `${s.files.lastReport.conflicts} kept under a conflict name, ` : ''}${s.files.lastReport.errors} errors)` : ''}${s.files.unreadable?.length ? `\n  CANNOT READ ${s.files.unreadable.join(', ')}: no remote copy is deleted until it reads again` : ''}`,
     `  vaultwarden    ${s.vaultwarden.url} ${s.vaultwarden.alive ? '(alive)' : '(not answering)'}`,
     `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}${s.litestream.overrides?.length ? ` (${s.litestream.overrides.join(', ')} set explicitly)` : ''}`,
   ];

@@ -718,7 +718,8 @@ export class Daemon {
       restore: this.restore ? { action: this.restore.decision.action, reason: 'reason' in this.restore.decision ? this.restore.decision.reason : '', at: this.since.toISOString(), ms: this.restore.ms } : null,
       files: {
         remote: this.mirror.store.url,
-        lastReport: this.mirror.lastReport ? { at: this.mirror.lastReport.at, uploaded: this.mirror.lastReport.uploaded, deleted: this.mirror.lastReport.deleted, unchanged: this.mirror.lastReport.unchanged, errors: this.mirror.lastReport.errors.length } : null,
+        lastReport: this.mirror.lastReport ? { at: this.mirror.lastReport.at, uploaded: this.mirror.lastReport.uploaded, deleted: this.mirror.lastReport.deleted, unchanged: this.mirror.lastReport.unchanged, conflicts: this.mirror.lastReport.conflicts, errors: this.mirror.lastReport.errors.length } : null,
+        unreadable: this.mirror.unreadable.map((e) => `${PATHS.dataFolder}/${e.rel} (${e.code})`),
       },
       lease: this.lease.seen ? { holder: this.lease.seen.holder, bootId: this.lease.seen.bootId, expiresAt: this.lease.seen.expiresAt, ours: this.lease.held, url: this.lease.url, suspended: this.lease.suspended } : null,
       replicationSuspended: this.replicationSuspended,
@@ -771,8 +772,12 @@ export class Daemon {
       checks.push({ name: 'litestream', ok: ls?.activeState === 'active' && !this.replicationSuspended, detail: this.replicationSuspended ? `suspended: ${this.replicationSuspended}` : ls ? `${ls.activeState} (${ls.subState})` : 'unknown' });
       checks.push(ageCheck('db_sync_age', this.lastDbSync, 'replica confirmed in sync'));
       const lag = this.mirror.lagMs;
+      const unreadable = this.mirror.unreadable;
       const lastPass = this.mirror.lastSync ? `last clean pass ${Math.round((Date.now() - this.mirror.lastSync.getTime()) / 1000)}s ago` : 'no clean pass yet';
-      if (lag === null) {
+      if (unreadable.length) {
+        // A failing disk or a wrong permission: the remote copies are what is left; say so now.
+        checks.push({ name: 'file_mirror_lag', ok: false, detail: `cannot read ${unreadable.slice(0, 3).map((e) => `${PATHS.dataFolder}/${e.rel} (${e.code})`).join(', ')}${unreadable.length > 3 ? ` and ${unreadable.length - 3} more` : ''}; remote deletions held back; ${lastPass}` });
+      } else if (lag === null) {
         // No watcher: only the timer's passes tell; allow two intervals.
         const allowed = Math.max(maxAge, 2 * this.cfg.primarySyncIntervalMs);
         const age = this.mirror.lastSync ? Date.now() - this.mirror.lastSync.getTime() : Infinity;

@@ -155,6 +155,8 @@ export class FileMirror {
   /** Since when a change seen by the watcher (or a failed pass) waits for a clean pass. */
   private pendingSince: number | null = null;
   lastReport: SyncReport | null = null;
+  /** What the last scan could not read (path and errno): while any, no remote copy is deleted. */
+  unreadable: ScanProblem[] = [];
   private readonly dataFolder: string;
   private readonly scope: Scope;
   readonly store: ObjectStore;
@@ -290,6 +292,7 @@ export class FileMirror {
       // Entries outside the scope (a SYNC_INCLUDE_* turned off) are no longer this mirror's business.
       for (const rel of this.manifest.keys()) if (!inScope(this.scope, rel)) this.manifest.delete(rel);
       const scan = await scanData(this.dataFolder, this.scope);
+      this.unreadable = scan.errors;
       for (const s of scan.skipped) {
         this.sayOnce(`skip:${s.rel}`, { path: join(this.dataFolder, s.rel), kind: s.kind }, `file mirror: skipping ${join(this.dataFolder, s.rel)}: a ${s.kind}, not followed nor mirrored`);
       }
