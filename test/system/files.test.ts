@@ -198,4 +198,44 @@ describe('file mirror on hosts', () => {
     assert.equal((await r.vw.counts()).users, 10);
     assert.equal((await r.host.exec(['test', '-e', '/var/lib/vwstream/files-restore.json'], { check: false })).exitCode, 1, 'the record is gone once complete');
   });
+
+  test('a file restore that runs past TimeoutStartSec is not killed: its progress extends the start (EXTEND_TIMEOUT_USEC) and shows in STATUS=', async () => {
+    const PREFIX = 'slow/vw';
+    const FILES = 150;
+    const env = s3Env(s3, 'vault-files', PREFIX);
+    const p = await made('vws-fl-slow', env);
+    await startAgentQuick(p.host);
+    const t = Date.now();
+    await p.vw.addUsers(3);
+    const shas: string[] = [];
+    for (let i = 0; i < FILES; i++) shas.push(await p.vw.addAttachment(`s${i}.bin`, 200_000));
+    await waitFilesSynced(p.host, t);
+    await p.host.poweroff();
+
+    const r = await made('vws-fl-slow-2', env);
+    const TIMEOUT_S = 8;
+    await r.host.sh(`mkdir -p /etc/systemd/system/vwstream-agent.service.d && printf '[Service]\\nTimeoutStartSec=${TIMEOUT_S}s\\n' > /etc/systemd/system/vwstream-agent.service.d/timeout.conf && systemctl daemon-reload`);
+    const t0 = Date.now();
+    const start = r.host.exec(['systemctl', 'restart', 'vwstream-agent.service'], { timeoutMs: 300_000, check: false });
+    let done = false;
+    void start.finally(() => { done = true; });
+    // Once the files are coming, S3 gets a small share of the time: the restore outlasts the start timeout.
+    await waitFor('the file restore begins', 60_000, async () => (done || (await r.host.exec(['systemctl', 'show', '-P', 'StatusText', 'vwstream-agent.service'])).stdout.includes('files') ? true : undefined), r.host, 100);
+    const statuses = new Set<string>();
+    while (!done) {
+      s3.pause();
+      await new Promise((res) => setTimeout(res, 500));
+      s3.resume();
+      await new Promise((res) => setTimeout(res, 25));
+      const st = (await r.host.exec(['systemctl', 'show', '-P', 'StatusText', 'vwstream-agent.service'], { check: false })).stdout.trim();
+      if (st.startsWith('restoring: files')) statuses.add(st);
+    }
+    const res = await start;
+    const ms = Date.now() - t0;
+    assert.equal(res.exitCode, 0, `the start failed: ${res.stderr}\n${await journalTail(r.host, 30)}`);
+    assert.ok(ms > TIMEOUT_S * 1000, `the restore must outlast TimeoutStartSec=${TIMEOUT_S}s for this test to show anything (took ${ms} ms)`);
+    assert.ok([...statuses].some((s) => /^restoring: files \d+\/\d+, \d+ of \d+ MiB$/.test(s)), `progress in STATUS=: ${[...statuses].join(' | ')}`);
+    assert.deepEqual(await attachmentShas(r.host), shas.sort());
+    console.log(`start with a throttled S3 took ${ms} ms past TimeoutStartSec=${TIMEOUT_S}s; ${statuses.size} progress lines seen, e.g. "${[...statuses].at(-1)}"`);
+  });
 });
