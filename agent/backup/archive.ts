@@ -1,15 +1,16 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import tar from 'tar-stream';
-import { AgentError } from '../errors.ts';
-import { scanLocal } from '../files/mirror.ts';
+import { AgentError, errorMessage } from '../errors.ts';
 import type { Scope } from '../files/scope.ts';
+import { log } from '../log.ts';
+import { openReadNoFollow, UnsafePathError, walkNoFollow, type SkipKind, type WalkEntry } from '../safe-fs.ts';
 import { createEncryptStream } from './encrypt.ts';
 import type { ArchiveFormat } from './retention.ts';
 
@@ -61,7 +62,16 @@ export interface ArchiveOptions {
   /** Where the DB snapshot is staged (the only temporary copy); 0700 subdirectory. */
   tmpDir: string;
   signal?: AbortSignal;
+  /**
+   * The service user's uid: a file with several hard links owned by someone else is
+   * left out (it may be a protected file linked in). Default: the data folder's owner.
+   */
+  ownerUid?: number;
 }
+
+/** What a backup left out of the data folder, and why. */
+export interface ArchiveSkip { rel: string; kind: SkipKind }
+export interface ArchiveUnreadable { rel: string; error: string }
 
 export interface ArchiveReport {
   /** Bytes written to `out`. */
@@ -75,6 +85,10 @@ export interface ArchiveReport {
   /** sha256 of the bytes written to `out`. */
   sha256: string;
   encrypted: boolean;
+  /** Links and special files that were not followed nor archived (one warning each). */
+  skipped: ArchiveSkip[];
+  /** Folders or files that could not be read: the archive is incomplete. */
+  unreadable: ArchiveUnreadable[];
 }
 
 /** Counts and hashes what passes through. */
@@ -94,27 +108,43 @@ function meter(): Transform & { bytes: number; hash: ReturnType<typeof createHas
 
 type Entry = ReturnType<ReturnType<typeof tar.pack>['entry']>;
 
-/** Writes a file's first `size` bytes into a tar entry, honouring backpressure. */
-async function streamInto(entry: Entry, path: string, size: number, signal?: AbortSignal): Promise<void> {
+/**
+ * Writes an open file's first `size` bytes into a tar entry, honouring backpressure. A
+ * file that shrank meanwhile is padded with zeros (tar needs exactly `size` bytes).
+ */
+async function streamInto(entry: Entry, fh: FileHandle, size: number, signal?: AbortSignal): Promise<void> {
   const done = new Promise<void>((resolve, reject) => {
     entry.on('error', reject);
     entry.on('close', () => resolve());
     entry.on('finish', () => resolve());
   });
   done.catch(() => undefined); // a failure while still writing is thrown by the loop below
+  let written = 0;
   if (size > 0) {
-    const fh = await open(path, 'r');
-    try {
-      for await (const chunk of fh.createReadStream({ start: 0, end: size - 1, autoClose: false })) {
-        signal?.throwIfAborted();
-        if (!entry.write(chunk as Buffer)) await once(entry as unknown as NodeJS.EventEmitter, 'drain');
-      }
-    } finally {
-      await fh.close();
+    for await (const chunk of fh.createReadStream({ start: 0, end: size - 1, autoClose: false })) {
+      signal?.throwIfAborted();
+      written += (chunk as Buffer).length;
+      if (!entry.write(chunk as Buffer)) await once(entry as unknown as NodeJS.EventEmitter, 'drain');
     }
+    if (written < size) entry.write(Buffer.alloc(size - written));
   }
   (entry as unknown as { end(): void }).end();
   await done;
+}
+
+const SKIP_WHY: Record<SkipKind, string> = {
+  symlink: 'a symbolic link',
+  fifo: 'a FIFO',
+  socket: 'a socket',
+  'block-device': 'a block device',
+  'char-device': 'a character device',
+  hardlink: 'a hard link to a file of another owner',
+  other: 'not a regular file',
+};
+
+/** One warning per entry a backup leaves out: the journal names it and says why. */
+export function warnSkipped(what: string, rel: string, kind: SkipKind): void {
+  log.warn({ path: rel, kind }, `${what}: left out ${rel}: ${SKIP_WHY[kind]} in the data folder (not followed)`);
 }
 
 /**
@@ -122,7 +152,10 @@ async function streamInto(entry: Entry, path: string, size: number, signal?: Abo
  * with PRAGMA integrity_check first; a failing snapshot throws and nothing is shipped
  * beyond what was already streamed — callers write to a temp file or abort the upload)
  * plus the data folder's files in `scope`, as tar → gzip (tar.gz) → encryption (password).
- * Only the database snapshot is staged on disk.
+ * Only the database snapshot is staged on disk. The data folder is walked and read
+ * without following links (safe-fs): links and special files are left out with one
+ * warning each (`skipped`); folders or files that cannot be read are listed in
+ * `unreadable` (logged as errors) and the archive is still produced from the rest.
  */
 export async function createBackupArchive(opts: ArchiveOptions): Promise<ArchiveReport> {
   const stage = await mkdtemp(join(opts.tmpDir, 'backup-'));
@@ -141,7 +174,22 @@ export async function createBackupArchive(opts: ArchiveOptions): Promise<Archive
     }
     opts.signal?.throwIfAborted();
     const dbSt = await stat(snap);
-    const files = [...(await scanLocal(opts.dataFolder, opts.scope))].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const skipped: ArchiveSkip[] = [];
+    const unreadable: ArchiveUnreadable[] = [];
+    const skip = (rel: string, kind: SkipKind): void => {
+      skipped.push({ rel, kind });
+      warnSkipped('backup', rel, kind);
+    };
+    const cannotRead = (rel: string, err: unknown): void => {
+      const code = (err as NodeJS.ErrnoException).code;
+      const error = err instanceof UnsafePathError ? err.message : `${code ?? 'error'}: ${errorMessage(err)}`;
+      unreadable.push({ rel, error });
+      log.error({ path: rel, errno: code }, `backup: cannot read ${rel} (${error}); this backup is incomplete`);
+    };
+    const ownerUid = opts.ownerUid ?? (await stat(opts.dataFolder)).uid;
+    const files: WalkEntry[] = [];
+    for await (const e of walkNoFollow(opts.dataFolder, opts.scope.dirs, { rootFiles: opts.scope.rootFiles, onSkip: skip, onError: cannotRead, ownerUid })) files.push(e);
+    files.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 
     const pack = tar.pack();
     const m = meter();
@@ -154,16 +202,34 @@ export async function createBackupArchive(opts: ArchiveOptions): Promise<Archive
     let count = 0;
     const produce = async () => {
       const mtime = new Date();
-      await streamInto(pack.entry({ name: ARCHIVE_DB_NAME, size: dbSt.size, mode: 0o600, mtime, type: 'file' }), snap, dbSt.size, opts.signal);
+      const dbFh = await open(snap, 'r');
+      try {
+        await streamInto(pack.entry({ name: ARCHIVE_DB_NAME, size: dbSt.size, mode: 0o600, mtime, type: 'file' }), dbFh, dbSt.size, opts.signal);
+      } finally {
+        await dbFh.close();
+      }
       count++;
-      for (const [rel] of files) {
+      for (const f of files) {
         opts.signal?.throwIfAborted();
-        const path = join(opts.dataFolder, rel);
-        const st = await stat(path).catch((err: NodeJS.ErrnoException) => { if (err.code === 'ENOENT') return undefined; throw err; });
-        if (!st?.isFile()) continue; // removed since the scan: not part of this backup
-        await streamInto(pack.entry({ name: rel, size: st.size, mode: st.mode & 0o7777, mtime: st.mtime, type: 'file' }), path, st.size, opts.signal);
-        fileBytes += st.size;
-        count++;
+        let fh: FileHandle;
+        try {
+          // Reached again without following a link (it may have been replaced since the walk).
+          fh = await openReadNoFollow(opts.dataFolder, f.rel);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed since the walk: not part of this backup
+          if (err instanceof UnsafePathError && err.reason === 'symlink') { skip(f.rel, 'symlink'); continue; }
+          cannotRead(f.rel, err);
+          continue;
+        }
+        try {
+          const st = await fh.stat();
+          if (st.nlink > 1 && st.uid !== ownerUid) { skip(f.rel, 'hardlink'); continue; }
+          await streamInto(pack.entry({ name: f.rel, size: st.size, mode: st.mode & 0o7777, mtime: st.mtime, type: 'file' }), fh, st.size, opts.signal);
+          fileBytes += st.size;
+          count++;
+        } finally {
+          await fh.close();
+        }
       }
       pack.finalize();
     };
@@ -171,7 +237,7 @@ export async function createBackupArchive(opts: ArchiveOptions): Promise<Archive
     const piping = (pipeline as (...s: unknown[]) => Promise<void>)(pack, ...stages, m, opts.out, ...(opts.signal ? [{ signal: opts.signal }] : []))
       .catch((err: Error) => { pack.destroy(err); throw err; });
     await Promise.all([producing, piping]);
-    return { bytes: m.bytes, files: count, dbBytes: dbSt.size, fileBytes, sha256: m.hash.digest('hex'), encrypted };
+    return { bytes: m.bytes, files: count, dbBytes: dbSt.size, fileBytes, sha256: m.hash.digest('hex'), encrypted, skipped, unreadable };
   } finally {
     await rm(stage, { recursive: true, force: true });
   }

@@ -109,6 +109,7 @@ async function produceAndShip(cfg: Config, opts: BackupOptions, name: string, tm
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
       progress(`backup ${name}: ${report.archive.files} files, ${report.archive.bytes} bytes`);
+      if (report.archive.skipped.length) progress(`backup ${name}: left out ${report.archive.skipped.length} links or special files (see the journal)`);
     } catch (err) {
       await Promise.all(uploads.map((u) => u.abort()));
       const dropped = fan.failures;
@@ -129,6 +130,8 @@ async function produceAndShip(cfg: Config, opts: BackupOptions, name: string, tm
         const shipped = await u.finish(report.archive.bytes);
         Object.assign(d, { ok: true, bytes: shipped.bytes, ms: shipped.ms });
         progress(`backup ${name}: ${dest} holds it`);
+        // An incomplete archive never makes an older complete one expire.
+        if (report.archive.unreadable.length) continue;
       } catch (err) {
         d.error = errorMessage(err);
         log.error({ destination: dest, err: d.error }, `backup ${name}: ${d.error}`);
@@ -146,8 +149,11 @@ async function produceAndShip(cfg: Config, opts: BackupOptions, name: string, tm
       }
     }
     const failed = report.destinations.filter((d) => !d.ok);
+    const unreadable = report.archive.unreadable;
     if (failed.length) report.error = `${failed.length} of ${b.remotes.length} destinations failed: ${failed.map((d) => d.error).join('; ')}`;
-    else report.ok = true;
+    else if (unreadable.length) {
+      report.error = `incomplete: ${unreadable.length} paths of the data folder could not be read (${unreadable.slice(0, 3).map((u) => u.rel).join(', ')}${unreadable.length > 3 ? ', …' : ''}); shipped without them, retention not applied`;
+    } else report.ok = true;
   }
 }
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chownSync, createWriteStream, linkSync, symlinkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -133,4 +134,48 @@ test('integrityCheck reports a damaged database', () => {
   randomBytes(2048).copy(buf, idxRoot);
   writeFileSync(p, buf);
   assert.notEqual(integrityCheck(p), 'ok');
+});
+
+test('planted links, a FIFO, a foreign hard link and a folder that is a file: nothing outside the data folder is archived', async () => {
+  const w = join(root, 'planted');
+  const d = join(w, 'data');
+  const secretDir = join(w, 'etc-vwstream');
+  mkdirSync(join(d, 'attachments', 'c1'), { recursive: true });
+  mkdirSync(join(secretDir, 'sub'), { recursive: true });
+  const SECRET = 'S3_SECRET_ACCESS_KEY=planted-secret-value';
+  writeFileSync(join(secretDir, 'vwstream.env'), SECRET, { mode: 0o600 });
+  writeFileSync(join(secretDir, 'sub', 'deep'), SECRET);
+  writeFileSync(join(w, 'shadow'), SECRET, { mode: 0o600 });
+  writeFileSync(join(d, 'attachments', 'c1', 'real'), 'REAL ATTACHMENT');
+  writeFileSync(join(d, 'rsa_key.pem'), 'KEY');
+  symlinkSync(secretDir, join(d, 'sends')); // a symlinked directory
+  symlinkSync(join(w, 'shadow'), join(d, 'attachments', 'x')); // a symlinked file
+  symlinkSync(secretDir, join(d, 'attachments', 'hop')); // a link on the way to deeper files
+  symlinkSync(join(w, 'shadow'), join(d, 'config.json')); // a root file that is a link
+  execFileSync('mkfifo', [join(d, 'attachments', 'c1', 'fifo')]);
+  linkSync(join(w, 'shadow'), join(d, 'attachments', 'c1', 'hard')); // root-owned, data folder owned by 4242
+  chownSync(d, 4242, 4242);
+  writeFileSync(join(d, 'icon_cache'), 'a file where a folder belongs');
+  const db = new DatabaseSync(join(d, 'db.sqlite3'));
+  db.exec('CREATE TABLE users (uuid TEXT); INSERT INTO users VALUES (1)');
+  db.close();
+  const out = join(w, 'out.tar');
+  const report = await createBackupArchive({
+    dbPath: join(d, 'db.sqlite3'), dataFolder: d, scope: scopeOf({ attachments: true, sends: true, config: true, rsaKey: true, iconCache: true }),
+    tmpDir: tmp, format: 'tar', out: createWriteStream(out),
+  });
+  const bytes = readFileSync(out);
+  assert.equal(bytes.includes(Buffer.from('planted-secret-value')), false);
+  assert.equal(bytes.includes(Buffer.from('REAL ATTACHMENT')), true);
+  const x = join(w, 'x');
+  mkdirSync(x);
+  await run('tar', ['-xf', out, '-C', x]);
+  const listed = (await run('tar', ['-tf', out])).stdout.trim().split('\n').sort();
+  assert.deepEqual(listed, ['attachments/c1/real', 'db.sqlite3', 'rsa_key.pem']);
+  assert.equal(report.files, 3);
+  assert.deepEqual(report.skipped.map((s) => `${s.rel}:${s.kind}`).sort(), [
+    'attachments/c1/fifo:fifo', 'attachments/c1/hard:hardlink', 'attachments/hop:symlink', 'attachments/x:symlink', 'config.json:symlink', 'sends:symlink',
+  ]);
+  assert.deepEqual(report.unreadable.map((u) => u.rel), ['icon_cache']);
+  assert.match(report.unreadable[0]!.error, /icon_cache: is not a directory/);
 });
