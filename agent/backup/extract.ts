@@ -6,6 +6,8 @@ import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { AgentError } from '../errors.ts';
 import { run } from '../exec.ts';
+import { log } from '../log.ts';
+import { isSafeKey } from '../safe-fs.ts';
 import { createDecryptStream, looksEncrypted } from './encrypt.ts';
 import type { RcloneContext } from './destinations.ts';
 
@@ -31,7 +33,10 @@ async function head(path: string, n: number): Promise<Buffer> {
 
 /**
  * Unpacks a backup archive (encrypted or not, gzip or not: detected from its bytes) into
- * `staging`, refusing any entry that would land outside it. Returns the relative paths.
+ * `staging` (a fresh folder of the agent's own), refusing the whole archive when an entry
+ * name is not a clean relative path (absolute, '..', empty segments, backslash, NUL).
+ * Only regular files are unpacked: links and other entry types in an archive are ignored.
+ * Returns the relative paths.
  */
 export async function extractArchive(file: string, staging: string, password: string, onProgress?: (line: string) => void): Promise<string[]> {
   const encrypted = looksEncrypted(await head(file, 16));
@@ -42,14 +47,20 @@ export async function extractArchive(file: string, staging: string, password: st
   const extract = tar.extract();
   let refused: AgentError | undefined;
   extract.on('entry', (h, stream, next) => {
-    const rel = h.name.replace(/^\.\//, '');
-    if (rel === '' || rel.startsWith('/') || rel.split('/').includes('..')) {
+    let rel = h.name.replace(/^\.\//, '');
+    if (h.type === 'directory') rel = rel.replace(/\/+$/, '');
+    if (h.type === 'directory' && (rel === '' || rel === '.')) { stream.resume(); return next(); }
+    if (!isSafeKey(rel)) {
       stream.resume();
-      refused ??= new AgentError(`archive entry ${JSON.stringify(h.name)} escapes the data folder; refusing this archive`);
+      refused ??= new AgentError(`archive entry ${JSON.stringify(h.name)} is not a clean relative path (it could escape the data folder); refusing this archive`);
       return next();
     }
     if (h.type === 'directory') { stream.resume(); return next(); }
-    if (h.type !== 'file') { stream.resume(); return next(); }
+    if (h.type !== 'file') {
+      log.warn({ entry: rel, type: h.type }, `restore: ignored archive entry ${rel}: a ${h.type}, not a regular file`);
+      stream.resume();
+      return next();
+    }
     if (refused) { stream.resume(); return next(); }
     const dest = join(staging, rel);
     entries.push(rel);

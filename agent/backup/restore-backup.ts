@@ -1,25 +1,47 @@
 import { existsSync } from 'node:fs';
-import { chown, cp, lstat, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/config.ts';
 import { installRestored, setAside, type Runtime } from '../daemon/runtime.ts';
 import { updateState } from '../daemon/state-file.ts';
 import { AgentError } from '../errors.ts';
+import { inScope, scopeOf } from '../files/scope.ts';
+import { log } from '../log.ts';
 import { PATHS } from '../paths.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
+import { moveOut, openDirNoFollow, UnsafePathError, writeFileInto, type Ids } from '../safe-fs.ts';
 import { rcloneContext } from './destinations.ts';
 import { extractArchive, fetchArchive } from './extract.ts';
 
-export interface BackupRestoreReport { source: string; users: number; files: number; setAsideTo?: string; ms: number }
+export interface BackupRestoreReport { source: string; users: number; files: number; ignored: string[]; setAsideTo?: string; ms: number }
 
-async function move(from: string, to: string): Promise<void> {
-  await mkdir(dirname(to), { recursive: true, mode: 0o700 });
-  try {
-    await rename(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-    await cp(from, to, { preserveTimestamps: true });
-    await rm(from, { force: true });
+/** Where a backup restore reads and writes; the contract's paths unless a test says otherwise. */
+export interface BackupRestorePaths { dataFolder: string; stateDir: string; asideDir: string; stateFile: string }
+
+/** Everything of the data folder a backup may put back (the database aside). */
+const RESTORABLE = scopeOf({ attachments: true, sends: true, config: true, rsaKey: true, iconCache: true });
+
+/**
+ * Before anything live moves: every existing directory on the way to each restored file
+ * must be a real directory (not a link) owned by the service user or root. A planted
+ * link (e.g. `attachments` -> a root-owned folder) refuses the whole restore, naming it.
+ */
+export async function checkRestoreTargets(dataFolder: string, rels: string[], ids: Ids): Promise<void> {
+  const dirs = [...new Set(rels.map((r) => dirname(r)))].sort();
+  for (const d of ['.', ...dirs]) {
+    try {
+      const fh = await openDirNoFollow(dataFolder, d === '.' ? '' : d, { owners: [...new Set([ids.uid, 0])] });
+      await fh.close();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // created (verified) later
+      if (err instanceof UnsafePathError) {
+        throw new AgentError(`restore refused: ${err.message}; nothing was changed`, {
+          hint: `look at ${err.path} (something may have planted it); remove it or make it a real directory owned by the service user (a folder on another disk must be a bind mount, not a symlink), then run the restore again`,
+          cause: err,
+        });
+      }
+      throw err;
+    }
   }
 }
 
@@ -30,10 +52,19 @@ async function move(from: string, to: string): Promise<void> {
  * kept aside. The caller enforces the safety rule (agent stopped; --force over data).
  * The restored vault is marked as the operator's choice, so the next start keeps it and
  * replicates it as a new generation instead of refusing because it differs from the replica.
+ *
+ * Files go into the data folder without following a link (safe-fs): each is written to
+ * a temporary name inside a directory verified to be real and owned by the service user,
+ * then renamed; a link where a file goes is moved aside as the link. Archive entries
+ * outside the vault's files (attachments/, sends/, icon_cache/, config.json, rsa_key*)
+ * are ignored with a warning.
  */
-export async function restoreFromBackup(cfg: Config, rt: Runtime, source: string, onProgress: (line: string) => void = () => undefined): Promise<BackupRestoreReport> {
+export async function restoreFromBackup(
+  cfg: Config, rt: Runtime, source: string, onProgress: (line: string) => void = () => undefined,
+  paths: BackupRestorePaths = { dataFolder: PATHS.dataFolder, stateDir: PATHS.stateDir, asideDir: PATHS.asideDir, stateFile: PATHS.stateFile },
+): Promise<BackupRestoreReport> {
   const started = Date.now();
-  const tmpRoot = join(PATHS.stateDir, 'tmp');
+  const tmpRoot = join(paths.stateDir, 'tmp');
   await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
   const work = await mkdtemp(join(tmpRoot, 'restore-'));
   try {
@@ -46,28 +77,38 @@ export async function restoreFromBackup(cfg: Config, rt: Runtime, source: string
     const facts = inspectDb(db);
     if (!facts.exists) throw new AgentError(`${source} holds no db.sqlite3: not a vwstream backup`);
     if (!facts.intact) throw new AgentError(`the database in ${source} fails integrity_check (${facts.integrityMessage}); nothing was changed`);
-    onProgress(`archive checked: ${facts.users} users, ${entries.length - 1} files`);
-
-    const setAsideTo = existsSync(rt.dbPath) ? await setAside(rt.dbPath, 'before-backup-restore') : undefined;
-    await installRestored(db, rt.dbPath, rt.ids);
-    let files = 0;
+    const rels: string[] = [];
+    const ignored: string[] = [];
     for (const rel of entries) {
       if (rel === 'db.sqlite3') continue;
-      const dest = join(PATHS.dataFolder, rel);
-      if (await lstat(dest).catch(() => undefined)) await move(dest, join(setAsideTo ?? join(PATHS.asideDir, `${Date.now()}-before-backup-restore`), 'files', rel));
-      for (let d = dirname(rel); d !== '.'; d = dirname(d)) {
-        await mkdir(join(PATHS.dataFolder, d), { recursive: true, mode: 0o700 });
-        await chown(join(PATHS.dataFolder, d), rt.ids.uid, rt.ids.gid);
+      if (inScope(RESTORABLE, rel)) rels.push(rel);
+      else {
+        ignored.push(rel);
+        log.warn({ entry: rel }, `restore: ignored archive entry ${rel}: not one of the vault's files (attachments/, sends/, icon_cache/, config.json, rsa_key*)`);
       }
-      await move(join(staging, rel), dest);
-      await chown(dest, rt.ids.uid, rt.ids.gid);
+    }
+    onProgress(`archive checked: ${facts.users} users, ${rels.length} files`);
+    await checkRestoreTargets(paths.dataFolder, rels, rt.ids);
+
+    const setAsideTo = existsSync(rt.dbPath) ? await setAside(rt.dbPath, 'before-backup-restore', paths.asideDir as typeof PATHS.asideDir) : undefined;
+    await installRestored(db, rt.dbPath, rt.ids);
+    const filesAside = join(setAsideTo ?? join(paths.asideDir, `${Date.now()}-before-backup-restore`), 'files');
+    let files = 0;
+    for (const rel of rels) {
+      const asidePath = join(filesAside, rel);
+      await mkdir(dirname(asidePath), { recursive: true, mode: 0o700 });
+      if (await moveOut(paths.dataFolder, rel, asidePath)) log.info({ path: rel, aside: asidePath }, `restore: kept the replaced ${rel} aside at ${asidePath}`);
+      const staged = join(staging, rel);
+      const st = await stat(staged);
+      await writeFileInto(paths.dataFolder, rel, { fromPath: staged }, rt.ids, { mode: 0o600, dirMode: 0o700, mtime: st.mtime });
       files++;
+      if (files % 200 === 0) onProgress(`restored ${files}/${rels.length} files`);
     }
     await updateState({
       acceptedLocalDigest: contentDigest(rt.dbPath),
       lastRestore: { at: new Date().toISOString(), action: 'restore', reason: `restored from backup ${source} by the operator`, ...(setAsideTo ? { setAsideTo } : {}) },
-    });
-    return { source, users: facts.users, files, ...(setAsideTo ? { setAsideTo } : {}), ms: Date.now() - started };
+    }, paths.stateFile as typeof PATHS.stateFile);
+    return { source, users: facts.users, files, ignored, ...(setAsideTo ? { setAsideTo } : {}), ms: Date.now() - started };
   } finally {
     await rm(work, { recursive: true, force: true });
   }

@@ -114,3 +114,25 @@ test('an abandoned run (shutdown budget spent) stops the uploads and leaves no p
     rmSync(big);
   }
 });
+
+test('a data folder path that cannot be read fails the run as incomplete: shipped without it, retention not applied, /fail pinged', async () => {
+  const f = join(root, 'f');
+  mkdirSync(f);
+  const DAY = 86_400_000;
+  const old = [40, 50, 60].map((d) => archiveName(new Date(now.getTime() - d * DAY), 'tar.gz', true));
+  for (const o of old) writeFileSync(join(f, o), 'old');
+  writeFileSync(join(data, 'sends'), 'a file where the sends folder belongs');
+  try {
+    pings.length = 0;
+    const report = await runBackup(config(`LOCALA:${f}`), opts);
+    assert.equal(report.ok, false);
+    assert.match(report.error!, /^incomplete: 1 paths of the data folder could not be read \(sends\); shipped without them, retention not applied$/);
+    assert.deepEqual(report.archive!.unreadable.map((u) => u.rel), ['sends']);
+    assert.deepEqual(readdirSync(f).sort(), [...old, report.name].sort());
+    assert.equal(report.destinations[0]!.ok, true);
+    assert.equal(report.destinations[0]!.retention, undefined);
+    assert.deepEqual(pings, ['/ping/abc/fail']);
+  } finally {
+    rmSync(join(data, 'sends'));
+  }
+});
