@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/config.ts';
-import { installRestored, setAside, type Runtime } from '../daemon/runtime.ts';
+import { asideFolder, installRestored, setAside, type Runtime } from '../daemon/runtime.ts';
 import { updateState } from '../daemon/state-file.ts';
 import { AgentError } from '../errors.ts';
 import { inScope, scopeOf } from '../files/scope.ts';
@@ -92,7 +92,7 @@ export async function restoreFromBackup(
 
     const setAsideTo = existsSync(rt.dbPath) ? await setAside(rt.dbPath, 'before-backup-restore', paths.asideDir as typeof PATHS.asideDir) : undefined;
     await installRestored(db, rt.dbPath, rt.ids);
-    const filesAside = join(setAsideTo ?? join(paths.asideDir, `${Date.now()}-before-backup-restore`), 'files');
+    const filesAside = join(setAsideTo ?? asideFolder('before-backup-restore', paths.asideDir), 'files');
     let files = 0;
     for (const rel of rels) {
       const asidePath = join(filesAside, rel);
