@@ -18,6 +18,11 @@ export interface BackupRestoreReport { source: string; users: number; files: num
 /** Where a backup restore reads and writes; the contract's paths unless a test says otherwise. */
 export interface BackupRestorePaths { dataFolder: string; stateDir: string; asideDir: string; stateFile: string }
 
+/** True when a failed backup restore changed nothing live (the previous vault may be served again). */
+export function leftUnchanged(err: unknown): boolean {
+  return err instanceof Error && (err as Error & { unchanged?: boolean }).unchanged === true;
+}
+
 /** Everything of the data folder a backup may put back (the database aside). */
 const RESTORABLE = scopeOf({ attachments: true, sends: true, config: true, rsaKey: true, iconCache: true });
 
@@ -57,7 +62,8 @@ export async function checkRestoreTargets(dataFolder: string, rels: string[], id
  * a temporary name inside a directory verified to be real and owned by the service user,
  * then renamed; a link where a file goes is moved aside as the link. Archive entries
  * outside the vault's files (attachments/, sends/, icon_cache/, config.json, rsa_key*)
- * are ignored with a warning.
+ * are ignored with a warning. An error thrown before anything live changed carries
+ * `unchanged: true` (see {@link leftUnchanged}).
  */
 export async function restoreFromBackup(
   cfg: Config, rt: Runtime, source: string, onProgress: (line: string) => void = () => undefined,
@@ -67,6 +73,7 @@ export async function restoreFromBackup(
   const tmpRoot = join(paths.stateDir, 'tmp');
   await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
   const work = await mkdtemp(join(tmpRoot, 'restore-'));
+  let changed = false;
   try {
     onProgress(`fetching ${source}`);
     const file = await fetchArchive(source, work, rcloneContext(cfg), existsSync(source));
@@ -90,6 +97,7 @@ export async function restoreFromBackup(
     onProgress(`archive checked: ${facts.users} users, ${rels.length} files`);
     await checkRestoreTargets(paths.dataFolder, rels, rt.ids);
 
+    changed = true;
     const setAsideTo = existsSync(rt.dbPath) ? await setAside(rt.dbPath, 'before-backup-restore', paths.asideDir as typeof PATHS.asideDir) : undefined;
     await installRestored(db, rt.dbPath, rt.ids);
     const filesAside = join(setAsideTo ?? asideFolder('before-backup-restore', paths.asideDir), 'files');
@@ -109,6 +117,10 @@ export async function restoreFromBackup(
       lastRestore: { at: new Date().toISOString(), action: 'restore', reason: `restored from backup ${source} by the operator`, ...(setAsideTo ? { setAsideTo } : {}) },
     }, paths.stateFile as typeof PATHS.stateFile);
     return { source, users: facts.users, files, ignored, ...(setAsideTo ? { setAsideTo } : {}), ms: Date.now() - started };
+  } catch (err) {
+    // Failed before the live data was touched (fetch, decrypt, check, refusal): the caller may serve it again.
+    if (!changed && err instanceof Error) Object.assign(err, { unchanged: true });
+    throw err;
   } finally {
     await rm(work, { recursive: true, force: true });
   }

@@ -10,7 +10,7 @@ import { readState } from '../daemon/state-file.ts';
 import { Systemd } from '../systemd/dbus.ts';
 import { UNITS } from '../paths.ts';
 import { configFor, printJson, runCommand } from './common.ts';
-import { restoreFromBackup } from '../backup/restore-backup.ts';
+import { leftUnchanged, restoreFromBackup } from '../backup/restore-backup.ts';
 import { daemonRunning, runtimeFor } from './offline.ts';
 import { asideFolder, removeDbCopy, type Runtime } from '../daemon/runtime.ts';
 
@@ -82,7 +82,14 @@ export function restoreCommand(args: RestoreArgs): Promise<never> {
       const { wasRunning, systemd } = await drainAgent(cfg, say);
       try {
         const progress = process.stderr.isTTY ? (l: string) => process.stderr.write(`restore: ${l}\n`) : undefined;
-        const r = await restoreFromBackup(cfg, rt, args.backup, progress);
+        const r = await restoreFromBackup(cfg, rt, args.backup, progress).catch(async (err: unknown) => {
+          // Refused or failed before anything live changed: serve the previous vault again.
+          if (leftUnchanged(err) && wasRunning && systemd) {
+            const again = await startAgent(systemd, say).catch((e: unknown) => errorMessage(e));
+            say(again === 'done' ? 'nothing was changed: vwstream-agent serves the previous data again' : `nothing was changed, but vwstream-agent did not start (${again}): journalctl -u vwstream-agent`);
+          }
+          throw err;
+        });
         const started = wasRunning && systemd ? await startAgent(systemd, say) : undefined;
         if (args.json) printJson({ restored: true, ...r, agentRestarted: started ?? null });
         else {

@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { after, test } from 'node:test';
 import tar from 'tar-stream';
-import { restoreFromBackup } from '../../agent/backup/restore-backup.ts';
+import { leftUnchanged, restoreFromBackup } from '../../agent/backup/restore-backup.ts';
 import { buildConfig } from '../../agent/config/config.ts';
 import { parseEnvFile } from '../../agent/config/envfile.ts';
 import type { Runtime } from '../../agent/daemon/runtime.ts';
@@ -127,6 +127,7 @@ for (const plant of ['attachments -> a root-owned folder', 'attachments/c1 -> a 
       assert.ok(e instanceof AgentError);
       assert.equal(e.message, `restore refused: ${refused}; refusing to follow or write through it; nothing was changed`);
       assert.match(e.hint!, /bind mount, not a symlink/);
+      assert.equal(leftUnchanged(e), true);
       return true;
     });
     assert.deepEqual(snapshot(rootDir), before);

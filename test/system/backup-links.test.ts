@@ -122,8 +122,12 @@ test('restore --backup: refused while attachments is a link to a root-owned fold
   assert.equal(refused.exitCode, 1, refused.stdout + refused.stderr);
   assert.match(refused.stderr, /restore refused: \/var\/lib\/vaultwarden\/attachments: is a symbolic link; refusing to follow or write through it; nothing was changed/);
   assert.match(refused.stderr, /bind mount, not a symlink/);
+  // Nothing changed, so the previous vault is served again at once.
+  assert.match(refused.stdout, /nothing was changed: vwstream-agent serves the previous data again/);
+  assert.equal((await b.host.exec(['systemctl', 'is-active', 'vwstream-agent.service'], { check: false })).stdout.trim(), 'active');
+  await waitServing(b.host);
+  assert.equal((await b.vw.counts()).users, 2);
   assert.equal(await treeState(b, '/srv/rootdir'), rootBefore);
-  assert.equal((await b.host.exec(['sqlite3', '-readonly', '/var/lib/vaultwarden/db.sqlite3', 'select count(*) from users'])).stdout, '2');
   assert.equal((await b.host.sh('ls -A /var/lib/vwstream/aside 2>/dev/null; true')).stdout, asideBefore);
   assert.equal((await b.host.exec(['readlink', '/var/lib/vaultwarden/attachments'])).stdout, '/srv/rootdir');
 
