@@ -144,14 +144,20 @@ export async function openDirNoFollow(root: string, relDir: string, opts: OpenDi
         await mkdir(at(dir, name), { mode: 0o700 }).then(() => { made = true; }, (e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
         child = await openChildDir(dir, name, shown);
         if (made) {
-          // Ours: hand it to the service user (on the descriptor: a swap in between is refused above).
-          await child.chown(opts.create.ids.uid, opts.create.ids.gid);
-          await child.chmod(opts.create.mode);
-          await dir.sync();
+          try {
+            // Ours: hand it to the service user (on the descriptor: a swap in between is refused above).
+            await child.chown(opts.create.ids.uid, opts.create.ids.gid);
+            await child.chmod(opts.create.mode);
+            await dir.sync();
+          } catch (e) {
+            await child.close().catch(() => undefined);
+            throw e;
+          }
         }
       }
-      await dir.close();
+      const parent = dir;
       dir = child;
+      await parent.close();
       await checkOwner(dir, shown, opts.owners);
     }
     return dir;
