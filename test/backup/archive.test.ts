@@ -148,6 +148,9 @@ test('planted links, a FIFO, a foreign hard link and a folder that is a file: no
   writeFileSync(join(w, 'shadow'), SECRET, { mode: 0o600 });
   writeFileSync(join(d, 'attachments', 'c1', 'real'), 'REAL ATTACHMENT');
   writeFileSync(join(d, 'rsa_key.pem'), 'KEY');
+  mkdirSync(join(d, 'attachments', 'c2'));
+  writeFileSync(join(d, 'attachments', 'c2', 'theirs'), 'FOREIGN OWNER');
+  chownSync(join(d, 'attachments', 'c2'), 1234, 1234); // a real directory of another uid: read (nothing to follow)
   symlinkSync(secretDir, join(d, 'sends')); // a symlinked directory
   symlinkSync(join(w, 'shadow'), join(d, 'attachments', 'x')); // a symlinked file
   symlinkSync(secretDir, join(d, 'attachments', 'hop')); // a link on the way to deeper files
@@ -171,8 +174,8 @@ test('planted links, a FIFO, a foreign hard link and a folder that is a file: no
   mkdirSync(x);
   await run('tar', ['-xf', out, '-C', x]);
   const listed = (await run('tar', ['-tf', out])).stdout.trim().split('\n').sort();
-  assert.deepEqual(listed, ['attachments/c1/real', 'db.sqlite3', 'rsa_key.pem']);
-  assert.equal(report.files, 3);
+  assert.deepEqual(listed, ['attachments/c1/real', 'attachments/c2/theirs', 'db.sqlite3', 'rsa_key.pem']);
+  assert.equal(report.files, 4);
   assert.deepEqual(report.skipped.map((s) => `${s.rel}:${s.kind}`).sort(), [
     'attachments/c1/fifo:fifo', 'attachments/c1/hard:hardlink', 'attachments/hop:symlink', 'attachments/x:symlink', 'config.json:symlink', 'sends:symlink',
   ]);
