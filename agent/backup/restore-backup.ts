@@ -2,11 +2,12 @@ import { existsSync } from 'node:fs';
 import { chown, cp, lstat, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/config.ts';
-import { installRestored, setAside, type Runtime } from '../daemon/runtime.ts';
-import { updateState } from '../daemon/state-file.ts';
+import { removeDbCopy, type Runtime } from '../daemon/runtime.ts';
 import { AgentError } from '../errors.ts';
+import { moveDurable } from '../fs.ts';
 import { PATHS } from '../paths.ts';
-import { contentDigest, inspectDb } from '../replication/inspect.ts';
+import { inspectDb } from '../replication/inspect.ts';
+import { isRecordedCopy, performRestoreOp } from '../replication/restore-op.ts';
 import { rcloneContext } from './destinations.ts';
 import { extractArchive, fetchArchive } from './extract.ts';
 
@@ -48,8 +49,21 @@ export async function restoreFromBackup(cfg: Config, rt: Runtime, source: string
     if (!facts.intact) throw new AgentError(`the database in ${source} fails integrity_check (${facts.integrityMessage}); nothing was changed`);
     onProgress(`archive checked: ${facts.users} users, ${entries.length - 1} files`);
 
-    const setAsideTo = existsSync(rt.dbPath) ? await setAside(rt.dbPath, 'before-backup-restore') : undefined;
-    await installRestored(db, rt.dbPath, rt.ids);
+    // The database goes in as a recorded operation (a crash in between is finished by the
+    // next start with this copy): first the copy moves next to the live database, out of
+    // the staging folder that is removed below.
+    const prepared = join(dirname(rt.dbPath), `.vwstream-restore-backup-${process.pid}.sqlite3`);
+    await moveDurable(db, prepared);
+    let op;
+    try {
+      op = await performRestoreOp({
+        kind: 'backup', describe: `backup ${source}`, source, dbPath: rt.dbPath, prepared,
+        operatorChoice: true, reason: `restored from backup ${source} by the operator`, asideReason: 'before-backup-restore',
+      }, rt.ids);
+    } finally {
+      if (!isRecordedCopy(prepared)) await removeDbCopy(prepared);
+    }
+    const setAsideTo = op.asideDir ?? undefined;
     let files = 0;
     for (const rel of entries) {
       if (rel === 'db.sqlite3') continue;
@@ -63,10 +77,6 @@ export async function restoreFromBackup(cfg: Config, rt: Runtime, source: string
       await chown(dest, rt.ids.uid, rt.ids.gid);
       files++;
     }
-    await updateState({
-      acceptedLocalDigest: contentDigest(rt.dbPath),
-      lastRestore: { at: new Date().toISOString(), action: 'restore', reason: `restored from backup ${source} by the operator`, ...(setAsideTo ? { setAsideTo } : {}) },
-    });
     return { source, users: facts.users, files, ...(setAsideTo ? { setAsideTo } : {}), ms: Date.now() - started };
   } finally {
     await rm(work, { recursive: true, force: true });

@@ -47,6 +47,8 @@ export interface Runtime {
   metricsAddr: string;
   /** The generated litestream.yml differs from the one a running Litestream may have loaded. */
   litestreamConfigChanged: boolean;
+  /** The litestream binary (default: the bundled one; tests point elsewhere). */
+  litestreamBin?: string;
 }
 
 /**
@@ -87,10 +89,8 @@ export function asideFolder(why: string, asideRoot: string = PATHS.asideDir): st
 /**
  * Moves a database (with its WAL, SHM and Litestream metadata) into a timestamped folder
  * under /var/lib/vwstream/aside (or into `into`, a folder chosen beforehand and recorded
- * by a restore operation). Never deletes. Every move is durable. Returns the folder.
- * Moving the main file last keeps a crash in between recoverable: the live name still
- * holds the database until its WAL is safely aside with it... so the main file goes
- * first and its WAL right after, and moveBack() undoes any prefix of this.
+ * by a restore operation). Never deletes. Every move is durable, so after a crash the
+ * files are either still live or in the folder, and moveBack() undoes any part of it.
  */
 export async function setAside(dbPath: string, why: string, asideRoot: string = PATHS.asideDir, into?: string): Promise<string> {
   const dir = into ?? asideFolder(why, asideRoot);
