@@ -90,7 +90,7 @@ export function inspectDb(path: string, opts: { busyTimeoutMs?: number } = {}): 
     db = open(path);
     db.exec(`PRAGMA busy_timeout = ${Math.floor(opts.busyTimeoutMs ?? BUSY_TIMEOUT_MS)}`);
     const rows = db.prepare('PRAGMA integrity_check').all() as { integrity_check: string }[];
-    const msg = rows.map((r) => r.integrity_check).join('; ');
+    const msg = rows.map((r) => r.integrity_check.replace(/\s+/g, ' ').trim()).join('; ');
     if (msg !== 'ok') return { exists: true, intact: false, integrityMessage: msg.slice(0, 300), users: 0, generation };
     return { exists: true, intact: true, users: countRows(db, 'users'), generation };
   } catch (err) {
