@@ -25,8 +25,11 @@ export interface RestoreInputs {
 
 /** The local shadow WAL's newest file (Litestream's metadata beside the database). */
 export interface LocalPosition { generation: string; index: number; size: number }
-/** The replica's newest WAL segment in a generation: its index and the offset it starts at. */
-export interface ReplicaPosition { generation: string; index: number; offset: number }
+/**
+ * The replica's newest WAL segment in a generation: its index, the offset it starts at,
+ * and where it ends (offset + decoded length) when the segment could be read.
+ */
+export interface ReplicaPosition { generation: string; index: number; offset: number; end?: number }
 
 /**
  * Is the local copy ahead of the replica in their shared generation? 'ahead' is proven
@@ -38,13 +41,14 @@ export function compareToReplica(local: LocalPosition | undefined, replica: Repl
   if (local && replica && local.generation === replica.generation) {
     if (local.index > replica.index) return 'ahead';
     if (local.index < replica.index) return 'not-ahead';
+    if (replica.end !== undefined) return local.size > replica.end ? 'ahead' : 'not-ahead';
     if (local.size <= replica.offset) return 'not-ahead';
   }
   return lastDrainConfirmed ? 'not-ahead' : 'unknown';
 }
 
-const pos = (p: { index: number } & ({ size: number } | { offset: number }) | undefined) =>
-  p ? `WAL index ${p.index}${'size' in p ? `, ${p.size} bytes` : `, segment at ${p.offset}`}` : 'no WAL';
+const pos = (p: { index: number } & ({ size: number } | { offset: number; end?: number }) | undefined) =>
+  p ? `WAL index ${p.index}${'size' in p ? `, ${p.size} bytes` : 'end' in p && p.end !== undefined ? `, ${p.end} bytes` : `, segment at ${p.offset}`}` : 'no WAL';
 
 export type RestoreDecision =
   | { action: 'new-vault'; reason: string }

@@ -1,19 +1,22 @@
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { replicaUrl, type Config } from '../config/config.ts';
-import { AgentError, EXIT } from '../errors.ts';
+import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
 import { removeDbCopy, type Runtime } from '../daemon/runtime.ts';
 import { readState, updateState } from '../daemon/state-file.ts';
 import { decideRestore, type RestoreDecision, type RestoreInputs, type ReplicaPosition } from './decision.ts';
 import { contentDigest, inspectDb, type DbFacts } from './inspect.ts';
-import { listGenerations, listWalSegments, restoreTo, shadowPosition, type Generation, type RestoreProgress, type RestoreTarget } from './litestream.ts';
+import { dbReplicaPath, listGenerations, listWalSegments, restoreTo, shadowPosition, type Generation, type RestoreProgress, type RestoreTarget } from './litestream.ts';
 import { isRecordedCopy, performRestoreOp, recoverRestoreOp, RESTORE_OP_FILE, type OpHooks, type OpPaths, type Recovery } from './restore-op.ts';
 import { parseIndex, parseTimestamp, requireGeneration, resolvePointInTime } from './pitr.ts';
 import { ExecError } from '../exec.ts';
 import { PATHS } from '../paths.ts';
 import { FileMirror } from '../files/mirror.ts';
 import { scopeOf } from '../files/scope.ts';
-import { DirStore, S3Store } from '../files/store.ts';
+import { DirStore, S3Store, s3Client } from '../files/store.ts';
+import { lz4DecodedLength } from './lz4.ts';
 
 /** NODE_ROLE, or the role `promote` persisted over it. */
 export function effectiveRole(cfg: Config, overridePath: string = PATHS.roleOverride): string {
@@ -124,12 +127,37 @@ export async function restoreChecked(rt: Runtime, target: RestoreTarget = {}, op
   return { tmp, facts };
 }
 
-/** The replica's newest WAL segment of a generation (index, and the offset it starts at). */
-async function replicaPosition(rt: Runtime, generation: string): Promise<ReplicaPosition | undefined> {
+/** The bytes of one replica object under the database's replica path (directory or S3). */
+async function readReplicaObject(cfg: Config, rel: string): Promise<Uint8Array> {
+  const key = `${dbReplicaPath(cfg)}/${rel}`;
+  if (!cfg.s3) return readFile(key);
+  const client = s3Client(cfg.s3);
+  try {
+    const r = await client.send(new GetObjectCommand({ Bucket: cfg.s3.bucket, Key: key }), { abortSignal: AbortSignal.timeout(60_000) });
+    return await r.Body!.transformToByteArray();
+  } finally {
+    client.destroy();
+  }
+}
+
+/**
+ * The replica's position in a generation: its newest WAL segment, and where that segment
+ * ends (its offset plus its decoded length, as Litestream computes it). Without the end
+ * (the segment unreadable) the comparison falls back to the segment's start.
+ */
+export async function replicaPosition(cfg: Config, rt: Runtime, generation: string): Promise<ReplicaPosition | undefined> {
   const segs = (await listWalSegments(rt.litestreamConfig, rt.dbPath, binOf(rt))).filter((w) => w.generation === generation);
   let best: ReplicaPosition | undefined;
   for (const w of segs) {
     if (!best || w.index > best.index || (w.index === best.index && w.offset > best.offset)) best = { generation, index: w.index, offset: w.offset };
+  }
+  if (!best) return undefined;
+  const hex = (n: number) => n.toString(16).padStart(8, '0');
+  try {
+    const seg = await readReplicaObject(cfg, `generations/${generation}/wal/${hex(best.index)}_${hex(best.offset)}.wal.lz4`);
+    best.end = best.offset + lz4DecodedLength(seg);
+  } catch (err) {
+    log.warn({ err: errorMessage(err), generation, index: best.index, offset: best.offset }, 'could not read the replica\'s last WAL segment; comparing positions by its start');
   }
   return best;
 }
@@ -179,7 +207,7 @@ export async function restoreOnStart(cfg: Config, rt: Runtime, opts: StartOption
         const lp = await shadowPosition(rt.dbPath);
         inputs.positions = {
           local: lp && lp.generation === latest ? { generation: lp.generation, index: lp.index, size: lp.size } : undefined,
-          replica: await replicaPosition(rt, latest),
+          replica: await replicaPosition(cfg, rt, latest),
           lastDrainConfirmed: state.lastDrain?.complete === true,
         };
       } else {

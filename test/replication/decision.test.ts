@@ -80,6 +80,9 @@ test('positions: ahead, not ahead, unknown', () => {
   assert.equal(compareToReplica({ generation: g, index: 4, size: 8272 }, { generation: g, index: 4, offset: 4152 }, false), 'unknown');
   assert.equal(compareToReplica({ generation: g, index: 4, size: 8272 }, { generation: g, index: 4, offset: 4152 }, true), 'not-ahead');
   assert.equal(compareToReplica(undefined, undefined, false), 'unknown');
+  // The replica's segment read to its end decides the same index exactly, whatever the drain record says.
+  assert.equal(compareToReplica({ generation: g, index: 4, size: 8272 }, { generation: g, index: 4, offset: 4152, end: 8272 }, false), 'not-ahead');
+  assert.equal(compareToReplica({ generation: g, index: 4, size: 8272 }, { generation: g, index: 4, offset: 4152, end: 6200 }, true), 'ahead');
 });
 
 test('a corrupt local copy that continues the replica generation: positions first; ahead → refuse, never the older replica', () => {

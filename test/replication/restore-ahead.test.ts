@@ -12,7 +12,7 @@ import type { Runtime } from '../../agent/daemon/runtime.ts';
 import { AgentError, EXIT } from '../../agent/errors.ts';
 import { waitReplicaConfirmed } from '../../agent/replication/confirm.ts';
 import { listWalSegments, renderLitestreamConfig, shadowPosition } from '../../agent/replication/litestream.ts';
-import { restoreOnStart } from '../../agent/replication/restore.ts';
+import { replicaPosition, restoreOnStart } from '../../agent/replication/restore.ts';
 
 // A local copy ahead of its replica in the same generation (the replica lost its last
 // uploads, as after an incomplete drain): the start must not replace it with the older replica.
@@ -30,6 +30,7 @@ const rt: Runtime = {
 const paths = (n: string) => ({ opFile: join(dir, `${n}-op.json`), stateFile: join(dir, `${n}-state.json`), asideRoot: join(dir, `${n}-aside`) });
 const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 let pristine: string;
+let midIndex: number;
 
 before(async () => {
   mkdirSync(data);
@@ -44,20 +45,44 @@ before(async () => {
     // Later writes: enough pages that Litestream checkpoints and the local WAL index moves on.
     for (let i = 0; i < 1500; i++) w.prepare('INSERT INTO ciphers VALUES (?, randomblob(3000))').run(`c${i}`);
     assert.ok((await waitReplicaConfirmed({ metricsAddr: rt.metricsAddr, dbPath: db, timeoutMs: 30_000 })).confirmed);
+    cpSync(join(dir, 'replica'), join(dir, 'replica-mid'), { recursive: true });
+    midIndex = (await shadowPosition(db))!.index;
+    // A few more writes in the same WAL index.
+    for (let i = 0; i < 20; i++) w.prepare('INSERT INTO ciphers VALUES (?, randomblob(300))').run(`d${i}`);
+    assert.ok((await waitReplicaConfirmed({ metricsAddr: rt.metricsAddr, dbPath: db, timeoutMs: 30_000 })).confirmed);
   } finally {
     proc.kill('SIGTERM');
     await proc;
   }
   w.close();
+  // Caught up, the replica's position (last segment's offset + its decoded length) is the local one.
+  const now = (await shadowPosition(db))!;
+  assert.equal(now.index, midIndex, 'no checkpoint during the last writes');
+  const caughtUp = (await replicaPosition(cfg, rt, now.generation))!;
+  assert.deepEqual({ index: caughtUp.index, end: caughtUp.end }, { index: now.index, end: now.size });
+  assert.ok(caughtUp.offset < now.size);
   // The replica loses everything after the first sync.
-  rmSync(join(dir, 'replica'), { recursive: true });
-  cpSync(join(dir, 'replica-then'), join(dir, 'replica'), { recursive: true });
+  useReplica('replica-then');
   const local = (await shadowPosition(db))!;
   const replicaMax = Math.max(...(await listWalSegments(conf, db, LITESTREAM)).map((s) => s.index));
   assert.ok(local.index > replicaMax, `local WAL index ${local.index} is past the replica's ${replicaMax}`);
   pristine = join(dir, 'pristine');
   cpSync(data, pristine, { recursive: true });
 });
+
+function useReplica(name: string): void {
+  rmSync(join(dir, 'replica'), { recursive: true, force: true });
+  cpSync(join(dir, name), join(dir, 'replica'), { recursive: true });
+}
+
+function corruptMainFile(): void {
+  // Garbage over most pages of the main file (the WAL was checkpointed into it).
+  const size = statSync(db).size;
+  const fd = openSync(db, 'r+');
+  const junk = Buffer.alloc(size - 4096 * 2, 0x5a);
+  writeSync(fd, junk, 0, junk.length, 4096 * 2);
+  closeSync(fd);
+}
 
 function reset(): void {
   rmSync(data, { recursive: true, force: true });
@@ -75,30 +100,49 @@ test('a local vault without users (deleted here, later) that is ahead of the rep
   assert.match(outcome.decision.action === 'keep' ? outcome.decision.reason : '', /continues replica generation [0-9a-f]{16} and is not behind it/);
   const r = new DatabaseSync(db, { readOnly: true });
   assert.equal((r.prepare('SELECT count(*) AS n FROM users').get() as { n: number }).n, 0);
-  assert.equal((r.prepare('SELECT count(*) AS n FROM ciphers').get() as { n: number }).n, 1500);
+  assert.equal((r.prepare('SELECT count(*) AS n FROM ciphers').get() as { n: number }).n, 1520);
   r.close();
   assert.ok(!existsSync(p.asideRoot));
 });
 
 test('a corrupt local copy ahead of the replica: the start refuses and touches nothing', async () => {
   reset();
-  // Garbage over most pages of the main file (the WAL was checkpointed into it).
-  const size = statSync(db).size;
-  const fd = openSync(db, 'r+');
-  const junk = Buffer.alloc(size - 4096 * 2, 0x5a);
-  writeSync(fd, junk, 0, junk.length, 4096 * 2);
-  closeSync(fd);
+  corruptMainFile();
   const before = sha(db);
   assert.ok(!existsSync(`${db}-wal`)); // checkpointed and removed at the last close
   const p = paths('corrupt');
   await assert.rejects(restoreOnStart(cfg, rt, { paths: p }), (err: unknown) => {
     assert.ok(err instanceof AgentError);
     assert.equal(err.exitCode, EXIT.REFUSED);
-    assert.match(err.message, /fails integrity_check \(.+\) but holds writes the replica at file:\/\/.+ lacks \(local WAL index \d+, \d+ bytes; replica WAL index \d+, segment at \d+ of generation [0-9a-f]{16}\); refusing to replace it with the older replica$/);
+    assert.match(err.message, /fails integrity_check \(.+\) but holds writes the replica at file:\/\/.+ lacks \(local WAL index \d+, \d+ bytes; replica WAL index \d+, \d+ bytes of generation [0-9a-f]{16}\); refusing to replace it with the older replica$/);
     return true;
   });
   assert.equal(sha(db), before);
   assert.equal(existsSync(`${db}-wal`) ? statSync(`${db}-wal`).size : 0, 0); // at most the empty WAL a read-only check opens
   assert.ok(!existsSync(p.asideRoot));
   assert.ok(!existsSync(p.opFile));
+});
+
+test('the same WAL index, the local copy further: the last replica segment is read to its end, and the start refuses', async () => {
+  reset();
+  useReplica('replica-mid');
+  try {
+    const local = (await shadowPosition(db))!;
+    const rp = (await replicaPosition(cfg, rt, local.generation))!;
+    assert.equal(rp.index, local.index);
+    assert.ok(rp.end! < local.size, `replica ends at ${rp.end}, local at ${local.size}`);
+    corruptMainFile();
+    const before = sha(db);
+    const p = paths('same-index');
+    await assert.rejects(restoreOnStart(cfg, rt, { paths: p }), (err: unknown) => {
+      assert.ok(err instanceof AgentError);
+      assert.equal(err.exitCode, EXIT.REFUSED);
+      assert.ok(err.message.includes(`(local WAL index ${local.index}, ${local.size} bytes; replica WAL index ${rp.index}, ${rp.end} bytes of generation ${local.generation})`), err.message);
+      return true;
+    });
+    assert.equal(sha(db), before);
+    assert.ok(!existsSync(p.asideRoot));
+  } finally {
+    useReplica('replica-then');
+  }
 });
