@@ -72,7 +72,7 @@ export async function mkdirDurable(dir: string, mode = 0o700): Promise<void> {
  */
 export async function writeFileDurable(path: string, content: string | Uint8Array, opts: WriteOptions = {}): Promise<void> {
   const mode = opts.mode ?? 0o600;
-  await mkdirDurable(dirname(path));
+  await mkdirDurable(dirname(path), 0o777); // a missing parent as mkdir -p makes it (umask applies)
   const tmp = tempNameFor(path);
   const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
