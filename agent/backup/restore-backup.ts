@@ -2,13 +2,14 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/config.ts';
-import { asideFolder, installRestored, setAside, type Runtime } from '../daemon/runtime.ts';
-import { updateState } from '../daemon/state-file.ts';
+import { asideFolder, removeDbCopy, type Runtime } from '../daemon/runtime.ts';
 import { AgentError } from '../errors.ts';
 import { inScope, scopeOf } from '../files/scope.ts';
+import { moveDurable } from '../fs.ts';
 import { log } from '../log.ts';
 import { PATHS } from '../paths.ts';
-import { contentDigest, inspectDb } from '../replication/inspect.ts';
+import { inspectDb } from '../replication/inspect.ts';
+import { isRecordedCopy, performRestoreOp } from '../replication/restore-op.ts';
 import { moveOut, openDirNoFollow, UnsafePathError, writeFileInto, type Ids } from '../safe-fs.ts';
 import { rcloneContext } from './destinations.ts';
 import { extractArchive, fetchArchive } from './extract.ts';
@@ -97,9 +98,23 @@ export async function restoreFromBackup(
     onProgress(`archive checked: ${facts.users} users, ${rels.length} files`);
     await checkRestoreTargets(paths.dataFolder, rels, rt.ids);
 
+    // The database goes in as a recorded operation (a crash in between is finished by the
+    // next start with this copy): first the copy moves next to the live database, out of
+    // the staging folder that is removed below.
+    const prepared = join(dirname(rt.dbPath), `.vwstream-restore-backup-${process.pid}.sqlite3`);
+    await moveDurable(db, prepared);
+    const opPaths = { opFile: join(paths.stateDir, 'restore-op.json'), stateFile: paths.stateFile, asideRoot: paths.asideDir };
     changed = true;
-    const setAsideTo = existsSync(rt.dbPath) ? await setAside(rt.dbPath, 'before-backup-restore', paths.asideDir as typeof PATHS.asideDir) : undefined;
-    await installRestored(db, rt.dbPath, rt.ids);
+    let op;
+    try {
+      op = await performRestoreOp({
+        kind: 'backup', describe: `backup ${source}`, source, dbPath: rt.dbPath, prepared,
+        operatorChoice: true, reason: `restored from backup ${source} by the operator`, asideReason: 'before-backup-restore',
+      }, rt.ids, opPaths);
+    } finally {
+      if (!isRecordedCopy(prepared, opPaths.opFile)) await removeDbCopy(prepared);
+    }
+    const setAsideTo = op.asideDir ?? undefined;
     const filesAside = join(setAsideTo ?? asideFolder('before-backup-restore', paths.asideDir), 'files');
     let files = 0;
     for (const rel of rels) {
@@ -112,10 +127,6 @@ export async function restoreFromBackup(
       files++;
       if (files % 200 === 0) onProgress(`restored ${files}/${rels.length} files`);
     }
-    await updateState({
-      acceptedLocalDigest: contentDigest(rt.dbPath),
-      lastRestore: { at: new Date().toISOString(), action: 'restore', reason: `restored from backup ${source} by the operator`, ...(setAsideTo ? { setAsideTo } : {}) },
-    }, paths.stateFile as typeof PATHS.stateFile);
     return { source, users: facts.users, files, ignored, ...(setAsideTo ? { setAsideTo } : {}), ms: Date.now() - started };
   } catch (err) {
     // Failed before the live data was touched (fetch, decrypt, check, refusal): the caller may serve it again.

@@ -11,6 +11,7 @@ import { Systemd } from '../systemd/dbus.ts';
 import { UNITS } from '../paths.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 import { leftUnchanged, restoreFromBackup } from '../backup/restore-backup.ts';
+import { isRecordedCopy } from '../replication/restore-op.ts';
 import { daemonRunning, runtimeFor } from './offline.ts';
 import { asideFolder, removeDbCopy, type Runtime } from '../daemon/runtime.ts';
 
@@ -144,7 +145,7 @@ async function restoreLive(cfg: Config, rt: Runtime, args: RestoreArgs, point: R
     say(`restored copy checked: integrity ok, ${facts.users} users`);
     const drained = await drainAgent(cfg, say);
     systemd = drained.systemd;
-    const { setAsideTo } = await installForced(cfg, rt, tmp, point.describe);
+    const { setAsideTo } = await installForced(cfg, rt, tmp, point.describe, point.target);
     // Files: what the mirror holds (its latest state); local files it would replace are kept aside.
     let files = { files: 0, bytes: 0 };
     let filesError: string | undefined;
@@ -173,6 +174,7 @@ async function restoreLive(cfg: Config, rt: Runtime, args: RestoreArgs, point: R
     return restarted === undefined || restarted === 'done' ? EXIT.OK : EXIT.FAILED;
   } finally {
     systemd?.disconnect();
-    await removeDbCopy(tmp);
+    // A copy recorded for an interrupted install stays: the next start finishes with it.
+    if (!isRecordedCopy(tmp)) await removeDbCopy(tmp);
   }
 }

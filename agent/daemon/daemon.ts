@@ -190,10 +190,16 @@ export class Daemon {
         this.restore = await restoreOnStart(this.cfg, this.rt);
         const d = this.restore.decision;
         await bumpCounter('restores', d.action).catch(() => undefined);
+        // A restore finished now after an interruption fetches the files as its run would have
+        // (a backup's files come from its archive, not the mirror: the operator runs it again).
+        const rec = this.restore.recovered;
         const pendingFiles = this.mirror.pendingRestore();
-        if (d.action === 'restore' || pendingFiles) {
+        if (d.action === 'restore' || pendingFiles || (rec?.outcome === 'completed' && rec.op.kind !== 'backup')) {
           if (pendingFiles && d.action !== 'restore') log.warn({ startedAt: pendingFiles.startedAt, from: this.mirror.store.url }, `a file restore from ${this.mirror.store.url} started at ${pendingFiles.startedAt} did not finish; completing it before Vaultwarden starts`);
-          await this.restoreFiles(this.restore.setAsideTo ?? pendingFiles?.asideDir ?? asideFolder('files-replaced-by-restore'));
+          await this.restoreFiles(this.restore.setAsideTo ?? rec?.op.asideDir ?? pendingFiles?.asideDir ?? asideFolder('files-replaced-by-restore'));
+        }
+        if (rec?.outcome === 'completed' && rec.op.kind === 'backup') {
+          log.warn({ source: rec.op.source }, `the database of backup ${rec.op.source} was installed after an interruption, its files perhaps not all: run vwstream-agent restore --backup ${rec.op.source} --force again to bring them`);
         }
         if (d.action === 'new-vault') log.warn({ replica: replicaUrl(this.cfg) }, `NEW VAULT: ${d.reason}; if you expected existing data, check S3_BUCKET/S3_PREFIX`);
         else log.info({ action: d.action, ms: this.restore.ms, setAsideTo: this.restore.setAsideTo }, `restore decision: ${d.action}: ${'reason' in d ? d.reason : ''}`);

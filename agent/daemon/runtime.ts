@@ -1,11 +1,13 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { chown, copyFile, cp, mkdir, rename, rm } from 'node:fs/promises';
+import { chown, mkdir, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { createServer } from 'node:net';
 import { formatEnvValue } from '../config/envfile.ts';
 import type { Config } from '../config/config.ts';
 import { AgentError } from '../errors.ts';
 import { PATHS, SERVICE_USER, API_GROUP } from '../paths.ts';
-import { renderLitestreamConfig, metaDir, writePrivateFile } from '../replication/litestream.ts';
+import { fsyncDir, mkdirDurable, moveDurable, writePrivateFile } from '../fs.ts';
+import { renderLitestreamConfig, metaDir } from '../replication/litestream.ts';
 
 export interface Ids { uid: number; gid: number }
 
@@ -45,6 +47,8 @@ export interface Runtime {
   metricsAddr: string;
   /** The generated litestream.yml differs from the one a running Litestream may have loaded. */
   litestreamConfigChanged: boolean;
+  /** The litestream binary (default: the bundled one; tests point elsewhere). */
+  litestreamBin?: string;
 }
 
 /**
@@ -77,16 +81,6 @@ export function dbFileSet(dbPath: string): string[] {
   return [dbPath, `${dbPath}-wal`, `${dbPath}-shm`, metaDir(dbPath)];
 }
 
-async function move(from: string, to: string): Promise<void> {
-  try {
-    await rename(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-    await cp(from, to, { recursive: true, preserveTimestamps: true });
-    await rm(from, { recursive: true, force: true });
-  }
-}
-
 /** The name of a new folder of kept-aside data (created by whoever first puts something there). */
 export function asideFolder(why: string, asideRoot: string = PATHS.asideDir): string {
   return `${asideRoot}/${new Date().toISOString().replace(/[:.]/g, '-')}-${why}`;
@@ -94,15 +88,30 @@ export function asideFolder(why: string, asideRoot: string = PATHS.asideDir): st
 
 /**
  * Moves a database (with its WAL, SHM and Litestream metadata) into a timestamped folder
- * under /var/lib/vwstream/aside. Never deletes. Returns the folder.
+ * under /var/lib/vwstream/aside (or into `into`, a folder chosen beforehand and recorded
+ * by a restore operation). Never deletes. Every move is durable, so after a crash the
+ * files are either still live or in the folder, and moveBack() undoes any part of it.
  */
-export async function setAside(dbPath: string, why: string, asideRoot = PATHS.asideDir): Promise<string> {
-  const dir = asideFolder(why, asideRoot);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+export async function setAside(dbPath: string, why: string, asideRoot: string = PATHS.asideDir, into?: string): Promise<string> {
+  const dir = into ?? asideFolder(why, asideRoot);
+  await mkdirDurable(dir);
   for (const f of dbFileSet(dbPath)) {
-    if (existsSync(f)) await move(f, `${dir}/${f.slice(f.lastIndexOf('/') + 1)}`);
+    if (existsSync(f)) await moveDurable(f, `${dir}/${f.slice(f.lastIndexOf('/') + 1)}`);
   }
   return dir;
+}
+
+/** Undoes setAside: puts the database files kept in `dir` back at `dbPath` (those not there already). */
+export async function moveBack(dir: string, dbPath: string): Promise<string[]> {
+  const moved: string[] = [];
+  for (const f of dbFileSet(dbPath)) {
+    const kept = `${dir}/${f.slice(f.lastIndexOf('/') + 1)}`;
+    if (existsSync(kept) && !existsSync(f)) {
+      await moveDurable(kept, f);
+      moved.push(f);
+    }
+  }
+  return moved;
 }
 
 /**
@@ -115,15 +124,15 @@ export async function removeDbCopy(path: string, keepMain = false): Promise<void
   }
 }
 
-/** Puts a restored file in place as the live database, owned by the service user. */
+/**
+ * Puts a restored file in place as the live database, owned by the service user: the
+ * old WAL, SHM and Litestream metadata are removed (they belong to the replaced file),
+ * the copy is fsynced, renamed (or copied across filesystems) and the directory synced.
+ */
 export async function installRestored(tmpPath: string, dbPath: string, ids: Ids): Promise<void> {
   for (const f of dbFileSet(dbPath).slice(1)) await rm(f, { recursive: true, force: true });
   await chown(tmpPath, ids.uid, ids.gid);
-  await rename(tmpPath, dbPath).catch(async (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EXDEV') throw err;
-    await copyFile(tmpPath, dbPath);
-    await rm(tmpPath, { force: true });
-    await chown(dbPath, ids.uid, ids.gid);
-  });
+  await moveDurable(tmpPath, dbPath);
   await removeDbCopy(tmpPath, true); // the copy's empty sidecars from its check
+  await fsyncDir(dirname(dbPath));
 }

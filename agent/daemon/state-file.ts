@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { withFileLock, writeFileDurableSync } from '../fs.ts';
 import { PATHS } from '../paths.ts';
-import { writePrivateFile } from '../replication/litestream.ts';
 
 /** What the agent remembers across restarts (in /var/lib/vwstream, never in the data folder). */
 export interface DrainStep { step: string; ok: boolean; ms: number; detail: string }
@@ -21,7 +22,7 @@ export interface PersistentState {
   lastVerify?: { at: string; ok: boolean; summary: string; ms: number };
 }
 
-export function readState(path = PATHS.stateFile): PersistentState {
+export function readState(path: string = PATHS.stateFile): PersistentState {
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as PersistentState;
   } catch {
@@ -29,19 +30,49 @@ export function readState(path = PATHS.stateFile): PersistentState {
   }
 }
 
-export async function updateState(patch: Partial<PersistentState>, path = PATHS.stateFile): Promise<PersistentState> {
-  const next = { ...readState(path), ...patch };
-  await writePrivateFile(path, JSON.stringify(next, null, 2) + '\n');
-  return next;
+/** For a read-modify-write: only a missing file is empty; an unreadable one is an error, not a reset. */
+function readStateStrict(path: string): PersistentState {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw err;
+  }
+  try {
+    return JSON.parse(text) as PersistentState;
+  } catch {
+    return {}; // a torn file from a version before durable writes: start over rather than never write again
+  }
+}
+
+/**
+ * Read-modify-write of the state file under an exclusive lock (`<state>.lock`): the
+ * daemon, backup, verify and restore write it from separate processes, and no update
+ * may be lost. The new file replaces the old one durably (fsync, rename, fsync dir).
+ */
+export async function mutateState(change: (s: PersistentState) => PersistentState, path: string = PATHS.stateFile): Promise<PersistentState> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  return withFileLock(`${path}.lock`, () => {
+    const next = change(readStateStrict(path));
+    writeFileDurableSync(path, JSON.stringify(next, null, 2) + '\n', { mode: 0o600 });
+    return next;
+  });
+}
+
+export async function updateState(patch: Partial<PersistentState>, path: string = PATHS.stateFile): Promise<PersistentState> {
+  return mutateState((s) => ({ ...s, ...patch }), path);
 }
 
 /** Adds one to a persistent counter (restores by action, drains by outcome). */
-export async function bumpCounter(kind: 'restores' | 'drains', key: string, path = PATHS.stateFile): Promise<void> {
-  const counters = readState(path).counters ?? {};
-  if (kind === 'restores') counters.restores = { ...counters.restores, [key]: (counters.restores?.[key] ?? 0) + 1 };
-  else {
-    const d = counters.drains ?? { complete: 0, incomplete: 0 };
-    counters.drains = { ...d, [key]: ((d as Record<string, number>)[key] ?? 0) + 1 };
-  }
-  await updateState({ counters }, path);
+export async function bumpCounter(kind: 'restores' | 'drains', key: string, path: string = PATHS.stateFile): Promise<void> {
+  await mutateState((s) => {
+    const counters = { ...s.counters };
+    if (kind === 'restores') counters.restores = { ...counters.restores, [key]: (counters.restores?.[key] ?? 0) + 1 };
+    else {
+      const d = counters.drains ?? { complete: 0, incomplete: 0 };
+      counters.drains = { ...d, [key]: ((d as Record<string, number>)[key] ?? 0) + 1 };
+    }
+    return { ...s, counters };
+  }, path);
 }

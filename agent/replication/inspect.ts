@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
+import { AgentError } from '../errors.ts';
 import { metaDir } from './litestream.ts';
 
 /** What the agent knows about a database file, read-only. */
@@ -19,20 +20,81 @@ function open(path: string): DatabaseSync {
   return new DatabaseSync(path, { readOnly: true });
 }
 
-export function inspectDb(path: string): DbFacts {
-  if (!existsSync(path)) return { exists: false, intact: false, users: 0, generation: null };
+/** SQLite's primary result codes that mean the file itself is damaged or not a database. */
+const SQLITE_CORRUPT = 11;
+const SQLITE_NOTADB = 26;
+
+/**
+ * Whether an error met while opening or checking a database says the *file* is bad
+ * ('corrupt': SQLITE_CORRUPT, SQLITE_NOTADB) or only that it could not be read now
+ * ('unreadable': locked, busy, no permission, too many open files, I/O error, ...).
+ * Only the first may set a live database aside.
+ */
+export function classifyDbError(err: unknown): 'corrupt' | 'unreadable' {
+  const e = err as { code?: string; errcode?: number };
+  if (e?.code === 'ERR_SQLITE_ERROR' && typeof e.errcode === 'number') {
+    const primary = e.errcode & 0xff;
+    if (primary === SQLITE_CORRUPT || primary === SQLITE_NOTADB) return 'corrupt';
+  }
+  return 'unreadable';
+}
+
+/** One line for an error classified unreadable: SQLite's text and code, or the errno. */
+function describeDbError(err: unknown): string {
+  const e = err as { code?: string; errcode?: number; errstr?: string; message?: string };
+  if (e?.code === 'ERR_SQLITE_ERROR') return `${e.message ?? e.errstr} (SQLite code ${e.errcode})`;
+  return e?.message ?? String(err);
+}
+
+/**
+ * The database could not be read for a reason that says nothing about its content
+ * (locked, EACCES, EMFILE, EIO): nothing may be decided from it, and nothing is touched.
+ */
+export class DbUnreadableError extends AgentError {
+  readonly path: string;
+  constructor(path: string, err: unknown) {
+    super(`cannot read the database ${path}: ${describeDbError(err)}; it is not treated as damaged and nothing was changed`, {
+      hint: 'check what holds or blocks it (fuser, permissions, open files, disk errors); the start is retried',
+      cause: err,
+    });
+    this.name = 'DbUnreadableError';
+    this.path = path;
+  }
+}
+
+/** How long a check waits for a lock another connection holds before giving up (not corruption). */
+const BUSY_TIMEOUT_MS = 5_000;
+
+/**
+ * Reads what the agent needs to decide about a database file, read-only. A file that
+ * fails `PRAGMA integrity_check`, or that SQLite says is corrupt or not a database, is
+ * reported as not intact; any other error (a lock held elsewhere, permissions, file
+ * descriptors, I/O) throws DbUnreadableError: it is no evidence of damage.
+ */
+export function inspectDb(path: string, opts: { busyTimeoutMs?: number } = {}): DbFacts {
+  let st;
+  try {
+    st = statSync(path, { throwIfNoEntry: false });
+  } catch (err) {
+    throw new DbUnreadableError(path, err);
+  }
+  if (!st) return { exists: false, intact: false, users: 0, generation: null };
   let generation: string | null = null;
   try {
     generation = readFileSync(`${metaDir(path)}/generation`, 'utf8').trim() || null;
-  } catch { /* never replicated */ }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new DbUnreadableError(`${metaDir(path)}/generation`, err);
+  }
   let db: DatabaseSync | undefined;
   try {
     db = open(path);
+    db.exec(`PRAGMA busy_timeout = ${Math.floor(opts.busyTimeoutMs ?? BUSY_TIMEOUT_MS)}`);
     const rows = db.prepare('PRAGMA integrity_check').all() as { integrity_check: string }[];
-    const msg = rows.map((r) => r.integrity_check).join('; ');
+    const msg = rows.map((r) => r.integrity_check.replace(/\s+/g, ' ').trim()).join('; ');
     if (msg !== 'ok') return { exists: true, intact: false, integrityMessage: msg.slice(0, 300), users: 0, generation };
     return { exists: true, intact: true, users: countRows(db, 'users'), generation };
   } catch (err) {
+    if (classifyDbError(err) === 'unreadable') throw new DbUnreadableError(path, err);
     return { exists: true, intact: false, integrityMessage: (err as Error).message, users: 0, generation };
   } finally {
     db?.close();

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { S3Settings } from '../config/config.ts';
+import { unlinkDurable, writeFileDurable } from '../fs.ts';
 
 /** The single-writer lease (contract behaviour 5): who may write the replica, until when. */
 export interface Lease { holder: string; machineId: string; bootId: string; token: string; acquiredAt: string; expiresAt: string; ttlMs: number }
@@ -122,13 +123,11 @@ export class FileLeaseStore implements LeaseStore {
   }
 
   async write(lease: Lease): Promise<void> {
-    await mkdir(this.path.slice(0, this.path.lastIndexOf('/')), { recursive: true });
-    const tmp = `${this.path}.tmp-${process.pid}`;
-    await writeFile(tmp, JSON.stringify(lease), { mode: 0o644 });
-    await rename(tmp, this.path);
+    // Durable: after a power loss the lease on disk is the last one written, whole.
+    await writeFileDurable(this.path, JSON.stringify(lease), { mode: 0o644 });
   }
 
   async remove(): Promise<void> {
-    await rm(this.path, { force: true });
+    await unlinkDurable(this.path);
   }
 }

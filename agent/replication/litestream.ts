@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { Config } from '../config/config.ts';
 import { formatGoDuration } from '../config/duration.ts';
 import { AgentError } from '../errors.ts';
@@ -54,14 +54,8 @@ export function renderLitestreamConfig(cfg: Config, files: LitestreamFiles): str
   return lines.join('\n') + '\n';
 }
 
-export async function writePrivateFile(path: string, content: string, owner?: { uid: number; gid: number }): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, content, { mode: 0o600 });
-  await chmod(tmp, 0o600);
-  if (owner) await chown(tmp, owner.uid, owner.gid);
-  await rename(tmp, path);
-}
+/** Kept here for modules that still import it from this file; the implementation is agent/fs.ts. */
+export { writePrivateFile } from '../fs.ts';
 
 function baseArgs(configPath: string): string[] {
   return ['-config', configPath];

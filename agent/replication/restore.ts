@@ -1,18 +1,22 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { replicaUrl, type Config } from '../config/config.ts';
-import { AgentError, EXIT } from '../errors.ts';
+import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
-import { installRestored, removeDbCopy, setAside, type Runtime } from '../daemon/runtime.ts';
+import { removeDbCopy, type Runtime } from '../daemon/runtime.ts';
 import { readState, updateState } from '../daemon/state-file.ts';
-import { decideRestore, type RestoreDecision } from './decision.ts';
+import { decideRestore, type RestoreDecision, type RestoreInputs, type ReplicaPosition } from './decision.ts';
 import { contentDigest, inspectDb, type DbFacts } from './inspect.ts';
-import { listGenerations, restoreTo, type Generation, type RestoreProgress, type RestoreTarget } from './litestream.ts';
+import { dbReplicaPath, listGenerations, listWalSegments, restoreTo, shadowPosition, type Generation, type RestoreProgress, type RestoreTarget } from './litestream.ts';
+import { isRecordedCopy, performRestoreOp, recoverRestoreOp, RESTORE_OP_FILE, type OpHooks, type OpPaths, type Recovery } from './restore-op.ts';
 import { parseIndex, parseTimestamp, requireGeneration, resolvePointInTime } from './pitr.ts';
 import { ExecError } from '../exec.ts';
 import { PATHS } from '../paths.ts';
 import { FileMirror } from '../files/mirror.ts';
 import { scopeOf } from '../files/scope.ts';
-import { DirStore, S3Store } from '../files/store.ts';
+import { DirStore, S3Store, s3Client } from '../files/store.ts';
+import { lz4DecodedLength } from './lz4.ts';
 
 /** NODE_ROLE, or the role `promote` persisted over it. */
 export function effectiveRole(cfg: Config, overridePath: string = PATHS.roleOverride): string {
@@ -34,7 +38,9 @@ export function fileMirrorFor(cfg: Config, dataFolder: string = PATHS.dataFolder
   });
 }
 
-export interface RestoreOutcome { decision: RestoreDecision; ms: number; setAsideTo?: string; generation?: string }
+export interface RestoreOutcome { decision: RestoreDecision; ms: number; setAsideTo?: string; generation?: string; recovered?: Recovery }
+
+const binOf = (rt: Runtime) => rt.litestreamBin ?? PATHS.litestreamBin;
 
 function tmpPathFor(dbPath: string): string {
   return `${dbPath.slice(0, dbPath.lastIndexOf('/'))}/.vwstream-restore-${process.pid}.sqlite3`;
@@ -56,7 +62,7 @@ export interface RestoreRequest { timestamp?: string; generation?: string; index
 /** Lists generations; an unreachable replica becomes one clear line. */
 export async function generationsOrFail(cfg: Config, rt: Runtime): Promise<Generation[]> {
   try {
-    return await listGenerations(rt.litestreamConfig, rt.dbPath);
+    return await listGenerations(rt.litestreamConfig, rt.dbPath, binOf(rt));
   } catch (err) {
     throw new AgentError(`cannot reach the replica at ${replicaUrl(cfg)}: ${litestreamReason(err)}`, { hint: 'check S3_* settings and that the bucket is reachable; nothing was changed' });
   }
@@ -97,11 +103,11 @@ export async function resolveRestorePoint(cfg: Config, rt: Runtime, req: Restore
 /** Runs the restore for a resolved point; Litestream's failure becomes one line. */
 export async function restorePointTo(cfg: Config, rt: Runtime, point: Pick<RestorePoint, 'target' | 'endFallback'>, out: string, onProgress?: (p: RestoreProgress) => void): Promise<void> {
   try {
-    await restoreTo(rt.litestreamConfig, rt.dbPath, out, point.target, PATHS.litestreamBin, onProgress);
+    await restoreTo(rt.litestreamConfig, rt.dbPath, out, point.target, binOf(rt), onProgress);
   } catch (err) {
     const reason = litestreamReason(err);
     if (point.endFallback && /no matching backups/.test(reason)) {
-      await restoreTo(rt.litestreamConfig, rt.dbPath, out, point.endFallback, PATHS.litestreamBin, onProgress);
+      await restoreTo(rt.litestreamConfig, rt.dbPath, out, point.endFallback, binOf(rt), onProgress);
       return;
     }
     throw new AgentError(`restore from ${replicaUrl(cfg)} failed: ${reason}`, { hint: 'nothing live was changed' });
@@ -112,7 +118,7 @@ export async function restorePointTo(cfg: Config, rt: Runtime, point: Pick<Resto
 export async function restoreChecked(rt: Runtime, target: RestoreTarget = {}, opts: { cfg?: Config; endFallback?: RestoreTarget; onProgress?: (p: RestoreProgress) => void } = {}): Promise<{ tmp: string; facts: DbFacts }> {
   const tmp = tmpPathFor(rt.dbPath);
   if (opts.cfg) await restorePointTo(opts.cfg, rt, { target, ...(opts.endFallback ? { endFallback: opts.endFallback } : {}) }, tmp, opts.onProgress);
-  else await restoreTo(rt.litestreamConfig, rt.dbPath, tmp, target);
+  else await restoreTo(rt.litestreamConfig, rt.dbPath, tmp, target, binOf(rt));
   const facts = inspectDb(tmp);
   if (!facts.intact) {
     await removeDbCopy(tmp);
@@ -121,86 +127,144 @@ export async function restoreChecked(rt: Runtime, target: RestoreTarget = {}, op
   return { tmp, facts };
 }
 
+/** The bytes of one replica object under the database's replica path (directory or S3). */
+async function readReplicaObject(cfg: Config, rel: string): Promise<Uint8Array> {
+  const key = `${dbReplicaPath(cfg)}/${rel}`;
+  if (!cfg.s3) return readFile(key);
+  const client = s3Client(cfg.s3);
+  try {
+    const r = await client.send(new GetObjectCommand({ Bucket: cfg.s3.bucket, Key: key }), { abortSignal: AbortSignal.timeout(60_000) });
+    return await r.Body!.transformToByteArray();
+  } finally {
+    client.destroy();
+  }
+}
+
 /**
- * Startup restore (contract behaviour 2): decide from the local file and the replica,
- * and restore only when the rule says so. Never overwrites data silently: a replaced
- * local database is set aside under /var/lib/vwstream/aside.
+ * The replica's position in a generation: its newest WAL segment, and where that segment
+ * ends (its offset plus its decoded length, as Litestream computes it). Without the end
+ * (the segment unreadable) the comparison falls back to the segment's start.
  */
-export async function restoreOnStart(cfg: Config, rt: Runtime): Promise<RestoreOutcome> {
+export async function replicaPosition(cfg: Config, rt: Runtime, generation: string): Promise<ReplicaPosition | undefined> {
+  const segs = (await listWalSegments(rt.litestreamConfig, rt.dbPath, binOf(rt))).filter((w) => w.generation === generation);
+  let best: ReplicaPosition | undefined;
+  for (const w of segs) {
+    if (!best || w.index > best.index || (w.index === best.index && w.offset > best.offset)) best = { generation, index: w.index, offset: w.offset };
+  }
+  if (!best) return undefined;
+  const hex = (n: number) => n.toString(16).padStart(8, '0');
+  try {
+    const seg = await readReplicaObject(cfg, `generations/${generation}/wal/${hex(best.index)}_${hex(best.offset)}.wal.lz4`);
+    best.end = best.offset + lz4DecodedLength(seg);
+  } catch (err) {
+    log.warn({ err: errorMessage(err), generation, index: best.index, offset: best.offset }, 'could not read the replica\'s last WAL segment; comparing positions by its start');
+  }
+  return best;
+}
+
+export interface StartOptions {
+  /** Where the restore record and the state file are (tests). */
+  paths?: OpPaths;
+  hooks?: OpHooks;
+}
+
+/**
+ * Startup restore (contract behaviour 2): first finish a restore recorded and not
+ * completed (a crash between its steps), then decide from the local file and the
+ * replica, and restore only when the rule says so. Never overwrites data silently: a
+ * replaced local database is set aside under /var/lib/vwstream/aside. A database that
+ * cannot be read (locked, permissions) stops the start without touching anything.
+ */
+export async function restoreOnStart(cfg: Config, rt: Runtime, opts: StartOptions = {}): Promise<RestoreOutcome> {
   const started = Date.now();
   const url = replicaUrl(cfg);
+  const paths = opts.paths ?? {};
+  const recovered = await recoverRestoreOp(rt.ids, paths);
   const local = inspectDb(rt.dbPath);
   let generations: Generation[];
   try {
-    generations = await listGenerations(rt.litestreamConfig, rt.dbPath);
+    generations = await listGenerations(rt.litestreamConfig, rt.dbPath, binOf(rt));
   } catch (err) {
     if (local.exists && local.intact && local.users > 0 && local.generation) {
       log.warn({ err: (err as Error).message, replica: url }, 'replica unreachable; keeping the local vault, Litestream will catch up when it is back');
-      return { decision: { action: 'keep', reason: `replica ${url} unreachable; local vault kept` }, ms: Date.now() - started };
+      return { decision: { action: 'keep', reason: `replica ${url} unreachable; local vault kept` }, ms: Date.now() - started, ...(recovered ? { recovered } : {}) };
     }
     throw new AgentError(`cannot read the replica at ${url}: ${(err as Error).message}`, { hint: 'check S3_* settings and that the bucket is reachable; the agent retries on restart' });
   }
-  const state = readState();
-  const inputs = {
+  const state = readState(paths.stateFile);
+  const inputs: RestoreInputs = {
     local, generations, replicaUrl: url, dbPath: rt.dbPath,
     ...(state.acceptedLocalDigest ? { acceptedLocalDigest: state.acceptedLocalDigest } : {}),
+    ...(local.intact && local.users > 0 ? { localDigest: contentDigest(rt.dbPath) } : {}),
   };
   let tmp: string | undefined;
   try {
-    let decision = decideRestore({ ...inputs, ...(local.intact && local.users > 0 ? { localDigest: contentDigest(rt.dbPath) } : {}) });
-    if (decision.action === 'inspect-replica') {
-      const copy = await restoreChecked(rt);
-      tmp = copy.tmp;
-      decision = decideRestore({
-        ...inputs,
-        ...(local.users > 0 ? { localDigest: contentDigest(rt.dbPath) } : {}),
-        replicaCopy: { users: copy.facts.users, digest: contentDigest(tmp) },
-      });
+    let decision = decideRestore(inputs);
+    // The rule asks for what it needs, one thing at a time: positions, then the replica's content.
+    for (let asked = 0; asked < 3 && (decision.action === 'compare-positions' || decision.action === 'inspect-replica'); asked++) {
+      if (decision.action === 'compare-positions') {
+        const latest = generations.at(-1)!.generation;
+        const lp = await shadowPosition(rt.dbPath);
+        inputs.positions = {
+          local: lp && lp.generation === latest ? { generation: lp.generation, index: lp.index, size: lp.size } : undefined,
+          replica: await replicaPosition(cfg, rt, latest),
+          lastDrainConfirmed: state.lastDrain?.complete === true,
+        };
+      } else {
+        const copy = await restoreChecked(rt);
+        tmp = copy.tmp;
+        inputs.replicaCopy = { users: copy.facts.users, digest: contentDigest(tmp) };
+      }
+      decision = decideRestore(inputs);
     }
-    const outcome: RestoreOutcome = { decision, ms: 0, generation: generations.at(-1)?.generation };
-    if (decision.action === 'inspect-replica') throw new AgentError('internal: restore decision needs the replica twice');
+    const outcome: RestoreOutcome = { decision, ms: 0, generation: generations.at(-1)?.generation, ...(recovered ? { recovered } : {}) };
+    if (decision.action === 'inspect-replica' || decision.action === 'compare-positions') throw new AgentError(`internal: restore decision still asks for ${decision.action}`);
     if (decision.action === 'refuse') {
       throw new AgentError(decision.reason, { hint: decision.hint, exitCode: EXIT.REFUSED });
     }
     if (decision.action === 'restore') {
       if (!tmp) tmp = (await restoreChecked(rt)).tmp;
-      if (decision.setAside !== 'none' && existsSync(rt.dbPath)) outcome.setAsideTo = await setAside(rt.dbPath, decision.setAside);
-      await installRestored(tmp, rt.dbPath, rt.ids);
+      const op = await performRestoreOp({
+        kind: 'startup', describe: 'the latest state', source: url, target: {}, dbPath: rt.dbPath, prepared: tmp,
+        operatorChoice: false, reason: decision.reason, asideReason: decision.setAside === 'none' ? 'before-restore' : decision.setAside,
+      }, rt.ids, paths, opts.hooks);
+      if (op.asideDir) outcome.setAsideTo = op.asideDir;
       tmp = undefined;
     }
     outcome.ms = Date.now() - started;
-    if (decision.action !== 'keep' || outcome.setAsideTo) {
-      await updateState({ lastRestore: { at: new Date().toISOString(), action: decision.action, reason: decision.reason, ...(outcome.setAsideTo ? { setAsideTo: outcome.setAsideTo } : {}) } });
+    if (decision.action === 'new-vault') {
+      await updateState({ lastRestore: { at: new Date().toISOString(), action: decision.action, reason: decision.reason } }, paths.stateFile);
     }
     return outcome;
   } finally {
-    if (tmp) await removeDbCopy(tmp);
+    if (tmp && !isRecordedCopy(tmp, paths.opFile ?? RESTORE_OP_FILE)) await removeDbCopy(tmp);
   }
 }
 
 /**
  * `vwstream-agent restore --force` with the agent stopped: install a checked copy (from
- * restoreChecked), keeping the current local database aside. The restored vault is
- * marked as the operator's choice, so the next start keeps it even when it differs from
- * the replica's newest generation (a point in time) and Litestream replicates it as a
- * new generation: the replica continues from the restored point.
+ * restoreChecked) as a recorded operation, keeping the current local database aside.
+ * The restored vault is marked as the operator's choice, so the next start keeps it even
+ * when it differs from the replica's newest generation (a point in time) and Litestream
+ * replicates it as a new generation: the replica continues from the restored point. A
+ * crash in between is finished by the next start with this very copy.
  */
-export async function installForced(cfg: Config, rt: Runtime, tmp: string, describe: string): Promise<{ setAsideTo?: string }> {
-  const setAsideTo = existsSync(rt.dbPath) ? await setAside(rt.dbPath, 'before-restore') : undefined;
-  await installRestored(tmp, rt.dbPath, rt.ids);
-  const reason = `restored ${describe} from ${replicaUrl(cfg)} by the operator`;
-  await updateState({ lastRestore: { at: new Date().toISOString(), action: 'restore', reason, ...(setAsideTo ? { setAsideTo } : {}) }, acceptedLocalDigest: contentDigest(rt.dbPath) });
-  return setAsideTo ? { setAsideTo } : {};
+export async function installForced(cfg: Config, rt: Runtime, tmp: string, describe: string, target: RestoreTarget = {}, opts: StartOptions = {}): Promise<{ setAsideTo?: string }> {
+  const op = await performRestoreOp({
+    kind: 'operator', describe, source: replicaUrl(cfg), target, dbPath: rt.dbPath, prepared: tmp,
+    operatorChoice: true, reason: `restored ${describe} from ${replicaUrl(cfg)} by the operator`, asideReason: 'before-restore',
+  }, rt.ids, opts.paths ?? {}, opts.hooks);
+  return op.asideDir ? { setAsideTo: op.asideDir } : {};
 }
 
 /** The latest replica over the local database (agent stopped), keeping the local one aside. */
-export async function forceRestore(cfg: Config, rt: Runtime, target: RestoreTarget = {}): Promise<RestoreOutcome> {
+export async function forceRestore(cfg: Config, rt: Runtime, target: RestoreTarget = {}, opts: StartOptions = {}): Promise<RestoreOutcome> {
   const started = Date.now();
   const { tmp } = await restoreChecked(rt, target, { cfg });
   try {
-    const { setAsideTo } = await installForced(cfg, rt, tmp, 'the latest state');
+    const { setAsideTo } = await installForced(cfg, rt, tmp, 'the latest state', target, opts);
     return { decision: { action: 'restore', setAside: 'none', reason: `restored from ${replicaUrl(cfg)} by the operator` }, ms: Date.now() - started, ...(setAsideTo ? { setAsideTo } : {}) };
   } finally {
-    await removeDbCopy(tmp);
+    if (!isRecordedCopy(tmp, opts.paths?.opFile ?? RESTORE_OP_FILE)) await removeDbCopy(tmp);
   }
 }

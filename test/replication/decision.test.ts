@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decideRestore, type RestoreInputs } from '../../agent/replication/decision.ts';
+import { compareToReplica, decideRestore, type RestoreInputs } from '../../agent/replication/decision.ts';
 import type { DbFacts } from '../../agent/replication/inspect.ts';
 import type { Generation } from '../../agent/replication/litestream.ts';
 
@@ -69,4 +69,48 @@ test('a corrupt local database is set aside and restored; without a replica it i
   const r = decide({ local: corrupt, generations: [] });
   assert.equal(r.action, 'refuse');
   assert.match(r.action === 'refuse' ? r.reason : '', /fails integrity_check \(database disk image is malformed\) and there is no replica/);
+});
+
+test('positions: ahead, not ahead, unknown', () => {
+  const g = '2222222222222222';
+  assert.equal(compareToReplica({ generation: g, index: 5, size: 100 }, { generation: g, index: 4, offset: 9000 }, false), 'ahead');
+  assert.equal(compareToReplica({ generation: g, index: 5, size: 100 }, { generation: g, index: 4, offset: 9000 }, true), 'ahead'); // proven beats a drain record
+  assert.equal(compareToReplica({ generation: g, index: 3, size: 100 }, { generation: g, index: 4, offset: 0 }, false), 'not-ahead');
+  assert.equal(compareToReplica({ generation: g, index: 4, size: 4152 }, { generation: g, index: 4, offset: 4152 }, false), 'not-ahead');
+  assert.equal(compareToReplica({ generation: g, index: 4, size: 8272 }, { generation: g, index: 4, offset: 4152 }, false), 'unknown');
+  assert.equal(compareToReplica({ generation: g, index: 4, size: 8272 }, { generation: g, index: 4, offset: 4152 }, true), 'not-ahead');
+  assert.equal(compareToReplica(undefined, undefined, false), 'unknown');
+  // The replica's segment read to its end decides the same index exactly, whatever the drain record says.
+  assert.equal(compareToReplica({ generation: g, index: 4, size: 8272 }, { generation: g, index: 4, offset: 4152, end: 8272 }, false), 'not-ahead');
+  assert.equal(compareToReplica({ generation: g, index: 4, size: 8272 }, { generation: g, index: 4, offset: 4152, end: 6200 }, true), 'ahead');
+});
+
+test('a corrupt local copy that continues the replica generation: positions first; ahead → refuse, never the older replica', () => {
+  const g = '2222222222222222';
+  const c: DbFacts = { ...corrupt, generation: g };
+  assert.deepEqual(decide({ local: c, generations: G }), { action: 'compare-positions' });
+  const ahead = decide({ local: c, generations: G, positions: { local: { generation: g, index: 7, size: 4152 }, replica: { generation: g, index: 6, offset: 32 }, lastDrainConfirmed: false } });
+  assert.equal(ahead.action, 'refuse');
+  if (ahead.action !== 'refuse') return;
+  assert.match(ahead.reason, /fails integrity_check \(database disk image is malformed\) but holds writes the replica at s3:\/\/b\/p\/db lacks \(local WAL index 7, 4152 bytes; replica WAL index 6, segment at 32 of generation 2222222222222222\)/);
+  assert.match(ahead.hint, /sqlite3 \/var\/lib\/vaultwarden\/db\.sqlite3 \.recover/);
+  assert.match(ahead.hint, /vwstream-agent restore --force/);
+  const behind = decide({ local: c, generations: G, positions: { local: { generation: g, index: 5, size: 4152 }, replica: { generation: g, index: 6, offset: 32 }, lastDrainConfirmed: false } });
+  assert.equal(behind.action === 'restore' && behind.setAside, 'corrupt');
+  assert.doesNotMatch(behind.action === 'restore' ? behind.reason : '', /not confirmed/);
+  const unsure = decide({ local: c, generations: G, positions: { local: { generation: g, index: 6, size: 9000 }, replica: { generation: g, index: 6, offset: 32 }, lastDrainConfirmed: false } });
+  assert.equal(unsure.action === 'restore' && unsure.setAside, 'corrupt');
+  assert.match(unsure.action === 'restore' ? unsure.reason : '', /the last drain was not confirmed: writes of its last seconds may exist only in the copy set aside/);
+});
+
+test('a local vault without users that continues the replica generation is kept unless it is behind', () => {
+  const g = '2222222222222222';
+  const empty: DbFacts = { exists: true, intact: true, users: 0, generation: g };
+  assert.deepEqual(decide({ local: empty, generations: G }), { action: 'compare-positions' });
+  const kept = decide({ local: empty, generations: G, positions: { local: { generation: g, index: 6, size: 9000 }, replica: { generation: g, index: 6, offset: 32 }, lastDrainConfirmed: false } });
+  assert.equal(kept.action, 'keep');
+  assert.match(kept.action === 'keep' ? kept.reason : '', /continues replica generation 2222222222222222 and is not behind it/);
+  const behind = { local: { generation: g, index: 2, size: 9000 }, replica: { generation: g, index: 6, offset: 32 }, lastDrainConfirmed: false };
+  assert.deepEqual(decide({ local: empty, generations: G, positions: behind }), { action: 'inspect-replica' });
+  assert.equal(decide({ local: empty, generations: G, positions: behind, replicaCopy: { users: 4, digest: 'r' } }).action, 'restore');
 });
