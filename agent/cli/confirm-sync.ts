@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { EXIT } from '../errors.ts';
 import { PATHS } from '../paths.ts';
 import { waitReplicaConfirmed } from '../replication/confirm.ts';
-import { writePrivateFile } from '../replication/litestream.ts';
+import { writePrivateFile } from '../fs.ts';
 import { runCommand } from './common.ts';
 
 export interface DrainInfo { metricsAddr: string; dbPath: string; confirmMs: number; litestreamStartedMs?: number }

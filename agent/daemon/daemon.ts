@@ -9,13 +9,14 @@ import { startApiServer } from '../api/server.ts';
 import type { DaemonState, HealthCheck, HealthReport, StatusReport, UnitSummary } from '../api/types.ts';
 import { Systemd, describeUnit } from '../systemd/dbus.ts';
 import { Notifier } from '../systemd/notify.ts';
-import { fetchMetrics, listGenerations, replicaCaughtUp, shadowPosition, verifyLoadedConfig, writePrivateFile, type LitestreamPosition } from '../replication/litestream.ts';
+import { fetchMetrics, listGenerations, replicaCaughtUp, shadowPosition, verifyLoadedConfig, type LitestreamPosition } from '../replication/litestream.ts';
 import { RestorableWindow } from '../replication/window.ts';
 import { PROFILES } from '../config/config.ts';
 import type { FileMirror } from '../files/mirror.ts';
 import { drainBudgetOf, type DrainBudget } from './budget.ts';
 import { renderDropins, writeDropins } from '../systemd/dropins.ts';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
+import { writeFileDurable, writePrivateFile } from '../fs.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { LeaseKeeper } from '../replication/lease-keeper.ts';
 import { FileLeaseStore, S3LeaseStore, myIdentity, safetyMargin } from '../replication/lease.ts';
@@ -693,7 +694,7 @@ export class Daemon {
       log.warn({ err: errorMessage(err) }, 'promote: last refresh failed; promoting with the copy this host has');
     }
     await this.lease.seize();
-    await writeFile(PATHS.roleOverride, 'primary\n', { mode: 0o644 });
+    await writeFileDurable(PATHS.roleOverride, 'primary\n', { mode: 0o644 });
     log.warn({ previousHolder: cur?.holder ?? null }, `PROMOTED to primary${cur ? ` (lease taken from ${cur.holder})` : ''}; role persisted in ${PATHS.roleOverride}; restarting as primary`);
     setTimeout(() => void this.systemd.restartNoWait(UNITS.agent).catch((err) => log.error({ err: errorMessage(err) }, 'self-restart failed')), 200);
     return { status: 200, body: { promoted: true, previousHolder: cur?.holder ?? null, override: PATHS.roleOverride } };

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { log } from '../log.ts';
-import { writePrivateFile } from '../replication/litestream.ts';
+import { writePrivateFile } from '../fs.ts';
 import { isSafeKey, moveOut, openReadNoFollow, UnsafePathError, walkNoFollow, writeFileInto, type Ids, type SkipKind } from '../safe-fs.ts';
 import { planSync, type LocalFile, type Manifest, type ManifestEntry } from './plan.ts';
 import { inScope, type Scope } from './scope.ts';

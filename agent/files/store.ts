@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import type { S3Settings } from '../config/config.ts';
+import { fsyncDir } from '../fs.ts';
 
 /** Counters a benchmark or status reads: requests made and bytes moved. */
 export interface StoreStats { requests: number; bytesUp: number; bytesDown: number }
@@ -202,6 +203,7 @@ export class DirStore implements ObjectStore {
       await fh.close();
     }
     await rename(tmp, dest);
+    await fsyncDir(dirname(dest));
     this.stats.bytesUp += req.size;
     return { etag: DirStore.etagOf(await lstat(dest)) };
   }

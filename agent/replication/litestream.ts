@@ -54,9 +54,6 @@ export function renderLitestreamConfig(cfg: Config, files: LitestreamFiles): str
   return lines.join('\n') + '\n';
 }
 
-/** Kept here for modules that still import it from this file; the implementation is agent/fs.ts. */
-export { writePrivateFile } from '../fs.ts';
-
 function baseArgs(configPath: string): string[] {
   return ['-config', configPath];
 }

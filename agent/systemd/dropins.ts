@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { DrainBudget } from '../daemon/budget.ts';
 import { UNITS } from '../paths.ts';
 import { renderTimerDropIn } from '../backup/schedule.ts';
-import { writePrivateFile } from '../replication/litestream.ts';
+import { writePrivateFile } from '../fs.ts';
 
 /** Per-host values for the static units, as runtime drop-ins (gone at reboot, rewritten at start). */
 export const DROPIN_ROOT = '/run/systemd/system';

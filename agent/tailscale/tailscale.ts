@@ -4,7 +4,7 @@ import type { Config } from '../config/config.ts';
 import { errorMessage } from '../errors.ts';
 import { run as execRun, type RunOptions, type RunResult } from '../exec.ts';
 import { log } from '../log.ts';
-import { writePrivateFile } from '../replication/litestream.ts';
+import { writePrivateFile } from '../fs.ts';
 
 /**
  * Tailscale: the operator's system tailscaled (from Tailscale's package), driven through
