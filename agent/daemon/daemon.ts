@@ -35,6 +35,7 @@ import { statfs, stat } from 'node:fs/promises';
 import { waitReplicaConfirmed } from '../replication/confirm.ts';
 import { VERSION } from '../version.ts';
 import { Tailscale } from '../tailscale/tailscale.ts';
+import { AsideKeeper } from './aside.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Litestream's monitor interval (1 s, set in litestream.yml) plus slack. */
@@ -93,9 +94,12 @@ export class Daemon {
   private readonly restorable = new RestorableWindow(() => listGenerations(this.rt.litestreamConfig, this.rt.dbPath));
   /** TAILSCALE_ENABLED: joins the tailnet and publishes Vaultwarden once it serves. */
   private readonly tailscale: Tailscale;
+  /** /var/lib/vwstream/aside: retention (ASIDE_MIN_KEEP, ASIDE_RETENTION_DAYS), totals for status and health. */
+  private readonly aside: AsideKeeper;
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
+    this.aside = new AsideKeeper(PATHS.asideDir, cfg.aside);
     this.tailscale = new Tailscale(cfg);
     this.notifier = new Notifier(notifySocket);
     this.stopped = new Promise((resolve) => (this.stopSignal = resolve));
@@ -170,6 +174,7 @@ export class Daemon {
         log.info({ listen: this.cfg.metricsListen }, `serving /metrics on http://${this.cfg.metricsListen}/metrics`);
       }
       for (const w of this.cfg.warnings) log.warn(w);
+      this.aside.start();
       if (this.role === 'secondary') return await this.runSecondary();
       if (!(await this.takeLease())) return await this.drain();
 
@@ -256,6 +261,7 @@ export class Daemon {
       if (this.systemd) await this.drain().catch(() => undefined);
       return e.exitCode;
     } finally {
+      this.aside.stop();
       this.watchdog?.stop();
       this.api?.close();
       this.metricsServer?.close();
@@ -664,6 +670,7 @@ export class Daemon {
       this.refreshes.swapped++;
       this.lastRefresh = new Date();
       log.info({ why, users: facts.users, downtimeMs: this.lastRefreshDowntimeMs }, `secondary refreshed from ${replicaUrl(this.cfg)} (${facts.users} users${serving ? `, Vaultwarden down ${this.lastRefreshDowntimeMs} ms` : ''})`);
+      if (localChanged) await this.aside.prune('after keeping local changes aside');
     } finally {
       await removeDbCopy(tmp);
     }
@@ -751,6 +758,7 @@ export class Daemon {
         restorable: this.rt ? await this.restorable.current() : null,
       },
       verify: { cron: this.cfg.verifyCron, nextRun: nextRun(this.cfg.verifyCron)?.toISOString() ?? null, last: readState().lastVerify ?? null },
+      aside: await this.aside.summary(),
       warnings: this.cfg.warnings,
       tailscale: this.tailscale.status(),
     };
@@ -794,6 +802,7 @@ export class Daemon {
       checks.push(ageCheck('refresh_age', this.lastRefresh, 'copy refreshed from the replica'));
     }
     checks.push(await diskCheck(PATHS.dataFolder, this.position?.dbSize ?? 0));
+    checks.push(await this.aside.check());
     if (this.cfg.tailscale.enabled) {
       const t = this.tailscale.status();
       checks.push({ name: 'tailscale', ok: t.up, detail: t.up ? `${t.address ?? '?'} ${t.url ?? ''} (${t.serve ?? 'serve'})`.trim() : `not up: ${t.error ?? t.backendState ?? 'starting'}` });
