@@ -649,14 +649,22 @@ export class Daemon {
         await this.mirror.restore(this.rt.ids);
         return;
       }
-      const localChanged = local.exists && localDigest !== state.secondaryDigest;
+      let localChanged = local.exists && (!local.intact || localDigest !== state.secondaryDigest);
       const serving = (await this.systemd.state(UNITS.vaultwarden)).activeState === 'active';
       const t = Date.now();
       if (serving) await this.stopUnit(UNITS.vaultwarden, 60_000);
+      // Decided again now that Vaultwarden is stopped: a write that landed between the check
+      // above and the stop is in the file too, and must be kept, not replaced.
+      let lateWrite = false;
+      if (!localChanged && local.exists) {
+        const after = inspectDb(this.rt.dbPath);
+        lateWrite = after.exists && (!after.intact || contentDigest(this.rt.dbPath) !== state.secondaryDigest);
+        localChanged = lateWrite;
+      }
       if (localChanged) {
         const kept = await setAside(this.rt.dbPath, 'secondary-local-changes');
         this.refreshes.localChangesKept++;
-        log.warn({ keptAt: kept }, `local changes on the secondary kept at ${kept} (a secondary's writes are not replicated)`);
+        log.warn({ keptAt: kept, lateWrite }, `local changes on the secondary kept at ${kept} (a secondary's writes are not replicated${lateWrite ? '; written while the refresh stopped Vaultwarden' : ''})`);
         void notify(this.cfg.notification, 'sync_error', `local changes on the secondary kept at ${kept}`);
       }
       await installRestored(tmp, this.rt.dbPath, this.rt.ids);
