@@ -72,7 +72,7 @@ await yargs(process.argv.slice(2))
           .epilogue('Exit codes: 0 ok, 1 failed (not root; a folder could not be read or removed), 64 usage, 78 config.'),
         (a) => asidePruneCommand({ ...g(a), dryRun: a['dry-run'] }),
       )
-      .epilogue('Exit codes: 0 ok, 1 failed (the folder cannot be read), 64 usage, 78 config.'),
+      .epilogue('Exit codes: 0 ok, 1 failed (not root; the folder cannot be read), 64 usage, 78 config.'),
     (a) => asideListCommand(g(a)),
   )
   .demandCommand(1, 'Name a command; see --help')

@@ -11,7 +11,11 @@ const foreignJson = (f: ForeignEntry) => ({ name: f.name, path: f.path, kind: f.
 
 function readFailed(dir: string, err: unknown): AgentError {
   const code = (err as NodeJS.ErrnoException).code;
-  return new AgentError(`cannot read ${dir}: ${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : errorMessage(err)}`, code === 'EACCES' || code === 'EPERM' ? { hint: 'run it as root: sudo vwstream-agent aside' } : {});
+  return new AgentError(`cannot read ${dir}: ${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : errorMessage(err)}`, {});
+}
+
+function needRoot(what: string, why: string): void {
+  if (process.getuid?.() !== 0) throw new AgentError(`vwstream-agent ${what} needs root (${why})`, { hint: `sudo vwstream-agent ${what}` });
 }
 
 function foreignLines(foreign: ForeignEntry[]): string {
@@ -21,6 +25,7 @@ function foreignLines(foreign: ForeignEntry[]): string {
 /** `vwstream-agent aside`: what the agent kept aside (reason, time, size, path) and what the rule would prune. */
 export function asideListCommand(args: { config: string; json: boolean }, dir: string = PATHS.asideDir): Promise<never> {
   return runCommand(async () => {
+    needRoot('aside', 'it reads the folders under /var/lib/vwstream/aside, which only root may');
     const cfg = configFor(args);
     const listing = await listAside(dir).catch((err) => { throw readFailed(dir, err); });
     const plan = planAsidePrune(listing.entries, cfg.aside, new Date());
@@ -46,8 +51,8 @@ export function asideListCommand(args: { config: string; json: boolean }, dir: s
 /** `vwstream-agent aside prune [--dry-run]`: applies the rule now (root only); prints what it removed. */
 export function asidePruneCommand(args: { config: string; json: boolean; dryRun: boolean }, dir: string = PATHS.asideDir): Promise<never> {
   return runCommand(async () => {
+    needRoot('aside prune', 'it removes folders under /var/lib/vwstream/aside');
     const cfg = configFor(args);
-    if (process.getuid?.() !== 0) throw new AgentError('aside prune needs root (it removes folders under /var/lib/vwstream/aside)', { hint: 'sudo vwstream-agent aside prune (--dry-run shows what it would remove)' });
     const r = await pruneAside(dir, cfg.aside, { dryRun: args.dryRun }).catch((err) => { throw readFailed(dir, err); });
     if (args.json) {
       printJson({

@@ -59,7 +59,7 @@ export class AsideKeeper {
       for (const f of r.foreign) {
         if (this.foreignSeen.has(f.name)) continue;
         this.foreignSeen.add(f.name);
-        log.warn({ aside: f.path, kind: f.kind }, `aside: ${f.path} left alone (${f.why})`);
+        log.warn({ aside: f.path, kind: f.kind }, `aside: ${f.path} left alone: ${f.why}`);
       }
       this.lastPrune = { at: new Date().toISOString(), removed: r.removed.length, bytes: r.removedBytes, errors: r.errors.length };
       if (r.removed.length) log.info({ removed: r.removed.length, bytes: r.removedBytes, kept: r.kept.length, why }, `aside: pruned ${r.removed.length} folders (${humanBytes(r.removedBytes)}); ${r.kept.length} kept (the ${this.rule.minKeep} newest per reason and everything younger than ${this.rule.retentionDays} days)`);
