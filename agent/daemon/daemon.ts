@@ -618,6 +618,7 @@ export class Daemon {
     await this.notifier.ready(`serving: ${detail}`);
     let tick = 0;
     while (!this.stopRequested) {
+      this.heartbeat = Date.now(); // the watchdog checks it while serving, on a secondary too
       await Promise.race([sleep(1000), this.stopped]);
       if (this.stopRequested) break;
       tick++;
