@@ -11,7 +11,8 @@
  *    start prunes by itself and logs each removal once.
  * 2. A secondary: a write that lands while a refresh stops Vaultwarden (after the refresh
  *    compared the local copy) is kept aside, never lost, and the prune that follows keeps
- *    the newest copy of every reason.
+ *    the newest copy of every reason; the serving secondary is not restarted by the
+ *    watchdog (100 s).
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
@@ -196,6 +197,7 @@ describe('kept-aside data', () => {
       const first = await a.vw.addUsers(20);
       await waitDbSynced(a.host, Date.now());
       await startAgent(b.host);
+      const bServingAt = Date.now();
       await waitServing(b.host, 60_000);
       await waitFor('the secondary serves 20 users', 30_000, async () => ((await b.vw.counts().catch(() => undefined))?.users === 20 ? true : undefined), b.host);
 
@@ -247,6 +249,16 @@ describe('kept-aside data', () => {
       assert.equal(st2.aside.count, names.length);
       console.log(`# secondary journal: ${keptMsg} | ${msgs.find((x) => x.startsWith(`aside: removed ${oldSlc} `))}`);
       console.log(`# secondary aside after: ${names.join(', ')} (${st2.aside.bytes} bytes)`);
+
+      // A serving secondary keeps the systemd watchdog (WatchdogSec=30s) fed: still the same
+      // agent process 100 s after READY (the watchdog gives up after 60 s without a loop + 30 s).
+      const pid = st2.pid as number;
+      await sleep(Math.max(0, bServingAt + 100_000 - Date.now()));
+      const st3 = await statusJson(b.host);
+      assert.equal(st3.pid, pid, 'the agent was restarted while serving as a secondary');
+      assert.equal(st3.state, 'serving');
+      assert.equal((await b.host.exec(['systemctl', 'show', '-P', 'NRestarts', 'vwstream-agent.service'])).stdout.trim(), '0');
+      assert.equal((await agentMessages(b.host)).filter((m) => m.includes('withholding the watchdog ping')).length, 0);
     } finally {
       await s3.stop();
     }
