@@ -17,7 +17,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { startS3, type Host, type S3Server } from './harness.ts';
-import { agentHost, s3Env, startAgent, statusJson, userUuids, waitDbSynced, waitServing, writeEnv, type AgentHost } from './common.ts';
+import { agentHost, agentMessages, s3Env, startAgentQuick as startAgent, statusJson, userUuids, waitDbSynced, waitFor, waitServing, writeEnv, type AgentHost } from './common.ts';
 
 const ASIDE = '/var/lib/vwstream/aside';
 const DAY = 86_400_000;
@@ -27,28 +27,6 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** The folder name setAside writes. */
 const asideName = (at: Date, reason: string) => `${at.toISOString().replace(/[:.]/g, '-')}-${reason}`;
-
-/** The `msg` of every pino line of the agent's journal. */
-async function agentMessages(host: Host): Promise<string[]> {
-  const j = await host.journal(['-u', 'vwstream-agent.service', '-o', 'cat']);
-  return j.split('\n').filter((l) => l.startsWith('{')).map((l) => { try { return String((JSON.parse(l) as { msg?: unknown }).msg ?? ''); } catch { return ''; } });
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, host?: Host): Promise<T> {
-  const t0 = Date.now();
-  let last: unknown = 'never polled';
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-      last = 'not yet';
-    } catch (e) { last = e instanceof Error ? e.message : e; }
-    if (Date.now() - t0 > timeoutMs) {
-      throw new Error(`${what}: not within ${timeoutMs} ms (last: ${String(last).slice(0, 1500)})${host ? `\n--- agent journal ---\n${(await agentMessages(host)).slice(-30).join('\n')}` : ''}`);
-    }
-    await sleep(500);
-  }
-}
 
 /** Plants an aside folder as setAside leaves one: a database of `bytes` bytes and a replaced attachment (10 bytes). */
 function plantScript(name: string, bytes: number, owner = 'root'): string {
@@ -162,7 +140,7 @@ describe('kept-aside data', () => {
     const late = [asideName(at(30), 'secondary-local-changes'), asideName(at(31), 'secondary-local-changes')];
     await host.sh(late.map((n) => plantScript(n, 3333)).join(' && '));
     await startAgent(host);
-    await waitFor('the start prune removed both', 30_000, async () => ((await ls(host)).some((n) => late.includes(n)) ? undefined : true), host);
+    await waitFor('the start prune removed both', 30_000, async () => ((await ls(host)).some((n) => late.includes(n)) ? undefined : true), host, 500);
     assert.deepEqual(await ls(host), after1);
     const msgs = await agentMessages(host);
     for (const n of late) {
@@ -199,7 +177,7 @@ describe('kept-aside data', () => {
       await startAgent(b.host);
       const bServingAt = Date.now();
       await waitServing(b.host, 60_000);
-      await waitFor('the secondary serves 20 users', 30_000, async () => ((await b.vw.counts().catch(() => undefined))?.users === 20 ? true : undefined), b.host);
+      await waitFor('the secondary serves 20 users', 30_000, async () => ((await b.vw.counts().catch(() => undefined))?.users === 20 ? true : undefined), b.host, 500);
 
       // Old copies to prune: one of a reason with a newer copy coming, one that is the only of its reason.
       const oldSlc = asideName(new Date(Date.now() - 40 * DAY), 'secondary-local-changes');
@@ -218,14 +196,14 @@ describe('kept-aside data', () => {
       const [newer] = await a.vw.addUsers(1);
       await waitDbSynced(a.host, Date.now());
 
-      const keptMsg = await waitFor('"local changes on the secondary kept at" in the journal', 60_000, async () => (await agentMessages(b.host)).find((m) => m.startsWith('local changes on the secondary kept at ')), b.host);
+      const { value: keptMsg } = await waitFor('"local changes on the secondary kept at" in the journal', 60_000, async () => (await agentMessages(b.host)).find((m) => m.startsWith('local changes on the secondary kept at ')), b.host, 500);
       assert.match(keptMsg, /written while the refresh stopped Vaultwarden/);
       const kept = /kept at (\S+)/.exec(keptMsg)![1]!;
       const vwLog = (await b.host.journal(['-u', 'vwstream-vaultwarden.service', '-o', 'cat'])).split('\n').find((x) => x.startsWith('{"inserted":1'));
       assert.ok(vwLog, 'the ExecStop write did not run');
       const lateUuid = (JSON.parse(vwLog) as { uuids: string[] }).uuids[0]!;
 
-      await waitFor('the secondary serves the primary\'s newest row', 30_000, async () => ((await userUuids(b.host)).has(newer!) ? true : undefined), b.host);
+      await waitFor('the secondary serves the primary\'s newest row', 30_000, async () => ((await userUuids(b.host)).has(newer!) ? true : undefined), b.host, 500);
       const live = await userUuids(b.host);
       assert.equal(live.has(lateUuid), false, 'the live copy is the replica\'s');
       for (const u of first) assert.ok(live.has(u));
@@ -237,10 +215,10 @@ describe('kept-aside data', () => {
       assert.ok(st.refreshes.localChangesKept >= 1);
 
       // The prune after setting aside: the old copy of that reason went, the only copy of the other stayed.
-      const msgs = await waitFor('the prune after the set-aside', 30_000, async () => {
+      const { value: msgs } = await waitFor('the prune after the set-aside', 30_000, async () => {
         const m = await agentMessages(b.host);
         return m.some((x) => x.startsWith(`aside: removed ${oldSlc} `)) ? m : undefined;
-      }, b.host);
+      }, b.host, 500);
       const names = await ls(b.host);
       assert.equal(names.includes(oldSlc), false);
       assert.ok(names.includes(oldBr), 'the only before-restore copy was removed');
