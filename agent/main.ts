@@ -13,6 +13,7 @@ import { verifyCommand } from './cli/verify.ts';
 import { keepLocalCommand } from './cli/keep-local.ts';
 import { restoreCommand } from './cli/restore.ts';
 import { runDaemon } from './cli/run.ts';
+import { asideListCommand, asidePruneCommand } from './cli/aside.ts';
 import { healthCommand, statusCommand } from './cli/status.ts';
 import { PATHS } from './paths.ts';
 import type { GlobalArgs } from './cli/common.ts';
@@ -59,6 +60,21 @@ await yargs(process.argv.slice(2))
     (a) => promoteCommand({ ...g(a), force: a.force }),
   )
   .command('keep-local', 'After a refused start: keep the local vault; it becomes the replica\'s newest generation', {}, (a) => keepLocalCommand(g(a)))
+  .command(
+    'aside',
+    'List the data the agent kept aside under /var/lib/vwstream/aside instead of deleting it (reason, time, size, path) and what the retention rule (ASIDE_MIN_KEEP, ASIDE_RETENTION_DAYS) prunes',
+    (y) => y
+      .command(
+        'prune',
+        'Apply the retention rule now and print what was removed (root only). Per reason the ASIDE_MIN_KEEP newest and everything younger than ASIDE_RETENTION_DAYS are kept; entries the agent did not make are never touched',
+        (yy) => yy
+          .option('dry-run', { type: 'boolean', default: false, describe: 'Only print what would be removed' })
+          .epilogue('Exit codes: 0 ok, 1 failed (not root; a folder could not be read or removed), 64 usage, 78 config.'),
+        (a) => asidePruneCommand({ ...g(a), dryRun: a['dry-run'] }),
+      )
+      .epilogue('Exit codes: 0 ok, 1 failed (not root; the folder cannot be read), 64 usage, 78 config.'),
+    (a) => asideListCommand(g(a)),
+  )
   .demandCommand(1, 'Name a command; see --help')
   .strict()
   .version(VERSION)

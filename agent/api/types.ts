@@ -58,9 +58,25 @@ export interface StatusReport {
   };
   /** The restore drill: schedule and last verdict. */
   verify?: { cron: string; nextRun: string | null; last: { at: string; ok: boolean; summary: string; ms: number } | null };
+  /** Kept-aside data: total and retention (null before the daemon read it). */
+  aside?: AsideSummary | null;
   warnings: string[];
   /** TAILSCALE_ENABLED: the tailnet address and what is served there. */
   tailscale?: TailscaleReport;
+}
+
+/** Kept-aside data under /var/lib/vwstream/aside (`vwstream-agent aside` lists it). */
+export interface AsideSummary {
+  dir: string;
+  /** Folders the agent set aside, and the bytes of their files. */
+  count: number;
+  bytes: number;
+  /** Names under the folder that the agent did not make (listed, never touched). */
+  foreign: string[];
+  rule: { minKeep: number; retentionDays: number };
+  lastPrune: { at: string; removed: number; bytes: number; errors: number } | null;
+  /** The folder could not be read. */
+  error: string | null;
 }
 
 export interface HealthCheck { name: string; ok: boolean; detail: string }

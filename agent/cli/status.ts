@@ -1,5 +1,6 @@
 import { apiRequest } from '../api/client.ts';
 import type { HealthReport, StatusReport } from '../api/types.ts';
+import { humanBytes } from '../aside.ts';
 import { EXIT } from '../errors.ts';
 import { ago, printJson, runCommand } from './common.ts';
 
@@ -22,6 +23,7 @@ export function formatStatus(s: StatusReport): string {
   if (s.role === 'secondary') lines.push(`  last refresh   ${ago(s.lastRefresh)}; swaps ${s.refreshes.swapped}, unchanged ${s.refreshes.skipped}${s.lastRefreshDowntimeMs !== null ? `, last swap downtime ${s.lastRefreshDowntimeMs} ms` : ''}${s.refreshes.localChangesKept ? `, local changes kept aside ${s.refreshes.localChangesKept}×` : ''}`);
   if (s.roleOverride) lines.push(`  role override  ${s.roleOverride} (written by promote; delete it and restart to follow NODE_ROLE again)`);
   lines.push(`  backups        ${s.backup.enabled ? `${s.backup.cron}, next ${s.backup.nextRun ?? 'never'}` : 'disabled'}${s.backup.last ? `; last ${s.backup.last.ok ? 'ok' : 'FAILED'} ${s.backup.last.at} ${s.backup.last.name}${s.backup.last.ok ? '' : `: ${s.backup.last.detail}`}` : ''}`);
+  if (s.aside) lines.push(`  kept aside     ${s.aside.error ? `cannot read ${s.aside.dir}: ${s.aside.error}` : `${s.aside.count} folders, ${humanBytes(s.aside.bytes)} under ${s.aside.dir}${s.aside.foreign.length ? ` (+${s.aside.foreign.length} not the agent's, left alone)` : ''}; keeps the ${s.aside.rule.minKeep} newest per reason${s.aside.rule.retentionDays ? ` and all younger than ${s.aside.rule.retentionDays} days` : ' and everything (ASIDE_RETENTION_DAYS=0)'} (vwstream-agent aside)`}`);
   if (s.walBytes !== null) lines.push(`  wal / db       ${s.walBytes} / ${s.dbBytes} bytes`);
   if (s.lastDrain) lines.push(`  last drain     ${s.lastDrain.complete ? '' : 'INCOMPLETE: '}${s.lastDrain.detail} (${s.lastDrain.at})`);
   if (s.restore) lines.push(`  at start       ${s.restore.action}: ${s.restore.reason} (${s.restore.ms} ms)`);

@@ -58,6 +58,8 @@ export interface Config {
   leaseTtlMs: number;
   healthcheckMaxSyncAgeMs: number;
   verifyCron: string;
+  /** Retention of /var/lib/vwstream/aside (ASIDE_MIN_KEEP per reason, ASIDE_RETENTION_DAYS). */
+  aside: { minKeep: number; retentionDays: number };
   metricsListen: string;
   logLevel: string;
   rocketPort: number;
@@ -235,6 +237,7 @@ export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: {
     leaseTtlMs: get(S.LEASE_TTL),
     healthcheckMaxSyncAgeMs: get(S.HEALTHCHECK_MAX_SYNC_AGE),
     verifyCron: get(S.VERIFY_CRON),
+    aside: { minKeep: get(S.ASIDE_MIN_KEEP), retentionDays: get(S.ASIDE_RETENTION_DAYS) },
     metricsListen: get(S.METRICS_LISTEN),
     logLevel: get(S.LOG_LEVEL),
     rocketPort,

@@ -171,6 +171,8 @@ export const SCHEMA = {
   STOP_GRACE_PERIOD: def('STOP_GRACE_PERIOD', 'Agent', '300', 'Upper bound of the whole drain at stop (seconds)', duration(10_000, 3_600_000)),
   LEASE_TTL: def('LEASE_TTL', 'Agent', '60', 'Lifetime of the primary lease; a dead holder\'s lease expires after it', duration(5_000, 600_000)),
   HEALTHCHECK_MAX_SYNC_AGE: def('HEALTHCHECK_MAX_SYNC_AGE', 'Agent', '600', 'Health fails when the last DB or file sync is older (seconds)', duration(1000)),
+  ASIDE_MIN_KEEP: def('ASIDE_MIN_KEEP', 'Agent', '5', 'Kept-aside data (/var/lib/vwstream/aside): always keep this many newest folders per reason …', int(1, 100000)),
+  ASIDE_RETENTION_DAYS: def('ASIDE_RETENTION_DAYS', 'Agent', '7', '… and every folder younger than this many days; older ones are pruned daily (0 = never prune)', int(0, 36500)),
   VERIFY_CRON: def('VERIFY_CRON', 'Agent', '0 4 * * 0', 'Restore drill schedule (5-field cron)', cron),
   METRICS_LISTEN: def('METRICS_LISTEN', 'Agent', 'off', 'Also serve /metrics over TCP at host:port', listenAddr),
   LOG_LEVEL: def('LOG_LEVEL', 'Agent', 'info', 'Log level', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace')),
@@ -183,7 +185,7 @@ export type SchemaKey = keyof typeof SCHEMA;
 export const ALL_KEYS: KeyDef<unknown>[] = Object.values(SCHEMA);
 
 /** Prefixes that belong to the agent: an unknown key with one is most likely a typo. */
-export const AGENT_PREFIXES = ['S3_', 'LITESTREAM_', 'BACKUP_', 'SYNC_', 'TAILSCALE_', 'NOTIFICATION_', 'PRIMARY_', 'SECONDARY_', 'LEASE_', 'HEALTHCHECK_', 'NODE_', 'DEPLOYMENT_'];
+export const AGENT_PREFIXES = ['S3_', 'LITESTREAM_', 'BACKUP_', 'SYNC_', 'TAILSCALE_', 'NOTIFICATION_', 'PRIMARY_', 'SECONDARY_', 'LEASE_', 'HEALTHCHECK_', 'NODE_', 'DEPLOYMENT_', 'ASIDE_'];
 
 export function checkKey<T>(def: KeyDef<T>, raw: string, where?: string): T {
   const v = def.parse(raw);

@@ -36,6 +36,7 @@ import { statfs, stat } from 'node:fs/promises';
 import { waitReplicaConfirmed } from '../replication/confirm.ts';
 import { VERSION } from '../version.ts';
 import { Tailscale } from '../tailscale/tailscale.ts';
+import { AsideKeeper } from './aside.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Litestream's monitor interval (1 s, set in litestream.yml) plus slack. */
@@ -94,9 +95,12 @@ export class Daemon {
   private readonly restorable = new RestorableWindow(() => listGenerations(this.rt.litestreamConfig, this.rt.dbPath));
   /** TAILSCALE_ENABLED: joins the tailnet and publishes Vaultwarden once it serves. */
   private readonly tailscale: Tailscale;
+  /** /var/lib/vwstream/aside: retention (ASIDE_MIN_KEEP, ASIDE_RETENTION_DAYS), totals for status and health. */
+  private readonly aside: AsideKeeper;
 
   constructor(cfg: Config, notifySocket: string | undefined) {
     this.cfg = cfg;
+    this.aside = new AsideKeeper(PATHS.asideDir, cfg.aside);
     this.tailscale = new Tailscale(cfg);
     this.notifier = new Notifier(notifySocket);
     this.stopped = new Promise((resolve) => (this.stopSignal = resolve));
@@ -171,6 +175,7 @@ export class Daemon {
         log.info({ listen: this.cfg.metricsListen }, `serving /metrics on http://${this.cfg.metricsListen}/metrics`);
       }
       for (const w of this.cfg.warnings) log.warn(w);
+      this.aside.start();
       if (this.role === 'secondary') return await this.runSecondary();
       if (!(await this.takeLease())) return await this.drain();
 
@@ -263,6 +268,7 @@ export class Daemon {
       if (this.systemd) await this.drain().catch(() => undefined);
       return e.exitCode;
     } finally {
+      this.aside.stop();
       this.watchdog?.stop();
       this.api?.close();
       this.metricsServer?.close();
@@ -619,6 +625,7 @@ export class Daemon {
     await this.notifier.ready(`serving: ${detail}`);
     let tick = 0;
     while (!this.stopRequested) {
+      this.heartbeat = Date.now(); // the watchdog checks it while serving, on a secondary too
       await Promise.race([sleep(1000), this.stopped]);
       if (this.stopRequested) break;
       tick++;
@@ -650,14 +657,22 @@ export class Daemon {
         await this.mirror.restore(this.rt.ids);
         return;
       }
-      const localChanged = local.exists && localDigest !== state.secondaryDigest;
+      let localChanged = local.exists && (!local.intact || localDigest !== state.secondaryDigest);
       const serving = (await this.systemd.state(UNITS.vaultwarden)).activeState === 'active';
       const t = Date.now();
       if (serving) await this.stopUnit(UNITS.vaultwarden, 60_000);
+      // Decided again now that Vaultwarden is stopped: a write that landed between the check
+      // above and the stop is in the file too, and must be kept, not replaced.
+      let lateWrite = false;
+      if (!localChanged && local.exists) {
+        const after = inspectDb(this.rt.dbPath);
+        lateWrite = after.exists && (!after.intact || contentDigest(this.rt.dbPath) !== state.secondaryDigest);
+        localChanged = lateWrite;
+      }
       if (localChanged) {
         const kept = await setAside(this.rt.dbPath, 'secondary-local-changes');
         this.refreshes.localChangesKept++;
-        log.warn({ keptAt: kept }, `local changes on the secondary kept at ${kept} (a secondary's writes are not replicated)`);
+        log.warn({ keptAt: kept, lateWrite }, `local changes on the secondary kept at ${kept} (a secondary's writes are not replicated${lateWrite ? '; written while the refresh stopped Vaultwarden' : ''})`);
         void notify(this.cfg.notification, 'sync_error', `local changes on the secondary kept at ${kept}`);
       }
       await installRestored(tmp, this.rt.dbPath, this.rt.ids);
@@ -671,6 +686,7 @@ export class Daemon {
       this.refreshes.swapped++;
       this.lastRefresh = new Date();
       log.info({ why, users: facts.users, downtimeMs: this.lastRefreshDowntimeMs }, `secondary refreshed from ${replicaUrl(this.cfg)} (${facts.users} users${serving ? `, Vaultwarden down ${this.lastRefreshDowntimeMs} ms` : ''})`);
+      if (localChanged) await this.aside.prune('after keeping local changes aside');
     } finally {
       await removeDbCopy(tmp);
     }
@@ -758,6 +774,7 @@ export class Daemon {
         restorable: this.rt ? await this.restorable.current() : null,
       },
       verify: { cron: this.cfg.verifyCron, nextRun: nextRun(this.cfg.verifyCron)?.toISOString() ?? null, last: readState().lastVerify ?? null },
+      aside: await this.aside.summary(),
       warnings: this.cfg.warnings,
       tailscale: this.tailscale.status(),
     };
@@ -801,6 +818,7 @@ export class Daemon {
       checks.push(ageCheck('refresh_age', this.lastRefresh, 'copy refreshed from the replica'));
     }
     checks.push(await diskCheck(PATHS.dataFolder, this.position?.dbSize ?? 0));
+    checks.push(await this.aside.check());
     if (this.cfg.tailscale.enabled) {
       const t = this.tailscale.status();
       checks.push({ name: 'tailscale', ok: t.up, detail: t.up ? `${t.address ?? '?'} ${t.url ?? ''} (${t.serve ?? 'serve'})`.trim() : `not up: ${t.error ?? t.backendState ?? 'starting'}` });

@@ -85,6 +85,7 @@ test('every key rejects a bad value with a message naming key, value and what is
     TAILSCALE_ENABLED: 'yep', TAILSCALE_HOSTNAME: 'bad_name!', TAILSCALE_LOGIN_SERVER: 'headscale', TAILSCALE_TAGS: 'vault', TAILSCALE_SERVE_MODE: 'http',
     TAILSCALE_SERVE_PORT: '70000', TAILSCALE_FUNNEL: 'open', VAULTWARDEN_BIN: 'vaultwarden', STOP_GRACE_PERIOD: '5', LEASE_TTL: '1',
     HEALTHCHECK_MAX_SYNC_AGE: 'old', VERIFY_CRON: 'weekly', METRICS_LISTEN: '9101', LOG_LEVEL: 'verbose', ROCKET_PORT: '0', ROCKET_ADDRESS: 'localhost',
+    ASIDE_MIN_KEEP: '0', ASIDE_RETENTION_DAYS: '30d',
   };
   const base = S3; // so S3_* keys are checked in their live path
   const untested = ALL_KEYS.map((d) => d.key).filter((k) => !(k in bad) && !['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'RCLONE_FLAGS', 'BACKUP_PASSWORD', 'TAILSCALE_AUTHKEY'].includes(k));
