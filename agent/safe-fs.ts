@@ -410,6 +410,17 @@ export async function writeFileInto(root: string, rel: string, source: WriteSour
   }
 }
 
+/** The directory holding `root/rel`, opened without following links, and the entry's name; null when a folder on the way is missing. */
+async function openParent(root: string, rel: string): Promise<{ dir: FileHandle; name: string } | null> {
+  const names = checkRel(root, rel);
+  try {
+    return { dir: await openDirNoFollow(root, names.slice(0, -1).join('/')), name: names[names.length - 1]! };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
 /**
  * Moves the entry `root/rel` (whatever it is: a link is moved as the link) to `dest`, a
  * path outside root; the parent directories below root are opened without following
@@ -417,16 +428,11 @@ export async function writeFileInto(root: string, rel: string, source: WriteSour
  * is copied (then removed); anything else throws.
  */
 export async function moveOut(root: string, rel: string, dest: string): Promise<boolean> {
-  const names = checkRel(root, rel);
-  let dir: FileHandle;
+  const parent = await openParent(root, rel);
+  if (!parent) return false;
+  const { dir, name } = parent;
   try {
-    dir = await openDirNoFollow(root, names.slice(0, -1).join('/'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-  try {
-    const src = at(dir, names[names.length - 1]!);
+    const src = at(dir, name);
     try {
       await rename(src, dest);
     } catch (err) {
@@ -462,16 +468,11 @@ export async function moveOut(root: string, rel: string, dest: string): Promise<
  * directories without following links. Returns false when there was nothing.
  */
 export async function unlinkIn(root: string, rel: string): Promise<boolean> {
-  const names = checkRel(root, rel);
-  let dir: FileHandle;
+  const parent = await openParent(root, rel);
+  if (!parent) return false;
+  const { dir, name } = parent;
   try {
-    dir = await openDirNoFollow(root, names.slice(0, -1).join('/'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-  try {
-    await unlink(at(dir, names[names.length - 1]!));
+    await unlink(at(dir, name));
     await dir.sync();
     return true;
   } catch (err) {
