@@ -15,7 +15,10 @@ export function renderDropins(budget: DrainBudget, syncIntervalMs: number, backu
     [`${UNITS.agent}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.agentSec}\n${rw}`,
     [`${UNITS.vaultwarden}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.vaultwardenSec}\n`,
     [`${UNITS.litestream}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.litestreamSec}\n${rw}`,
-    [`${UNITS.syncTimer}.d/50-vwstream.conf`]: `${head}[Timer]\nOnActiveSec=\nOnActiveSec=${syncSec}s\nOnUnitActiveSec=\nOnUnitActiveSec=${syncSec}s\n`,
+    // One reset only: an empty OnActiveSec= or OnUnitActiveSec= empties *every* monotonic
+    // trigger of the timer, so a second reset would drop the OnActiveSec= just set and
+    // leave only OnUnitActiveSec=, which never fires before the service's first run.
+    [`${UNITS.syncTimer}.d/50-vwstream.conf`]: `${head}[Timer]\nOnActiveSec=\nOnActiveSec=${syncSec}s\nOnUnitActiveSec=${syncSec}s\n`,
     [`${UNITS.backup}.d/50-vwstream.conf`]: `${head}[Service]\nTimeoutStopSec=${budget.units.backupSec}\n`,
     ...(backupCron ? { [`${UNITS.backupTimer}.d/50-vwstream.conf`]: head + renderTimerDropIn(backupCron) } : {}),
     ...(verifyCron ? { [`${UNITS.verifyTimer}.d/50-vwstream.conf`]: head + renderTimerDropIn(verifyCron, 'VERIFY_CRON') } : {}),
