@@ -16,7 +16,7 @@ import { FileMirror } from '../files/mirror.ts';
 import { scopeOf } from '../files/scope.ts';
 import { DirStore, S3Store } from '../files/store.ts';
 import { drainBudgetOf, type DrainBudget } from './budget.ts';
-import { renderDropins, writeDropins } from '../systemd/dropins.ts';
+import { backupLocalPaths, renderDropins, writeDropins } from '../systemd/dropins.ts';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { LeaseKeeper } from '../replication/lease-keeper.ts';
@@ -154,7 +154,7 @@ export class Daemon {
       this.watchdog = Watchdog.fromEnv(this.notifier, () => this.isResponsive());
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
-      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.verifyCron, this.cfg.s3 ? undefined : this.cfg.localReplicaPath))) await this.systemd.reload();
+      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.verifyCron, this.cfg.s3 ? undefined : this.cfg.localReplicaPath, this.cfg.backup.enabled ? backupLocalPaths(this.cfg.backup.remotes, this.cfg.rcloneEnv) : []))) await this.systemd.reload();
       if (this.budget.scaled) log.warn({ budget: this.budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${this.budget.vaultwardenMs} ms, litestream ${this.budget.litestreamMs} ms, files ${this.budget.filesMs} ms`);
       this.lastDrain = readState().lastDrain;
       this.api = await startApiServer(PATHS.socket, {
