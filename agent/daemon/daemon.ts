@@ -22,7 +22,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { LeaseKeeper } from '../replication/lease-keeper.ts';
 import { FileLeaseStore, S3LeaseStore, myIdentity, safetyMargin } from '../replication/lease.ts';
 import { s3Client } from '../files/store.ts';
-import { installRestored, removeDbCopy, setAside } from './runtime.ts';
+import { createDbFile, installRestored, removeDbCopy, setAside } from './runtime.ts';
 import { restoreChecked } from '../replication/restore.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
 import type { Role } from '../config/config.ts';
@@ -209,6 +209,8 @@ export class Daemon {
       await this.setState('replicating', 'starting Litestream');
       const lsBefore = await this.systemd.state(UNITS.litestream);
       if (lsBefore.activeState !== 'active') {
+        // A new vault's database file, made shareable with Litestream's user before either opens it.
+        if (await createDbFile(this.rt.dbPath, this.rt.ids)) log.info({ db: this.rt.dbPath }, `created an empty ${this.rt.dbPath} (mode 0660) for the new vault`);
         this.litestreamStartedMs = Date.now();
         await this.startUnit(UNITS.litestream);
       } else this.litestreamStartedMs = Date.now() - 1; // adopted: its start time is older still
