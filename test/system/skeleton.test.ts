@@ -90,7 +90,7 @@ describe('local directory replica (embedded default)', () => {
   });
 
   test('rows survive a power loss and the loss of the data folder', async () => {
-    assert.equal((await statusJson(a.host)).replica, 'file:///var/lib/vwstream/replica');
+    assert.equal((await statusJson(a.host)).replica, 'file:///var/backups/vwstream/replica');
     await a.vw.addUsers(50);
     await waitDbSynced(a.host, Date.now());
     await a.host.kill9();
@@ -111,7 +111,7 @@ describe('local directory replica (embedded default)', () => {
 
   test('bad NODE_ROLE: exit 78, key named in the journal, data and replica untouched, no restart loop', async () => {
     await a.host.exec(['systemctl', 'stop', 'vwstream-agent.service'], { timeoutMs: 120_000 });
-    const fingerprint = 'cd /var/lib && find vaultwarden vwstream/replica -type f -print0 | sort -z | xargs -0 sha256sum';
+    const fingerprint = 'cd /var && find lib/vaultwarden backups/vwstream/replica -type f -print0 | sort -z | xargs -0 sha256sum';
     const before = (await a.host.sh(fingerprint)).stdout;
     await writeEnv(a.host, { ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(a.port), LEASE_TTL: '10', NODE_ROLE: 'banana' });
     const check = await a.host.exec(['vwstream-agent', 'check-config'], { check: false });
