@@ -73,13 +73,23 @@ test('an upgrade from 0.1.0 moves the default replica, hands it to vwstream-lite
   const oldFiles = Number((await host.sh(`find ${OLD} -type f | wc -l`)).stdout);
 
   await host.copyIn(newer, '/tmp/newer.deb', 0o644);
-  const up = await host.exec(['apt-get', 'install', '-y', '--no-install-recommends', '/tmp/newer.deb'], { env: { DEBIAN_FRONTEND: 'noninteractive' }, timeoutMs: 600_000 });
+  // The shipped config's commented default changed (LOCAL_REPLICA_PATH): dpkg asks about
+  // a modified config; the operator keeps theirs (the prompt's default; --force-confold
+  // is that answer without a terminal, as the Ansible role's apt module gives it).
+  const conf = await host.readFile('/etc/vwstream/vwstream.env');
+  const up = await host.exec(['apt-get', 'install', '-y', '--no-install-recommends', '-o', 'Dpkg::Options::=--force-confold', '/tmp/newer.deb'], { env: { DEBIAN_FRONTEND: 'noninteractive' }, timeoutMs: 600_000 });
+  assert.equal(await host.readFile('/etc/vwstream/vwstream.env'), conf, 'the operator\'s config is kept');
   assert.match(up.stdout + up.stderr, new RegExp(`moved the directory replica from ${OLD} to ${NEW}`));
   const s = await waitServing(host);
   assert.equal(s.replica, `file://${NEW}`);
   assert.notEqual((await host.exec(['test', '-e', OLD], { check: false })).exitCode, 0, `${OLD} is left`);
   assert.equal(Number((await host.sh(`find ${NEW} -type f | wc -l`)).stdout) >= oldFiles, true, 'every replica file moved');
-  assert.equal((await host.sh(`find ${NEW} ${META} ! -user vwstream-litestream`)).stdout, '', 'files not handed to vwstream-litestream');
+  // Litestream's files are its user's (files/ and the lease are the agent's, written as
+  // root since), and Vaultwarden's user cannot reach into the replica any more.
+  assert.equal((await host.sh(`find ${NEW}/db ${META} ! -user vwstream-litestream`)).stdout, '', 'Litestream files not handed to vwstream-litestream');
+  assert.equal((await host.exec(['stat', '-c', '%a %U', NEW])).stdout, '700 vwstream-litestream');
+  const peek = await host.exec(['runuser', '-u', 'vaultwarden', '--', 'ls', `${NEW}/db`], { check: false });
+  assert.match(peek.stderr, /Permission denied/, 'vaultwarden reads the replica');
   const lsPid = (await host.exec(['systemctl', 'show', '-P', 'MainPID', 'vwstream-litestream.service'])).stdout;
   const uid = /^Uid:\s+(\d+)/m.exec(await host.readFile(`/proc/${lsPid}/status`))?.[1];
   assert.equal(uid, (await host.exec(['id', '-u', 'vwstream-litestream'])).stdout);
