@@ -123,11 +123,12 @@ export async function createDbFile(dbPath: string, ids: Ids): Promise<boolean> {
 /**
  * Hands a directory tree to `owner` (the move of Litestream to its own user: a replica or
  * .db.sqlite3-litestream/ written by an older release as vaultwarden). The top is opened
- * with O_NOFOLLOW and made `owner`'s, mode 0700, first: from then on only root and
- * `owner` can change what is inside, and the walk goes through that open descriptor
- * (/proc/self/fd/N), so a rename or link planted in the data folder meanwhile leads
- * nowhere. Links are re-owned themselves (lchown), never followed. Returns true when
- * the tree was migrated.
+ * with O_NOFOLLOW and made root's, mode 0700, first: from then on only root can change
+ * what is inside (and an interrupted walk is redone, the top not being `owner`'s yet);
+ * the walk goes through that open descriptor (/proc/self/fd/N), so a rename or link
+ * planted in the data folder meanwhile leads nowhere; the top becomes `owner`'s last.
+ * Links are re-owned themselves (lchown), never followed. Returns true when the tree
+ * was handed over.
  */
 export async function adoptTree(path: string, owner: Ids): Promise<boolean> {
   let fh;
@@ -141,7 +142,8 @@ export async function adoptTree(path: string, owner: Ids): Promise<boolean> {
   try {
     const st = await fh.stat();
     if (st.uid === owner.uid) return false;
-    await fh.chown(owner.uid, owner.gid);
+    // root's while the walk runs: an interrupted hand-over is redone at the next start.
+    await fh.chown(0, 0);
     await fh.chmod(0o700);
     const walk = async (dir: string): Promise<void> => {
       for await (const e of await opendir(dir)) {
@@ -151,6 +153,7 @@ export async function adoptTree(path: string, owner: Ids): Promise<boolean> {
       }
     };
     await walk(`/proc/self/fd/${fh.fd}`);
+    await fh.chown(owner.uid, owner.gid);
     return true;
   } finally {
     await fh.close();
