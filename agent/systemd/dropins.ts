@@ -41,12 +41,14 @@ export function replicaWritePaths(localReplicaPath: string | undefined): string 
 
 /**
  * vwstream-backup.service may write the local rclone destinations of BACKUP_REMOTES. Each
- * is created first when missing (outside the sandbox, "+", as rclone would create it; an
- * existing one keeps its mode), so that the sandbox can bind it writable.
+ * is created first when missing (ExecStartPre=+, as rclone would create it; an existing
+ * one keeps its mode). systemd sets up each process's namespace when it spawns it, and
+ * fails a ReadWritePaths= entry that does not exist then unless it has "-": with it, the
+ * mkdir runs, and the backup's own process finds the directory and gets it writable.
  */
 export function backupWritePaths(paths: string[]): string {
   if (paths.length === 0) return '';
-  return paths.map((p) => `ExecStartPre=+/bin/mkdir -p -m 0700 ${unitPath(p)}\n`).join('') + `ReadWritePaths=${paths.map((p) => unitPath(p)).join(' ')}\n`;
+  return paths.map((p) => `ExecStartPre=+/bin/mkdir -p -m 0700 ${unitPath(p)}\n`).join('') + `ReadWritePaths=${paths.map((p) => unitPath(`-${p}`)).join(' ')}\n`;
 }
 
 /** rclone backends that wrap another remote named by their REMOTE setting. */

@@ -30,7 +30,7 @@ test('the backup unit may write the local rclone destinations of BACKUP_REMOTES,
   );
   assert.equal(backupWritePaths([]), '');
   assert.equal(backupWritePaths(['/var/backups/vw', '/mnt/usb disk']),
-    'ExecStartPre=+/bin/mkdir -p -m 0700 /var/backups/vw\nExecStartPre=+/bin/mkdir -p -m 0700 "/mnt/usb disk"\nReadWritePaths=/var/backups/vw "/mnt/usb disk"\n');
+    'ExecStartPre=+/bin/mkdir -p -m 0700 /var/backups/vw\nExecStartPre=+/bin/mkdir -p -m 0700 "/mnt/usb disk"\nReadWritePaths=-/var/backups/vw "-/mnt/usb disk"\n');
   const files = renderDropins(drainBudget(300_000, { litestreamShutdownMs: 60_000, syncShutdownMs: 60_000 }), 300_000, '0 3 * * *', undefined, undefined, ['/var/backups/vw']);
-  assert.match(files['vwstream-backup.service.d/50-vwstream.conf']!, /^ReadWritePaths=\/var\/backups\/vw$/m);
+  assert.match(files['vwstream-backup.service.d/50-vwstream.conf']!, /^ReadWritePaths=-\/var\/backups\/vw$/m);
 });
