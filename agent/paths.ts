@@ -6,7 +6,10 @@ export const PATHS = {
   stateDir: '/var/lib/vwstream',
   stateFile: '/var/lib/vwstream/state.json',
   asideDir: '/var/lib/vwstream/aside',
-  localReplica: '/var/lib/vwstream/replica',
+  /** Default LOCAL_REPLICA_PATH: backups live under /var/backups, and purge keeps them. */
+  localReplica: '/var/backups/vwstream/replica',
+  /** Where releases before 0.1.1 kept the default directory replica (postinst moves it). */
+  legacyLocalReplica: '/var/lib/vwstream/replica',
   runDir: '/run/vwstream',
   socket: '/run/vwstream/agent.sock',
   litestreamConfig: '/run/vwstream/litestream.yml',
@@ -38,4 +41,10 @@ export const UNITS = {
 } as const;
 
 export const SERVICE_USER = 'vaultwarden';
+/**
+ * Litestream runs as its own system user, a member of SERVICE_USER's group (the data
+ * folder and the database are group-writable): the S3 credentials in litestream.yml are
+ * readable by this user only, never by Vaultwarden's.
+ */
+export const LITESTREAM_USER = 'vwstream-litestream';
 export const API_GROUP = 'vwstream';

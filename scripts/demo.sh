@@ -31,7 +31,7 @@ The demo host "$NAME" is running (Debian 12, systemd, vwstream-agent $(in_host d
   run a command:      nsenter -t $HPID -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin vwstream-agent status
   agent journal:      nsenter -t $HPID -a journalctl -u vwstream-agent -u vwstream-litestream -u vwstream-vaultwarden -f
   vault (stand-in):   curl http://127.0.0.1:$PORT/alive
-  local replica:      $DIR/var/lib/vwstream/replica
+  local replica:      $DIR/var/backups/vwstream/replica
   config:             $DIR/etc/vwstream/vwstream.env
   stop and delete:    sudo make demo-stop
 INFO

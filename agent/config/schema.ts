@@ -123,7 +123,7 @@ export const SCHEMA = {
   S3_NO_CHECK_BUCKET: def('S3_NO_CHECK_BUCKET', 'Storage', 'false', 'Do not check or create the bucket (for keys without bucket-level rights)', bool),
   RCLONE_REMOTE_NAME: def('RCLONE_REMOTE_NAME', 'Storage', 'S3', 'Name of the rclone remote derived from the S3_* settings', remoteName),
   RCLONE_FLAGS: def('RCLONE_FLAGS', 'Storage', '', 'Extra flags for every rclone call', text),
-  LOCAL_REPLICA_PATH: def('LOCAL_REPLICA_PATH', 'Storage', '/var/lib/vwstream/replica', 'Directory replica used when S3_BUCKET is empty', absPath),
+  LOCAL_REPLICA_PATH: def('LOCAL_REPLICA_PATH', 'Storage', '/var/backups/vwstream/replica', 'Directory replica used when S3_BUCKET is empty (kept by apt purge)', absPath),
   // Roles
   NODE_ROLE: def('NODE_ROLE', 'Roles', 'primary', 'primary serves and uploads; secondary restores and follows', oneOf('primary', 'secondary')),
   DEPLOYMENT_MODE: def('DEPLOYMENT_MODE', 'Roles', 'persistent', 'serverless = a secondary restores once and never refreshes', oneOf('persistent', 'serverless')),

@@ -14,14 +14,14 @@ import { RestorableWindow } from '../replication/window.ts';
 import { PROFILES } from '../config/config.ts';
 import type { FileMirror } from '../files/mirror.ts';
 import { drainBudgetOf, type DrainBudget } from './budget.ts';
-import { renderDropins, writeDropins } from '../systemd/dropins.ts';
+import { backupLocalPaths, renderDropins, writeDropins } from '../systemd/dropins.ts';
 import { readFile, rm } from 'node:fs/promises';
 import { writeFileDurable, writePrivateFile } from '../fs.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { LeaseKeeper } from '../replication/lease-keeper.ts';
 import { FileLeaseStore, S3LeaseStore, myIdentity, safetyMargin } from '../replication/lease.ts';
 import { s3Client } from '../files/store.ts';
-import { asideFolder, installRestored, removeDbCopy, setAside } from './runtime.ts';
+import { asideFolder, createDbFile, installRestored, removeDbCopy, setAside } from './runtime.ts';
 import { restoreChecked } from '../replication/restore.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
 import type { Role } from '../config/config.ts';
@@ -152,7 +152,7 @@ export class Daemon {
       this.watchdog = Watchdog.fromEnv(this.notifier, () => this.isResponsive());
       this.systemd = await Systemd.connect();
       this.rt = await prepareRuntime(this.cfg);
-      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.verifyCron, this.cfg.s3 ? undefined : this.cfg.localReplicaPath))) await this.systemd.reload();
+      if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.verifyCron, this.cfg.s3 ? undefined : this.cfg.localReplicaPath, this.cfg.backup.enabled ? backupLocalPaths(this.cfg.backup.remotes, this.cfg.rcloneEnv) : []))) await this.systemd.reload();
       if (this.budget.scaled) log.warn({ budget: this.budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${this.budget.vaultwardenMs} ms, litestream ${this.budget.litestreamMs} ms, files ${this.budget.filesMs} ms`);
       this.lastDrain = readState().lastDrain;
       this.api = await startApiServer(PATHS.socket, {
@@ -215,6 +215,8 @@ export class Daemon {
       await this.setState('replicating', 'starting Litestream');
       const lsBefore = await this.systemd.state(UNITS.litestream);
       if (lsBefore.activeState !== 'active') {
+        // A new vault's database file, made shareable with Litestream's user before either opens it.
+        if (await createDbFile(this.rt.dbPath, this.rt.ids)) log.info({ db: this.rt.dbPath }, `created an empty ${this.rt.dbPath} (mode 0660) for the new vault`);
         this.litestreamStartedMs = Date.now();
         await this.startUnit(UNITS.litestream);
       } else this.litestreamStartedMs = Date.now() - 1; // adopted: its start time is older still

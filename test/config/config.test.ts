@@ -23,8 +23,8 @@ test('an empty file is the embedded default: local directory replica, primary', 
   const c = build('');
   assert.equal(c.s3, null);
   assert.equal(c.role, 'primary');
-  assert.equal(c.localReplicaPath, '/var/lib/vwstream/replica');
-  assert.equal(replicaUrl(c), 'file:///var/lib/vwstream/replica');
+  assert.equal(c.localReplicaPath, '/var/backups/vwstream/replica');
+  assert.equal(replicaUrl(c), 'file:///var/backups/vwstream/replica');
   assert.equal(c.litestream.syncIntervalMs, 1000);
   assert.equal(c.litestream.profile, 'standard');
   assert.equal(c.litestream.snapshotIntervalMs, 6 * 3_600_000);

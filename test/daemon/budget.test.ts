@@ -38,7 +38,11 @@ test('drop-ins carry the timeouts and the sync interval', () => {
   const files = renderDropins(drainBudget(300_000, { litestreamShutdownMs: 60_000, syncShutdownMs: 60_000 }), 300_000);
   assert.match(files['vwstream-agent.service.d/50-vwstream.conf']!, /^TimeoutStopSec=315$/m);
   assert.match(files['vwstream-litestream.service.d/50-vwstream.conf']!, /^TimeoutStopSec=30$/m);
-  assert.match(files['vwstream-sync.timer.d/50-vwstream.conf']!, /^OnActiveSec=\nOnActiveSec=300s\nOnUnitActiveSec=\nOnUnitActiveSec=300s$/m);
+  // An empty assignment resets every monotonic trigger: after the last one, both are set.
+  const timer = files['vwstream-sync.timer.d/50-vwstream.conf']!;
+  assert.match(timer, /^OnActiveSec=\nOnActiveSec=300s\nOnUnitActiveSec=300s\n$/m);
+  const afterReset = timer.split('\n').slice(timer.split('\n').findLastIndex((l) => /^On\w+Sec=$/.test(l)) + 1);
+  assert.deepEqual(afterReset.filter(Boolean), ['OnActiveSec=300s', 'OnUnitActiveSec=300s']);
   assert.equal(files['vwstream-verify.timer.d/50-vwstream.conf'], undefined);
 });
 

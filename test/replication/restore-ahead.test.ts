@@ -24,7 +24,7 @@ const data = join(dir, 'data');
 const db = join(data, 'db.sqlite3');
 const conf = join(dir, 'litestream.yml');
 const rt: Runtime = {
-  ids: { uid: process.getuid!(), gid: process.getgid!() }, apiGroup: undefined, dbPath: db, litestreamConfig: conf,
+  ids: { uid: process.getuid!(), gid: process.getgid!() }, litestreamIds: { uid: process.getuid!(), gid: process.getgid!() }, apiGroup: undefined, dbPath: db, litestreamConfig: conf,
   metricsAddr: `127.0.0.1:${20000 + Math.floor(Math.random() * 20000)}`, litestreamConfigChanged: false, litestreamBin: LITESTREAM,
 };
 const paths = (n: string) => ({ opFile: join(dir, `${n}-op.json`), stateFile: join(dir, `${n}-state.json`), asideRoot: join(dir, `${n}-aside`) });

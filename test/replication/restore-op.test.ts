@@ -29,7 +29,7 @@ const db = join(data, 'db.sqlite3');
 const conf = join(dir, 'litestream.yml');
 const port = 20000 + Math.floor(Math.random() * 20000);
 const rt: Runtime = {
-  ids: { uid: process.getuid!(), gid: process.getgid!() }, apiGroup: undefined, dbPath: db, litestreamConfig: conf,
+  ids: { uid: process.getuid!(), gid: process.getgid!() }, litestreamIds: { uid: process.getuid!(), gid: process.getgid!() }, apiGroup: undefined, dbPath: db, litestreamConfig: conf,
   metricsAddr: `127.0.0.1:${port}`, litestreamConfigChanged: false, litestreamBin: LITESTREAM,
 };
 const users = (path: string) => (new DatabaseSync(path, { readOnly: true }).prepare('SELECT email FROM users ORDER BY email').all() as { email: string }[]).map((r) => r.email);

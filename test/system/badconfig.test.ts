@@ -27,9 +27,9 @@ test('each bad file: exit 78 naming the key, no restart, nothing touched; the go
   const sha = await a.vw.addAttachment('kept.bin', 30_000);
   await waitDbSynced(a.host, Date.now());
   await a.host.exec(['systemctl', 'stop', 'vwstream-agent.service'], { timeoutMs: 120_000 });
-  const fingerprint = 'cd / && { find var/lib/vaultwarden var/lib/vwstream -type f -print0; find run/systemd/system -path "*vwstream*" -type f -print0; } | sort -z | xargs -0 sha256sum';
+  const fingerprint = 'cd / && { find var/lib/vaultwarden var/lib/vwstream var/backups/vwstream -type f -print0; find run/systemd/system -path "*vwstream*" -type f -print0; } | sort -z | xargs -0 sha256sum';
   const before = (await a.host.sh(fingerprint)).stdout;
-  assert.ok(before.includes('var/lib/vaultwarden/db.sqlite3') && before.includes('var/lib/vwstream/replica/') && before.includes(sha), 'the fingerprint covers the data, the replica and the attachment');
+  assert.ok(before.includes('var/lib/vaultwarden/db.sqlite3') && before.includes('var/backups/vwstream/replica/') && before.includes(sha), 'the fingerprint covers the data, the replica and the attachment');
 
   const cases = PICK.map((n) => CORPUS.find((c) => c.name === n)!);
   assert.equal(cases.length, PICK.length);

@@ -1,7 +1,10 @@
 /**
  * Issue 7, hardening, on a Debian 12 host with the .deb installed by apt:
  * - systemd-analyze security exposure of the three services (≤ 3.0 for Vaultwarden and
- *   Litestream; the agent as low as it goes while staying root);
+ *   Litestream; the agent as low as it goes while staying root) and of the three oneshots
+ *   vwstream-sync, vwstream-backup and vwstream-verify (≤ 3.0 each; issue 13), which
+ *   still do their work sandboxed: a backup to an rclone crypt destination on a local
+ *   path, a restore drill, a file sync;
  * - the sandbox is really applied to the running processes (user, capability bounding
  *   set, no_new_privs, seccomp, read-only system in their mount namespace);
  * - with every kind of secret configured (S3 secret, BACKUP_PASSWORD, an rclone crypt
@@ -75,11 +78,13 @@ test('sandboxed services; no secret in argv, the journal or a readable file afte
       return { uid: f('Uid')!.split(/\s+/)[0], capBnd: f('CapBnd'), noNewPrivs: f('NoNewPrivs'), seccomp: f('Seccomp') };
     };
     const vwUid = (await a.host.exec(['id', '-u', 'vaultwarden'])).stdout.trim();
+    const lsUid = (await a.host.exec(['id', '-u', 'vwstream-litestream'])).stdout.trim();
+    assert.notEqual(lsUid, vwUid, 'Litestream has a user of its own');
     const vw = await pidOf('vwstream-vaultwarden.service');
     const ls = await pidOf('vwstream-litestream.service');
     const ag = await pidOf('vwstream-agent.service');
     assert.deepEqual(await proc(vw), { uid: vwUid, capBnd: '0000000000000400', noNewPrivs: '1', seccomp: '2' }, 'vaultwarden: CAP_NET_BIND_SERVICE only');
-    assert.deepEqual(await proc(ls), { uid: vwUid, capBnd: '0000000000000000', noNewPrivs: '1', seccomp: '2' }, 'litestream: no capabilities');
+    assert.deepEqual(await proc(ls), { uid: lsUid, capBnd: '0000000000000000', noNewPrivs: '1', seccomp: '2' }, 'litestream: its own user, no capabilities');
     assert.deepEqual(await proc(ag), { uid: '0', capBnd: '000000000000001f', noNewPrivs: '1', seccomp: '2' }, 'agent: CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID');
     for (const [pid, rw] of [[vw, '/var/lib/vaultwarden'], [ls, '/var/lib/vaultwarden'], [ag, '/var/lib/vwstream']] as const) {
       const etc = await a.host.exec(['nsenter', '-t', String(pid), '-m', 'sh', '-c', 'touch /etc/b7-probe'], { check: false });
@@ -100,6 +105,18 @@ test('sandboxed services; no secret in argv, the journal or a readable file afte
     assert.ok(scores['vwstream-vaultwarden.service']! <= 3.0, JSON.stringify(scores));
     assert.ok(scores['vwstream-litestream.service']! <= 3.0, JSON.stringify(scores));
     assert.ok(scores['vwstream-agent.service']! <= 2.5, JSON.stringify(scores));
+    // The oneshots, sandboxed, and doing their work: the backup above ran as the unit; a
+    // drill and a file sync here (the timer's runs).
+    const verify = await a.host.exec(['systemctl', 'start', 'vwstream-verify.service'], { timeoutMs: 300_000, check: false });
+    assert.equal(verify.exitCode, 0, `vwstream-verify.service: ${verify.stderr}\n${(await a.host.exec(['journalctl', '-u', 'vwstream-verify.service', '-o', 'cat', '-n', '30'])).stdout}`);
+    assert.equal((await statusJson(a.host)).verify.last?.ok, true);
+    await a.host.exec(['systemctl', 'start', 'vwstream-sync.service'], { timeoutMs: 120_000 });
+    assert.equal(await unitProp(a.host, 'vwstream-sync.service', 'Result'), 'success');
+    for (const u of ['vwstream-sync.service', 'vwstream-backup.service', 'vwstream-verify.service']) {
+      scores[u] = exposure((await a.host.exec(['systemd-analyze', 'security', '--no-pager', u])).stdout, u);
+      assert.ok(scores[u]! <= 3.0, JSON.stringify(scores));
+      assert.equal(await unitProp(a.host, u, 'ProtectSystem'), 'strict', u);
+    }
 
     // Secrets: argv (every sample), the whole journal, every file on the host.
     const values = [...Object.values(SECRETS), CRYPT_PLAIN];

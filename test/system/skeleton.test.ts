@@ -42,7 +42,8 @@ describe('S3 replica: power loss of the primary, a new host restores', () => {
     assert.equal(s.units['vwstream-vaultwarden.service'].activeState, 'active');
     assert.equal(s.units['vwstream-litestream.service'].activeState, 'active');
     assert.match(await unitProp(a.host, 'vwstream-agent.service', 'StatusText'), /^serving: new vault: no replica at s3:\/\/vault-test\/prod\/vw\/db/);
-    assert.equal((await a.host.exec(['stat', '-c', '%a %U', '/run/vwstream/litestream.yml'])).stdout, '600 vaultwarden');
+    // The S3 keys: Litestream's own user's, never Vaultwarden's.
+    assert.equal((await a.host.exec(['stat', '-c', '%a %U', '/run/vwstream/litestream.yml'])).stdout, '600 vwstream-litestream');
     assert.equal((await a.host.exec(['stat', '-c', '%a', '/run/vwstream/agent.sock'])).stdout, '660');
 
     await a.vw.addUsers(200);
@@ -76,7 +77,8 @@ describe('S3 replica: power loss of the primary, a new host restores', () => {
     assert.equal(sb.restore.action, 'restore');
     assert.deepEqual(await b.vw.counts(), { users: 200, ciphers: 0, attachments: 0 });
     assert.equal(await b.vw.integrity(), 'ok');
-    assert.equal((await b.host.exec(['stat', '-c', '%U %a', '/var/lib/vaultwarden/db.sqlite3'])).stdout, 'vaultwarden 600');
+    // Group vaultwarden may write it: Litestream's user is the group's other member.
+    assert.equal((await b.host.exec(['stat', '-c', '%U %G %a', '/var/lib/vaultwarden/db.sqlite3'])).stdout, 'vaultwarden vaultwarden 660');
     console.log(`# measured: READY on an empty host ${readyEmptyMs} ms; serving on a new host that waited for the dead holder's lease (LEASE_TTL=10) and restored 200 rows ${readyRestoreMs} ms; sync confirmed ${lagMs} ms after the last write`);
   });
 });
@@ -90,7 +92,7 @@ describe('local directory replica (embedded default)', () => {
   });
 
   test('rows survive a power loss and the loss of the data folder', async () => {
-    assert.equal((await statusJson(a.host)).replica, 'file:///var/lib/vwstream/replica');
+    assert.equal((await statusJson(a.host)).replica, 'file:///var/backups/vwstream/replica');
     await a.vw.addUsers(50);
     await waitDbSynced(a.host, Date.now());
     await a.host.kill9();
@@ -111,7 +113,7 @@ describe('local directory replica (embedded default)', () => {
 
   test('bad NODE_ROLE: exit 78, key named in the journal, data and replica untouched, no restart loop', async () => {
     await a.host.exec(['systemctl', 'stop', 'vwstream-agent.service'], { timeoutMs: 120_000 });
-    const fingerprint = 'cd /var/lib && find vaultwarden vwstream/replica -type f -print0 | sort -z | xargs -0 sha256sum';
+    const fingerprint = 'cd /var && find lib/vaultwarden backups/vwstream/replica -type f -print0 | sort -z | xargs -0 sha256sum';
     const before = (await a.host.sh(fingerprint)).stdout;
     await writeEnv(a.host, { ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(a.port), LEASE_TTL: '10', NODE_ROLE: 'banana' });
     const check = await a.host.exec(['vwstream-agent', 'check-config'], { check: false });

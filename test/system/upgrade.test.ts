@@ -134,11 +134,18 @@ test('upgrade while writing keeps every acknowledged row and the config; remove 
     assert.equal((await a.host.exec(['test', '-f', '/etc/vwstream/vwstream.env'], { check: false })).exitCode, 0, 'remove keeps the config');
     assert.equal((await a.host.exec(['test', '-d', '/var/lib/vwstream'], { check: false })).exitCode, 0, 'remove keeps agent state');
 
-    // purge: agent state and config go, the vault stays.
-    await a.host.exec(['dpkg', '--purge', 'vwstream-agent'], { timeoutMs: 120_000 });
+    // purge: agent state and config go, the vault stays and purge says where it is. (The
+    // directory replica is empty here — the first start by postinst had no Vaultwarden
+    // binary yet — and an empty one is removed; purge.test.ts keeps a full one.)
+    const fp = 'find /var/backups/vwstream -type f -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum';
+    const replicaBefore = (await a.host.sh(fp, { check: false })).stdout;
+    const purge = await a.host.exec(['dpkg', '--purge', 'vwstream-agent'], { timeoutMs: 120_000 });
     for (const p of ['/var/lib/vwstream', '/etc/vwstream']) {
       assert.notEqual((await a.host.exec(['test', '-e', p], { check: false })).exitCode, 0, `${p} left after purge`);
     }
+    assert.match(purge.stdout, /^  \/var\/lib\/vaultwarden \(the vault: Vaultwarden's data folder\)$/m);
+    assert.equal((await a.host.sh(fp, { check: false })).stdout, replicaBefore, 'purge changed the replica');
+    if (replicaBefore === '') assert.notEqual((await a.host.exec(['test', '-e', '/var/backups/vwstream'], { check: false })).exitCode, 0, 'an empty replica directory is left');
     const kept = Number((await a.host.exec(['sqlite3', '/var/lib/vaultwarden/db.sqlite3', 'SELECT count(*) FROM users'])).stdout);
     assert.ok(kept >= w.acked.length, `purge kept /var/lib/vaultwarden with ${kept} users (acknowledged ${w.acked.length})`);
 
@@ -186,7 +193,9 @@ test('rpm: first install keeps an existing config and starts; upgrade and erase 
   assert.equal((await host.exec(['stat', '-c', '%a %U', '/etc/vwstream/vwstream.env'])).stdout, '600 root');
   assert.match((await host.exec(['id', 'vaultwarden'])).stdout, /uid=\d+\(vaultwarden\)/);
   assert.equal((await host.exec(['getent', 'group', 'vwstream'], { check: false })).exitCode, 0);
-  assert.equal((await host.exec(['stat', '-c', '%a %U', '/var/lib/vaultwarden'])).stdout, '700 vaultwarden');
+  assert.equal((await host.exec(['stat', '-c', '%a %U', '/var/lib/vaultwarden'])).stdout, '770 vaultwarden');
+  assert.match((await host.exec(['id', '-nG', 'vwstream-litestream'])).stdout, /\bvaultwarden\b/);
+  assert.equal((await host.exec(['stat', '-c', '%a %U', '/var/backups/vwstream/replica'])).stdout, '700 vwstream-litestream');
   assert.equal((await host.exec(['systemctl', 'is-enabled', 'vwstream-agent.service'])).stdout, 'enabled');
   const s = await waitServing(host, 120_000);
   assert.equal(s.role, 'primary');
