@@ -193,7 +193,15 @@ export class Daemon {
         if (vwState.activeState === 'active') await this.stopUnit(UNITS.vaultwarden, 60_000);
         if (lsState.activeState === 'active') await this.stopUnit(UNITS.litestream, this.cfg.litestream.shutdownTimeoutMs);
         await this.setState('restoring', `checking the local vault against ${replicaUrl(this.cfg)}`);
-        this.restore = await restoreOnStart(this.cfg, this.rt);
+        let shown = 0;
+        this.restore = await restoreOnStart(this.cfg, this.rt, {
+          // Each step Litestream takes (snapshot, WAL segment) pushes the start timeout out.
+          onProgress: (p) => {
+            if (Date.now() - shown < 1000 && p.phase !== 'done') return;
+            shown = Date.now();
+            void this.notifier.extendTimeout(120_000, `restoring: database ${p.phase === 'wal' && p.walIndex !== undefined ? `WAL segment ${p.walIndex}${p.walMax !== undefined ? ` of ${p.walMax}` : ''}` : p.phase}`);
+          },
+        });
         const d = this.restore.decision;
         await bumpCounter('restores', d.action).catch(() => undefined);
         // A restore finished now after an interruption fetches the files as its run would have

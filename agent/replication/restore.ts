@@ -118,7 +118,7 @@ export async function restorePointTo(cfg: Config, rt: Runtime, point: Pick<Resto
 export async function restoreChecked(rt: Runtime, target: RestoreTarget = {}, opts: { cfg?: Config; endFallback?: RestoreTarget; onProgress?: (p: RestoreProgress) => void } = {}): Promise<{ tmp: string; facts: DbFacts }> {
   const tmp = tmpPathFor(rt.dbPath);
   if (opts.cfg) await restorePointTo(opts.cfg, rt, { target, ...(opts.endFallback ? { endFallback: opts.endFallback } : {}) }, tmp, opts.onProgress);
-  else await restoreTo(rt.litestreamConfig, rt.dbPath, tmp, target, binOf(rt));
+  else await restoreTo(rt.litestreamConfig, rt.dbPath, tmp, target, binOf(rt), opts.onProgress);
   const facts = inspectDb(tmp);
   if (!facts.intact) {
     await removeDbCopy(tmp);
@@ -166,6 +166,8 @@ export interface StartOptions {
   /** Where the restore record and the state file are (tests). */
   paths?: OpPaths;
   hooks?: OpHooks;
+  /** Litestream's restore steps (snapshot, each WAL segment), for STATUS= and the start timeout. */
+  onProgress?: (p: RestoreProgress) => void;
 }
 
 /**
@@ -211,7 +213,7 @@ export async function restoreOnStart(cfg: Config, rt: Runtime, opts: StartOption
           lastDrainConfirmed: state.lastDrain?.complete === true,
         };
       } else {
-        const copy = await restoreChecked(rt);
+        const copy = await restoreChecked(rt, {}, { onProgress: opts.onProgress });
         tmp = copy.tmp;
         inputs.replicaCopy = { users: copy.facts.users, digest: contentDigest(tmp) };
       }
@@ -223,7 +225,7 @@ export async function restoreOnStart(cfg: Config, rt: Runtime, opts: StartOption
       throw new AgentError(decision.reason, { hint: decision.hint, exitCode: EXIT.REFUSED });
     }
     if (decision.action === 'restore') {
-      if (!tmp) tmp = (await restoreChecked(rt)).tmp;
+      if (!tmp) tmp = (await restoreChecked(rt, {}, { onProgress: opts.onProgress })).tmp;
       const op = await performRestoreOp({
         kind: 'startup', describe: 'the latest state', source: url, target: {}, dbPath: rt.dbPath, prepared: tmp,
         operatorChoice: false, reason: decision.reason, asideReason: decision.setAside === 'none' ? 'before-restore' : decision.setAside,
