@@ -4,7 +4,7 @@ import { lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { Agent as HttpsAgent } from 'node:https';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Transform, type Readable } from 'node:stream';
+import { pipeline as streamPipeline, Transform, type Readable } from 'node:stream';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import type { S3Settings } from '../config/config.ts';
 import { fsyncDir } from '../fs.ts';
@@ -77,11 +77,11 @@ export function s3Client(s3: S3Settings): S3Client {
   });
 }
 
-/** The body, counting the bytes that pass into stats.bytesDown. */
+/** The body, counting the bytes that pass into stats.bytesDown; destroying it closes the source too. */
 function counted(body: Readable, stats: StoreStats): Readable {
   const t = new Transform({ transform(chunk: Buffer, _enc, cb) { stats.bytesDown += chunk.length; cb(null, chunk); } });
-  body.once('error', (err) => t.destroy(err));
-  return body.pipe(t);
+  streamPipeline(body, t, () => undefined); // errors reach the reader through t
+  return t;
 }
 
 const unquote = (etag: string | undefined): string => (etag ?? '').replace(/^"|"$/g, '');
