@@ -49,7 +49,7 @@ test('health, metrics, SIGKILLed units restarted and reported, watchdog restarts
   const h = await a.host.exec(['vwstream-agent', 'health', '--json']);
   const report = JSON.parse(h.stdout) as { ok: boolean; checks: { name: string; ok: boolean; detail: string }[] };
   assert.equal(report.ok, true, h.stdout);
-  assert.deepEqual(report.checks.map((c) => c.name), ['state', 'vaultwarden', 'litestream', 'db_sync_age', 'file_mirror_lag', 'lease', 'wal_size', 'disk_free']);
+  assert.deepEqual(report.checks.map((c) => c.name), ['state', 'vaultwarden', 'litestream', 'db_sync_age', 'file_mirror_lag', 'lease', 'wal_size', 'disk_free', 'aside_size']);
   assert.equal((await a.host.exec(['stat', '-c', '%a %U %G', '/run/vwstream/agent.sock'])).stdout, '660 root vwstream');
   assert.match((await a.host.exec(['vwstream-agent', 'health'])).stdout, /^healthy\n {2}ok {3}state/);
 
