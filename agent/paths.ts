@@ -18,6 +18,10 @@ export const PATHS = {
   drainInfo: '/run/vwstream/drain.json',
   /** confirm-sync's verdict, read by the agent's drain. */
   finalSync: '/run/vwstream/final-sync.json',
+  /** This agent's instance id for the lease: created at the first start of a boot (see replication/instance.ts). */
+  instanceFile: '/run/vwstream/instance.json',
+  /** Root-only socket (0600) for the API's state-changing requests; agent.sock serves reads to group vwstream. */
+  controlSocket: '/run/vwstream/control.sock',
   filesManifest: '/var/lib/vwstream/files-manifest.json',
   /** A file restore in progress (removed when it completes; the next start finishes it). */
   filesRestore: '/var/lib/vwstream/files-restore.json',

@@ -34,7 +34,12 @@ export interface StatusReport {
   restore: { action: string; reason: string; at: string; ms: number } | null;
   files: { remote: string; lastReport: { at: string; uploaded: number; deleted: number; unchanged: number; conflicts: number; errors: number } | null; unreadable: string[] };
   lastDrain: { complete: boolean; at: string; detail: string } | null;
-  lease: { holder: string; bootId: string; expiresAt: string; ours: boolean; url: string; suspended: string | null } | null;
+  /**
+   * The lease as last read. `instance` identifies its holder (null: written by an agent
+   * before instance ids); `self` is this agent's instance; holder (hostname), machineId
+   * and bootId are information only (clones share them).
+   */
+  lease: { holder: string; instance: string | null; machineId: string; bootId: string; self: string; expiresAt: string; ours: boolean; url: string; suspended: string | null } | null;
   /** Why Litestream is stopped on purpose (lease not renewable: store unreachable); null = replicating. */
   replicationSuspended: string | null;
   /** Restarts of Vaultwarden/Litestream by the agent since it started, and the last event per unit. */

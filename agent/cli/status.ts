@@ -18,7 +18,7 @@ export function formatStatus(s: StatusReport): string {
   const r = s.litestream.restorable;
   if (r) lines.push(`  restorable     ${r.oldest ? `from ${r.oldest.replace(/\.\d+Z$/, 'Z')} to ${(r.newest ?? '?').replace(/\.\d+Z$/, 'Z')} (${r.generations} generations)` : 'nothing yet'}${r.error ? `; replica not readable: ${r.error}` : ''}`);
   if (s.verify) lines.push(`  restore drill  ${s.verify.cron}, next ${s.verify.nextRun ?? 'never'}; ${s.verify.last ? `last ${s.verify.last.at.replace(/\.\d+Z$/, 'Z')}: ${s.verify.last.summary}` : 'never run (vwstream-agent verify)'}`);
-  if (s.lease) lines.push(`  lease          ${s.lease.suspended ? `NOT RENEWED (${s.lease.suspended})` : s.lease.ours ? 'held by this host' : `held by ${s.lease.holder}`} until ${s.lease.expiresAt} (${s.lease.url})`);
+  if (s.lease) lines.push(`  lease          ${s.lease.suspended ? `NOT RENEWED (${s.lease.suspended})` : s.lease.ours ? `held by this host (instance ${s.lease.self.slice(0, 8)})` : `held by ${s.lease.holder} (instance ${s.lease.instance?.slice(0, 8) ?? 'unknown'})`} until ${s.lease.expiresAt} (${s.lease.url})`);
   if (s.replicationSuspended) lines.push(`  REPLICATION SUSPENDED: ${s.replicationSuspended}; Vaultwarden serves from local data`);
   if (s.role === 'secondary') lines.push(`  last refresh   ${ago(s.lastRefresh)}; swaps ${s.refreshes.swapped}, unchanged ${s.refreshes.skipped}${s.lastRefreshDowntimeMs !== null ? `, last swap downtime ${s.lastRefreshDowntimeMs} ms` : ''}${s.refreshes.localChangesKept ? `, local changes kept aside ${s.refreshes.localChangesKept}×` : ''}`);
   if (s.roleOverride) lines.push(`  role override  ${s.roleOverride} (written by promote; delete it and restart to follow NODE_ROLE again)`);

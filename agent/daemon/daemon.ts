@@ -19,7 +19,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { writeFileDurable, writePrivateFile } from '../fs.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { LeaseKeeper } from '../replication/lease-keeper.ts';
-import { FileLeaseStore, S3LeaseStore, myIdentity, safetyMargin } from '../replication/lease.ts';
+import { FileLeaseStore, S3LeaseStore, describeHolder, myIdentity, safetyMargin } from '../replication/lease.ts';
 import { s3Client } from '../files/store.ts';
 import { asideFolder, createDbFile, installRestored, removeDbCopy, setAside } from './runtime.ts';
 import { restoreChecked } from '../replication/restore.ts';
@@ -108,9 +108,11 @@ export class Daemon {
     this.mirror = fileMirrorFor(cfg);
     this.roleOverride = readRoleOverride();
     this.role = (this.roleOverride as Role | null) ?? cfg.role;
+    const me = myIdentity(PATHS.instanceFile);
+    log.info({ instance: me.instance, machineId: me.machineId, bootId: me.bootId, file: PATHS.instanceFile }, `agent instance ${me.instance} (${me.instanceCreated ? 'new in this boot' : 'kept from an earlier run in this boot'})`);
     this.lease = new LeaseKeeper({
       store: cfg.s3 ? new S3LeaseStore(cfg.s3, s3Client(cfg.s3)) : new FileLeaseStore(cfg.localReplicaPath),
-      me: myIdentity(),
+      me,
       ttlMs: cfg.leaseTtlMs,
       onLost: (reason, stolen) => void this.fence(reason, stolen),
       onSuspended: (reason) => void this.suspendReplication(reason),
@@ -529,7 +531,7 @@ export class Daemon {
           log.info({ lease: this.lease.url, reason: d.action === 'acquire' ? d.reason : 'renew' }, `lease taken (${this.lease.url})`);
           return true;
         }
-        const detail = `lease held by ${d.holder} until ${d.until.toISOString()}; taking over when it expires`;
+        const detail = `lease held by ${describeHolder({ holder: d.holder, instance: d.instance ?? undefined })} until ${d.until.toISOString()}; taking over when it expires`;
         await this.setState('waiting', detail);
         if (!this.readySent) {
           this.readySent = true;
@@ -711,7 +713,7 @@ export class Daemon {
     if (this.role !== 'secondary') return { status: 409, body: { error: `this host is already ${this.role}` } };
     const cur = await this.lease.peek().catch(() => null);
     if (cur && !force && Date.now() <= Date.parse(cur.expiresAt) + safetyMargin(this.cfg.leaseTtlMs)) {
-      return { status: 409, body: { error: `primary ${cur.holder} (boot ${cur.bootId}) holds the lease until ${cur.expiresAt}; if that host is dead: vwstream-agent promote --force` } };
+      return { status: 409, body: { error: `primary ${describeHolder(cur)} holds the lease until ${cur.expiresAt}; if that host is dead: vwstream-agent promote --force` } };
     }
     this.promoting = true;
     try {
@@ -754,7 +756,7 @@ export class Daemon {
         lastReport: this.mirror.lastReport ? { at: this.mirror.lastReport.at, uploaded: this.mirror.lastReport.uploaded, deleted: this.mirror.lastReport.deleted, unchanged: this.mirror.lastReport.unchanged, conflicts: this.mirror.lastReport.conflicts, errors: this.mirror.lastReport.errors.length } : null,
         unreadable: this.mirror.unreadable.map((e) => `${PATHS.dataFolder}/${e.rel} (${e.code})`),
       },
-      lease: this.lease.seen ? { holder: this.lease.seen.holder, bootId: this.lease.seen.bootId, expiresAt: this.lease.seen.expiresAt, ours: this.lease.held, url: this.lease.url, suspended: this.lease.suspended } : null,
+      lease: this.lease.seen ? { holder: this.lease.seen.holder, instance: this.lease.seen.instance ?? null, machineId: this.lease.seen.machineId, bootId: this.lease.seen.bootId, self: this.lease.me.instance, expiresAt: this.lease.seen.expiresAt, ours: this.lease.held, url: this.lease.url, suspended: this.lease.suspended } : null,
       replicationSuspended: this.replicationSuspended,
       unitRestarts: this.unitRestarts,
       unitEvents: this.unitEvents,
@@ -821,7 +823,7 @@ export class Daemon {
       }
       const l = this.lease.seen;
       const leaseOk = this.lease.held && !this.lease.suspended;
-      checks.push({ name: 'lease', ok: leaseOk, detail: this.lease.suspended ? `not renewed: ${this.lease.suspended}` : l ? `${leaseOk ? 'held' : `held by ${l.holder}`} until ${l.expiresAt}` : 'not held' });
+      checks.push({ name: 'lease', ok: leaseOk, detail: this.lease.suspended ? `not renewed: ${this.lease.suspended}` : l ? `${leaseOk ? 'held' : `held by ${describeHolder(l)}`} until ${l.expiresAt}` : 'not held' });
       const wal = this.position?.walSize ?? null;
       checks.push({ name: 'wal_size', ok: wal === null || wal <= WAL_WARN_BYTES, detail: wal === null ? 'unknown (Litestream does not answer)' : `${Math.round(wal / 1024)} KiB (max ${WAL_WARN_BYTES / 1048576} MiB)` });
     } else {

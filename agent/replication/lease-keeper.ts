@@ -1,6 +1,6 @@
 import { errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
-import { LeaseConflict, decideLease, newLease, safetyMargin, type Identity, type Lease, type LeaseDecision, type LeaseStore } from './lease.ts';
+import { LeaseConflict, decideLease, describeHolder, newLease, safetyMargin, type Identity, type Lease, type LeaseDecision, type LeaseStore } from './lease.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -70,7 +70,7 @@ export class LeaseKeeper {
       await sleep(wait);
       if (!(await this.readBack())) {
         const s = this.seen as Lease | null;
-        return { action: 'wait', holder: s?.holder ?? 'unknown', until: new Date(s ? Date.parse(s.expiresAt) : Date.now()) };
+        return { action: 'wait', holder: s?.holder ?? 'unknown', instance: s?.instance ?? null, until: new Date(s ? Date.parse(s.expiresAt) : Date.now()) };
       }
     }
     this.acquiredAt = lease.acquiredAt;
@@ -98,14 +98,14 @@ export class LeaseKeeper {
       const cur = await this.store.read(AbortSignal.timeout(left > 0 ? Math.max(1_000, Math.min(15_000, left)) : 10_000));
       if (!cur || cur.lease.token !== this.me.token) {
         this.seen = cur?.lease ?? null;
-        return this.lost(cur ? `lease taken by ${cur.lease.holder} (boot ${cur.lease.bootId}) until ${cur.lease.expiresAt}` : 'lease object disappeared', true);
+        return this.lost(cur ? `lease taken by ${describeHolder(cur.lease)} until ${cur.lease.expiresAt}` : 'lease object disappeared', true);
       }
       const next = newLease(this.me, Date.now(), this.ttlMs, this.acquiredAt);
       await this.store.write(next, cur.etag ? { etag: cur.etag } : {}, AbortSignal.timeout(15_000));
       // After an expiry another host may have raced us: read back, and once more after a settle.
       for (const wait of this.suspended ? [0, this.settleMs] : [0]) {
         await sleep(wait);
-        if (!(await this.readBack())) return this.lost(`lease taken by ${this.seen?.holder ?? 'unknown'} during renewal`, true);
+        if (!(await this.readBack())) return this.lost(`lease taken by ${this.seen ? describeHolder(this.seen) : 'unknown'} during renewal`, true);
       }
       if (this.suspended) {
         log.info({ lease: this.store.url, was: this.suspended }, 'lease renewed again: the store answers and nobody took it');

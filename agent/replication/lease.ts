@@ -5,46 +5,65 @@ import { hostname } from 'node:os';
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { S3Settings } from '../config/config.ts';
 import { unlinkDurable, writeFileDurable } from '../fs.ts';
+import { instanceId } from './instance.ts';
 
-/** The single-writer lease (contract behaviour 5): who may write the replica, until when. */
-export interface Lease { holder: string; machineId: string; bootId: string; token: string; acquiredAt: string; expiresAt: string; ttlMs: number }
-export interface Identity { holder: string; machineId: string; bootId: string; token: string }
+/**
+ * The single-writer lease (contract behaviour 5): who may write the replica, until when.
+ * `instance` (see instance.ts) and `token` identify the holder; `holder` (hostname),
+ * `machineId` and `bootId` are information for the operator only: clones share them.
+ * Leases written before `instance` existed lack it.
+ */
+export interface Lease { holder: string; instance?: string; machineId: string; bootId: string; token: string; acquiredAt: string; expiresAt: string; ttlMs: number }
+/** `instance`: this boot's instance id; `token`: this run of the agent. */
+export interface Identity { holder: string; instance: string; machineId: string; bootId: string; token: string }
 
 function readId(path: string): string {
   try { return readFileSync(path, 'utf8').trim() || 'unknown'; } catch { return 'unknown'; }
 }
 
-export function myIdentity(): Identity {
-  return { holder: hostname(), machineId: readId('/etc/machine-id'), bootId: readId('/proc/sys/kernel/random/boot_id'), token: randomBytes(12).toString('hex') };
+/** This run's identity; the instance id is read from (or created in) `instanceFile`. */
+export function myIdentity(instanceFile: string): Identity & { instanceCreated: boolean } {
+  const bootId = readId('/proc/sys/kernel/random/boot_id');
+  const { record, created } = instanceId(instanceFile, bootId);
+  return { holder: hostname(), instance: record.id, machineId: readId('/etc/machine-id'), bootId, token: randomBytes(12).toString('hex'), instanceCreated: created };
+}
+
+/** How a lease's holder is named to an operator: hostname and a short instance id (clones share hostnames). */
+export function describeHolder(l: Pick<Lease, 'holder' | 'instance'>): string {
+  return `${l.holder} (instance ${l.instance ? l.instance.slice(0, 8) : 'unknown'})`;
 }
 
 export type LeaseDecision =
   | { action: 'acquire'; reason: string }
   | { action: 'renew' }
-  | { action: 'wait'; holder: string; until: Date };
+  | { action: 'wait'; holder: string; instance: string | null; until: Date };
 
 /**
  * Pure lease rule. A lease belongs to whoever holds its token; an earlier run of this
- * agent in the same boot (now gone) may take it over at once; anyone else, this host
- * after a reboot included, only after it
- * expired plus a safety margin (the holder fences itself that margin *before* expiry,
- * so two writers never overlap while clocks agree within the margin).
+ * agent in the same boot (same instance id, now gone: only one agent runs per host) may
+ * take it over at once; anyone else (a clone with the same machine id and boot id, this
+ * host after a reboot) only after it expired plus a safety margin (the holder fences
+ * itself that margin *before* expiry, so two writers never overlap while clocks agree
+ * within the margin).
  */
 export function decideLease(current: Lease | null, me: Identity, nowMs: number, safetyMs: number): LeaseDecision {
   if (!current) return { action: 'acquire', reason: 'no lease' };
   if (current.token === me.token) return { action: 'renew' };
-  // Boot ids are random per boot: the same one means an earlier run of this agent on this
-  // very boot (now gone). Machine ids and host names are not enough: cloned images share them.
-  if (me.bootId !== 'unknown' && current.bootId === me.bootId && current.machineId === me.machineId) {
-    return { action: 'acquire', reason: 'held by an earlier run of this agent' };
+  // The instance id is random per boot and per host's /run: machine ids, host names and
+  // boot ids are not enough (clones share the first two, containers the kernel's boot id).
+  if (typeof current.instance === 'string' && current.instance.length > 0 && current.instance === me.instance) {
+    return { action: 'acquire', reason: 'held by an earlier run of this agent in this boot' };
   }
   const expires = Date.parse(current.expiresAt);
-  if (!Number.isFinite(expires) || nowMs > expires + safetyMs) return { action: 'acquire', reason: `lease of ${current.holder} expired at ${current.expiresAt}` };
-  return { action: 'wait', holder: current.holder, until: new Date(expires) };
+  if (!Number.isFinite(expires) || nowMs > expires + safetyMs) return { action: 'acquire', reason: `lease of ${describeHolder(current)} expired at ${current.expiresAt}` };
+  return { action: 'wait', holder: current.holder, instance: current.instance ?? null, until: new Date(expires) };
 }
 
 export function newLease(me: Identity, nowMs: number, ttlMs: number, acquiredAt?: string): Lease {
-  return { ...me, acquiredAt: acquiredAt ?? new Date(nowMs).toISOString(), expiresAt: new Date(nowMs + ttlMs).toISOString(), ttlMs };
+  return {
+    holder: me.holder, instance: me.instance, machineId: me.machineId, bootId: me.bootId, token: me.token,
+    acquiredAt: acquiredAt ?? new Date(nowMs).toISOString(), expiresAt: new Date(nowMs + ttlMs).toISOString(), ttlMs,
+  };
 }
 
 /** The holder must have renewed before expiry minus the margin, or stop writing. */

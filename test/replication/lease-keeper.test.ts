@@ -8,7 +8,7 @@ import { FileLeaseStore, newLease, type Identity } from '../../agent/replication
 
 const dir = mkdtempSync(join(tmpdir(), 'vws-lease-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-const id = (n: string): Identity => ({ holder: `host-${n}`, machineId: `m-${n}`, bootId: `b-${n}`, token: `t-${n}` });
+const id = (n: string): Identity => ({ holder: `host-${n}`, instance: `i-${n}`, machineId: `m-${n}`, bootId: `b-${n}`, token: `t-${n}` });
 
 test('acquire, a second holder waits, renewal keeps it, a thief is noticed, release frees it', async () => {
   const store = new FileLeaseStore(join(dir, 'a'));
@@ -80,4 +80,21 @@ test('with onSuspended: an unreachable store suspends (once), then the lease is 
   await a.renew();
   assert.equal(events.length, 4);
   assert.match(events[3]!, /^lost true lease taken by host-b/);
+});
+
+test('clones sharing machine id, boot id and hostname: the second waits; a restart of the holder (same instance) takes its lease back at once', async () => {
+  const store = new FileLeaseStore(join(dir, 'clones'));
+  const shared = { holder: 'vault', machineId: 'eec8e4d1ae1d4a0fb7584983944ee18a', bootId: 'b-shared' };
+  const a = new LeaseKeeper({ store, me: { ...shared, instance: 'i-one', token: 't-1' }, ttlMs: 10_000, settleMs: 10, onLost: () => assert.fail('a lost its lease') });
+  const clone = new LeaseKeeper({ store, me: { ...shared, instance: 'i-two', token: 't-2' }, ttlMs: 10_000, settleMs: 10, onLost: () => assert.fail('the clone never held it') });
+  assert.equal((await a.tryAcquire()).action, 'acquire');
+  const w = await clone.tryAcquire();
+  assert.deepEqual(w.action === 'wait' ? { holder: w.holder, instance: w.instance } : w, { holder: 'vault', instance: 'i-one' });
+  assert.equal(clone.held, false);
+  assert.equal((await store.read())!.lease.token, 't-1', 'the clone wrote over the holder\'s lease');
+  // The holder's agent restarts within the boot: new token, same instance id.
+  const restarted = new LeaseKeeper({ store, me: { ...shared, instance: 'i-one', token: 't-3' }, ttlMs: 10_000, settleMs: 10, onLost: () => assert.fail('lost') });
+  assert.deepEqual(await restarted.tryAcquire(), { action: 'acquire', reason: 'held by an earlier run of this agent in this boot' });
+  assert.equal((await store.read())!.lease.token, 't-3');
+  assert.equal((await clone.tryAcquire()).action, 'wait');
 });
