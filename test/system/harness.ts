@@ -517,11 +517,9 @@ export async function bootHost(requested: string): Promise<Host> {
     const t0 = Date.now();
     await run('tar', ['--numeric-owner', '-xpf', tar, '-C', dir], { timeoutMs: 300_000 });
     host.unpackMs = Date.now() - t0;
-    // Each host its own machine id: the cached root's /var/lib/dbus/machine-id would
-    // otherwise give every host the same one (systemd falls back to it), and hosts share
-    // the kernel's boot id, so the lease could not tell two hosts apart.
-    fs.writeFileSync(path.join(dir, 'etc', 'machine-id'), `${crypto.randomBytes(16).toString('hex')}\n`);
-    fs.rmSync(path.join(dir, 'var', 'lib', 'dbus', 'machine-id'), { force: true });
+    // Hosts are clones, as containers made from one template are: every host gets the
+    // cached root's machine id (systemd takes /var/lib/dbus/machine-id) and they share
+    // the kernel's boot id. Nothing that identifies a host may rely on either.
     fs.writeFileSync(path.join(dir, 'etc', 'hostname'), `${requested}\n`);
     fs.appendFileSync(path.join(dir, 'etc', 'hosts'), `127.0.1.1\t${requested}\n`);
     await host.boot();

@@ -69,7 +69,7 @@ describe('S3 replica: power loss of the primary, a new host restores', () => {
     await startAgent(b.host);
     const first = await statusJson(b.host);
     // Installing host 2 may take longer than the lease's remaining life.
-    if (first.state === 'waiting') assert.match(first.detail, /^lease held by vws-sk-a until /);
+    if (first.state === 'waiting') assert.match(first.detail, /^lease held by vws-sk-a \(instance [0-9a-f]{8}\) until /);
     else assert.equal(first.state, 'serving');
     const sb = await waitServing(b.host, 60_000);
     const readyRestoreMs = Date.now() - t0;

@@ -16,6 +16,7 @@
  *    the loss of the promoted host on a fresh primary.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { startS3, type Host, type S3Server } from './harness.ts';
 import { agentHost, agentMessages, journalTail, startAgentQuick, statusJson, userUuids, waitDbSynced, waitFilesSynced, waitFor, type AgentHost } from './common.ts';
@@ -40,7 +41,19 @@ function s3Env(s3: S3Server, bucket: string, prefix: string): Record<string, str
 }
 const secondaryEnv = (env: Record<string, string>) => ({ ...env, NODE_ROLE: 'secondary', SECONDARY_SYNC_INTERVAL: String(SYNC_INTERVAL_S) });
 
-interface Lease { holder: string; bootId: string; token: string; expiresAt: string; ttlMs: number }
+interface Lease { holder: string; instance: string; machineId: string; bootId: string; token: string; expiresAt: string; ttlMs: number }
+
+/**
+ * What could identify a host: /etc/machine-id, the boot id as the agent reads it, and the
+ * agent's instance id (both from /run/vwstream/instance.json). nspawn lays a per-container
+ * boot id over /proc/sys/kernel/random/boot_id for a shell, but inside the agent's sandbox
+ * /proc/sys is mounted afresh and shows the kernel's own: shared by every container.
+ */
+async function ids(host: Host): Promise<{ machineId: string; bootId: string; instance: string }> {
+  const machineId = (await host.readFile('/etc/machine-id')).trim();
+  const rec = JSON.parse(await host.readFile('/run/vwstream/instance.json')) as { id: string; bootId: string };
+  return { machineId, bootId: rec.bootId, instance: rec.id };
+}
 
 /** The lease object in the bucket as it is (unsigned GET: fauxqs does not check signatures); null when absent. */
 async function readLease(s3: S3Server, bucket: string, prefix: string): Promise<Lease | null> {
@@ -115,6 +128,9 @@ describe('lease and secondary on one prefix', () => {
     assert.equal(lease.holder, 'vws-sb-a');
     assert.equal(lease.ttlMs, LEASE_TTL_S * 1000);
     assert.ok(lease.bootId && lease.token, `lease without bootId/token: ${JSON.stringify(lease)}`);
+    const idsA = await ids(a.host);
+    assert.deepEqual({ instance: lease.instance, machineId: lease.machineId, bootId: lease.bootId }, idsA, 'the lease names the holder\'s instance, machine id and boot id');
+    assert.equal(sa.lease.self, idsA.instance);
     const leftMs = Date.parse(lease.expiresAt) - Date.now();
     assert.ok(leftMs > 0 && leftMs <= LEASE_TTL_S * 1000 + 2000, `lease expiresAt ${lease.expiresAt} is not within LEASE_TTL of now`);
 
@@ -185,8 +201,15 @@ describe('lease and secondary on one prefix', () => {
     await destroy(b); // it has shown what it should; it would only load the machine below
   });
 
-  test('a second primary on the same prefix never serves while the first lives; takes over after LEASE_TTL when it dies', async () => {
+  test('a second primary on the same prefix (a clone: same machine id and boot id) never serves while the first lives; takes over after LEASE_TTL when it dies', async () => {
     const cReadyMs = await startAgentQuick(c.host);
+    // The two hosts are clones of one image on one kernel: only the agent's instance id differs.
+    const [idsA, idsC] = [await ids(a.host), await ids(c.host)];
+    assert.match(idsA.machineId, /^[0-9a-f]{32}$/);
+    assert.equal(idsC.machineId, idsA.machineId, 'the test hosts do not share /etc/machine-id: this test would not show the clone case');
+    assert.equal(idsC.bootId, idsA.bootId, 'the agents on the test hosts do not see the same boot id');
+    assert.equal(idsA.bootId, readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'the agents do not see the kernel\'s boot id');
+    assert.notEqual(idsC.instance, idsA.instance, 'two hosts got the same instance id');
     const checks: string[] = [];
     const expiries: number[] = [];
     for (let i = 0; i < 5; i++) {
@@ -207,14 +230,23 @@ describe('lease and secondary on one prefix', () => {
       const lease = await readLease(s3, BUCKET, PREFIX);
       assert.equal(lease?.holder, 'vws-sb-a', `check ${i}: lease.json ${JSON.stringify(lease)}`);
       assert.equal(lease.bootId, s.lease.bootId);
+      assert.equal(lease.instance, idsA.instance, `check ${i}: lease.json names instance ${lease.instance}, not the first primary's ${idsA.instance}`);
+      assert.equal(s.lease.instance, idsA.instance);
+      assert.equal(s.lease.self, idsC.instance);
+      // Never both primaries serving: the holder serves, the clone waits.
+      const sa = await statusJson(a.host);
+      assert.equal(`${sa.role} ${sa.state} ${sa.lease?.ours}`, 'primary serving true', `check ${i}: the first primary's status`);
       expiries.push(Date.parse(lease.expiresAt));
       checks.push(`${new Date().toISOString()} ${s.state} holder=${s.lease.holder} until ${s.lease.expiresAt}`);
     }
     // Renewed every LEASE_TTL/3: over ≥ 12 s of checks its expiry moved forward by well over 6 s.
     const moved = expiries.at(-1)! - expiries[0]!;
     assert.ok(moved >= 6_000, `the holder's lease expiry moved ${moved} ms over the checks (LEASE_TTL=${LEASE_TTL_S}s, renewal every TTL/3): ${expiries.map((e) => new Date(e).toISOString()).join(', ')}`);
-    const waiting = (await agentMessages(c.host)).find((m) => /^waiting: lease held by vws-sb-a until /.test(m));
-    assert.ok(waiting, `no "waiting: lease held by vws-sb-a until …" in the journal:\n${await journalTail(c.host)}`);
+    const waitingLine = `waiting: lease held by vws-sb-a (instance ${idsA.instance.slice(0, 8)}) until `;
+    const waiting = (await agentMessages(c.host)).find((m) => m.startsWith(waitingLine));
+    assert.ok(waiting, `no "${waitingLine}…" in the journal:\n${await journalTail(c.host)}`);
+    const cMsgs = await agentMessages(c.host);
+    assert.ok(!cMsgs.some((m) => /earlier run of this agent/.test(m)), `the clone took the first primary's lease as its own:\n${cMsgs.join('\n')}`);
 
     // The holder's last writes are in the replica, then it loses power.
     const last = await a.vw.addUsers(10);
