@@ -2,9 +2,14 @@ import { request } from 'node:http';
 import { AgentError } from '../errors.ts';
 import { PATHS } from '../paths.ts';
 
-/** A request to the daemon's socket. Throws AgentError with an operator-readable reason. */
+/**
+ * A request to the daemon. Reads (GET) go to agent.sock (root and group vwstream);
+ * anything that changes the agent (promote, sync, …) to the root-only control.sock.
+ * Throws AgentError with an operator-readable reason.
+ */
 export function apiRequest<T>(method: string, path: string, opts: { socket?: string; timeoutMs?: number } = {}): Promise<{ status: number; body: T }> {
-  const socketPath = opts.socket ?? PATHS.socket;
+  const changes = method !== 'GET' && method !== 'HEAD';
+  const socketPath = opts.socket ?? (changes ? PATHS.controlSocket : PATHS.socket);
   return new Promise((resolve, reject) => {
     const req = request({ socketPath, method, path, timeout: opts.timeoutMs ?? 10_000 }, (res) => {
       const chunks: Buffer[] = [];
@@ -23,6 +28,8 @@ export function apiRequest<T>(method: string, path: string, opts: { socket?: str
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
         reject(new AgentError(`the agent is not running (nothing answers at ${socketPath})`, { hint: 'systemctl status vwstream-agent; journalctl -u vwstream-agent' }));
+      } else if (err.code === 'EACCES' && changes) {
+        reject(new AgentError(`'${path.split('?')[0]!.replace(/^\//, '')}' changes the agent's state: only root may do that (permission denied on ${socketPath})`, { hint: 'run it as root (sudo); members of group vwstream may read: status, health, metrics' }));
       } else if (err.code === 'EACCES') {
         reject(new AgentError(`permission denied on ${socketPath}`, { hint: 'run as root or as a member of group vwstream' }));
       } else reject(new AgentError(`cannot talk to the agent at ${socketPath}: ${err.message}`));

@@ -5,7 +5,7 @@ import { formatHuman } from '../config/duration.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
 import { PATHS, UNITS } from '../paths.ts';
-import { startApiServer } from '../api/server.ts';
+import { startApiServers, type ApiServers } from '../api/server.ts';
 import type { DaemonState, HealthCheck, HealthReport, StatusReport, UnitSummary } from '../api/types.ts';
 import { Systemd, describeUnit } from '../systemd/dbus.ts';
 import { Notifier } from '../systemd/notify.ts';
@@ -53,7 +53,7 @@ export class Daemon {
   private since = new Date();
   private systemd!: Systemd;
   private rt!: Runtime;
-  private api: Server | undefined;
+  private api: ApiServers | undefined;
   private readonly notifier: Notifier;
   private lastDbSync: Date | null = null;
   private position: LitestreamPosition | null = null;
@@ -157,7 +157,8 @@ export class Daemon {
       if (await writeDropins(renderDropins(this.budget, this.cfg.primarySyncIntervalMs, this.cfg.backup.enabled ? this.cfg.backup.cron : undefined, this.cfg.verifyCron, this.cfg.s3 ? undefined : this.cfg.localReplicaPath, this.cfg.backup.enabled ? backupLocalPaths(this.cfg.backup.remotes, this.cfg.rcloneEnv) : []))) await this.systemd.reload();
       if (this.budget.scaled) log.warn({ budget: this.budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${this.budget.vaultwardenMs} ms, litestream ${this.budget.litestreamMs} ms, files ${this.budget.filesMs} ms`);
       this.lastDrain = readState().lastDrain;
-      this.api = await startApiServer(PATHS.socket, {
+      // Reads for group vwstream on agent.sock; promote and sync on the root-only control.sock.
+      this.api = await startApiServers({ readPath: PATHS.socket, controlPath: PATHS.controlSocket }, {
         'POST /sync': async () => {
           if (this.state !== 'serving' && this.state !== 'degraded') return { status: 409, body: { error: `not serving (${this.state})` } };
           const report = await this.mirror.syncInBackground('timer');
