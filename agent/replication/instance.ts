@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { writeFileDurableSync } from '../fs.ts';
 
 /**
  * This agent's instance id: random, created at the first start of a boot in the runtime
@@ -29,8 +30,6 @@ export function instanceId(file: string, bootId: string, now = new Date()): { re
   }
   const record: InstanceRecord = { id: randomBytes(16).toString('hex'), bootId, createdAt: now.toISOString() };
   mkdirSync(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(record) + '\n', { mode: 0o600 });
-  renameSync(tmp, file);
+  writeFileDurableSync(file, JSON.stringify(record) + '\n', { mode: 0o600 });
   return { record, created: true };
 }
