@@ -14,7 +14,7 @@ import type { Host } from './harness.ts';
 const hosts: AgentHost[] = [];
 after(async () => { for (const h of hosts) await h.host.destroy().catch(() => undefined); });
 
-const LEASE = '/var/lib/vwstream/replica/lease.json';
+const LEASE = '/var/backups/vwstream/replica/lease.json';
 const OVERRIDE = '/var/lib/vwstream/role-override';
 
 function as(host: Host, user: string, argv: string[]) {
