@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { asideName, asideSizeCheck, listAside, parseAsideName, planAsidePrune, pruneAside, removeTree, type AsideEntry } from '../agent/aside.ts';
-import { setAside } from '../agent/daemon/runtime.ts';
+import { setAside } from '../agent/replication/runtime.ts';
 import { buildConfig } from '../agent/config/config.ts';
 import { parseEnvFile } from '../agent/config/envfile.ts';
 import type { PATHS } from '../agent/paths.ts';

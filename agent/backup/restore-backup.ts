@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/config.ts';
-import { asideFolder, removeDbCopy, type Runtime } from '../daemon/runtime.ts';
+import { asideFolder, removeDbCopy, type Runtime } from '../replication/runtime.ts';
 import { AgentError } from '../errors.ts';
 import { inScope, scopeOf } from '../files/scope.ts';
 import { moveDurable } from '../fs.ts';

@@ -1,7 +1,7 @@
 import { BackupBusyError, runBackup } from '../backup/run.ts';
-import { drainBudgetOf } from '../daemon/budget.ts';
+import { drainBudgetOf } from '../config/budget.ts';
 import { earlySignals } from './early-signals.ts';
-import { updateState } from '../daemon/state-file.ts';
+import { updateState } from '../state-file.ts';
 import { AgentError, EXIT } from '../errors.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 

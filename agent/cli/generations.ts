@@ -4,7 +4,7 @@ import { listSnapshots, listWalSegments, type Generation, type Snapshot, type Wa
 import { oldestRestorable } from '../replication/pitr.ts';
 import { generationsOrFail, litestreamReason } from '../replication/restore.ts';
 import { AgentError } from '../errors.ts';
-import type { Runtime } from '../daemon/runtime.ts';
+import type { Runtime } from '../replication/runtime.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 import { runtimeFor } from './offline.ts';
 

@@ -1,5 +1,5 @@
 import { replicaUrl } from '../config/config.ts';
-import { updateState } from '../daemon/state-file.ts';
+import { updateState } from '../state-file.ts';
 import { AgentError, EXIT } from '../errors.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
 import { configFor, runCommand } from './common.ts';

@@ -1,6 +1,6 @@
 import { apiRequest } from '../api/client.ts';
 import type { Config } from '../config/config.ts';
-import { prepareRuntime, type Runtime } from '../daemon/runtime.ts';
+import { prepareRuntime, type Runtime } from '../replication/runtime.ts';
 import { AgentError } from '../errors.ts';
 
 /** True when the daemon answers on its socket. */

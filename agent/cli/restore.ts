@@ -6,14 +6,14 @@ import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { inspectDb, tableCounts } from '../replication/inspect.ts';
 import type { RestoreProgress } from '../replication/litestream.ts';
 import { effectiveRole, fileMirrorFor, installForced, resolveRestorePoint, restoreChecked, restorePointTo, type RestorePoint } from '../replication/restore.ts';
-import { readState } from '../daemon/state-file.ts';
+import { readState } from '../state-file.ts';
 import { Systemd } from '../systemd/dbus.ts';
 import { UNITS } from '../paths.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 import { leftUnchanged, restoreFromBackup } from '../backup/restore-backup.ts';
 import { isRecordedCopy } from '../replication/restore-op.ts';
 import { daemonRunning, runtimeFor } from './offline.ts';
-import { asideFolder, removeDbCopy, type Runtime } from '../daemon/runtime.ts';
+import { asideFolder, removeDbCopy, type Runtime } from '../replication/runtime.ts';
 
 export interface RestoreArgs { config: string; json: boolean; force: boolean; backup?: string; to?: string; timestamp?: string; generation?: string; index?: string }
 

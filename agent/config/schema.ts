@@ -1,7 +1,7 @@
 import { Cron } from 'croner';
 import { ConfigError } from '../errors.ts';
 import { parseDuration } from './duration.ts';
-import { cronToOnCalendar } from '../backup/schedule.ts';
+import { cronToOnCalendar } from './cron.ts';
 
 /**
  * Every configuration key of the contract, with its default, what it allows and a

@@ -9,8 +9,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fsyncFile, unlinkDurable, writePrivateFile } from '../fs.ts';
-import { asideFolder, dbFileSet, installRestored, moveBack, removeDbCopy, setAside, type Ids } from '../daemon/runtime.ts';
-import { updateState } from '../daemon/state-file.ts';
+import { asideFolder, dbFileSet, installRestored, moveBack, removeDbCopy, setAside, type Ids } from './runtime.ts';
+import { updateState } from '../state-file.ts';
 import { AgentError } from '../errors.ts';
 import { log } from '../log.ts';
 import { PATHS } from '../paths.ts';

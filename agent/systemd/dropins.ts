@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import type { DrainBudget } from '../daemon/budget.ts';
+import type { DrainBudget } from '../config/budget.ts';
 import { PATHS, UNITS } from '../paths.ts';
-import { renderTimerDropIn } from '../backup/schedule.ts';
+import { renderTimerDropIn } from '../config/cron.ts';
 import { writePrivateFile } from '../fs.ts';
 
 /** Per-host values for the static units, as runtime drop-ins (gone at reboot, rewritten at start). */

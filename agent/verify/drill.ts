@@ -1,8 +1,8 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { replicaUrl, type Config } from '../config/config.ts';
-import type { Runtime } from '../daemon/runtime.ts';
-import { updateState } from '../daemon/state-file.ts';
+import type { Runtime } from '../replication/runtime.ts';
+import { updateState } from '../state-file.ts';
 import { errorMessage } from '../errors.ts';
 import { scanLocal } from '../files/mirror.ts';
 import { inScope, scopeOf } from '../files/scope.ts';

@@ -11,7 +11,7 @@ import tar from 'tar-stream';
 import { leftUnchanged, restoreFromBackup } from '../../agent/backup/restore-backup.ts';
 import { buildConfig } from '../../agent/config/config.ts';
 import { parseEnvFile } from '../../agent/config/envfile.ts';
-import type { Runtime } from '../../agent/daemon/runtime.ts';
+import type { Runtime } from '../../agent/replication/runtime.ts';
 import { AgentError } from '../../agent/errors.ts';
 
 const base = mkdtempSync(join(tmpdir(), 'vws-restore-backup-'));

@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { execa } from 'execa';
 import { buildConfig } from '../../agent/config/config.ts';
 import { parseEnvFile } from '../../agent/config/envfile.ts';
-import type { Runtime } from '../../agent/daemon/runtime.ts';
+import type { Runtime } from '../../agent/replication/runtime.ts';
 import { AgentError, EXIT } from '../../agent/errors.ts';
 import { waitReplicaConfirmed } from '../../agent/replication/confirm.ts';
 import { listWalSegments, renderLitestreamConfig, shadowPosition } from '../../agent/replication/litestream.ts';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { drainBudget } from '../../agent/daemon/budget.ts';
+import { drainBudget } from '../../agent/config/budget.ts';
 import { backupLocalPaths, backupWritePaths, renderDropins, replicaWritePaths } from '../../agent/systemd/dropins.ts';
 
 test('a directory replica other than the default is opened to the sandboxed agent and Litestream', () => {

@@ -1,4 +1,4 @@
-import type { Config } from '../config/config.ts';
+import type { Config } from './config.ts';
 
 /**
  * The drain budget (contract behaviour 4): each step gets its own bound, and together

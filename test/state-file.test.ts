@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { execa } from 'execa';
-import { bumpCounter, readState, updateState } from '../../agent/daemon/state-file.ts';
+import { bumpCounter, readState, updateState } from '../agent/state-file.ts';
 
 const NODE = process.execPath;
-const MODULE = new URL('../../agent/daemon/state-file.ts', import.meta.url).href;
+const MODULE = new URL('../agent/state-file.ts', import.meta.url).href;
 const dir = mkdtempSync(join(tmpdir(), 'vws-state-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DRAIN_MARGIN_MS, drainBudget } from '../../agent/daemon/budget.ts';
+import { DRAIN_MARGIN_MS, drainBudget } from '../../agent/config/budget.ts';
 import { renderDropins } from '../../agent/systemd/dropins.ts';
 
 test('defaults fit in STOP_GRACE_PERIOD unchanged', () => {

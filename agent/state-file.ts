@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { withFileLock, writeFileDurableSync } from '../fs.ts';
-import { PATHS } from '../paths.ts';
+import { withFileLock, writeFileDurableSync } from './fs.ts';
+import { PATHS } from './paths.ts';
 
 /** What the agent remembers across restarts (in /var/lib/vwstream, never in the data folder). */
 export interface DrainStep { step: string; ok: boolean; ms: number; detail: string }

@@ -9,7 +9,7 @@ import { AgentError } from '../errors.ts';
 import { log } from '../log.ts';
 import { PATHS, SERVICE_USER, LITESTREAM_USER, API_GROUP } from '../paths.ts';
 import { fsyncDir, mkdirDurable, moveDurable, writePrivateFile } from '../fs.ts';
-import { renderLitestreamConfig, metaDir } from '../replication/litestream.ts';
+import { renderLitestreamConfig, metaDir } from './litestream.ts';
 
 export interface Ids { uid: number; gid: number }
 

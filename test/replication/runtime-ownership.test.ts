@@ -8,7 +8,7 @@ import { lstatSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { adoptTree, createDbFile, installRestored, shareDbFiles } from '../../agent/daemon/runtime.ts';
+import { adoptTree, createDbFile, installRestored, shareDbFiles } from '../../agent/replication/runtime.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'vws-own-'));
 after(() => rmSync(root, { recursive: true, force: true }));

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 process.env.TZ = 'UTC';
 import { Cron } from 'croner';
 import { run } from '../../agent/exec.ts';
-import { cronToOnCalendar, nextRun, renderTimerDropIn } from '../../agent/backup/schedule.ts';
+import { cronToOnCalendar, nextRun, renderTimerDropIn } from '../../agent/config/cron.ts';
 import { ConfigError } from '../../agent/errors.ts';
 
 const BASE = new Date('2025-06-30T12:00:00Z');
