@@ -32,7 +32,8 @@ export interface StatusReport {
   walBytes: number | null;
   dbBytes: number | null;
   restore: { action: string; reason: string; at: string; ms: number } | null;
-  files: { remote: string; lastReport: { at: string; uploaded: number; deleted: number; unchanged: number; conflicts: number; errors: number } | null; unreadable: string[] };
+  /** `stopped`: why the mirror uploads nothing now (replication suspended or fenced); null = running. */
+  files: { remote: string; lastReport: { at: string; uploaded: number; deleted: number; unchanged: number; conflicts: number; errors: number } | null; unreadable: string[]; stopped: string | null };
   lastDrain: { complete: boolean; at: string; detail: string } | null;
   /**
    * The lease as last read. `instance` identifies its holder (null: written by an agent
@@ -40,6 +41,10 @@ export interface StatusReport {
    * and bootId are information only (clones share them).
    */
   lease: { holder: string; instance: string | null; machineId: string; bootId: string; self: string; expiresAt: string; ours: boolean; url: string; suspended: string | null } | null;
+  /** Where the lease lives and whether that store enforces If-Match/If-None-Match (probed at start; null before or on a secondary). */
+  leaseStore: { url: string; conditionalWrites: { enforced: boolean; detail: string } | null };
+  /** The lease was lost to another holder: why and when (the agent exits). */
+  fenced: { reason: string; at: string } | null;
   /** Why Litestream is stopped on purpose (lease not renewable: store unreachable); null = replicating. */
   replicationSuspended: string | null;
   /** Restarts of Vaultwarden/Litestream by the agent since it started, and the last event per unit. */
@@ -49,7 +54,9 @@ export interface StatusReport {
   lastRefresh: string | null;
   lastRefreshAgeSeconds: number | null;
   lastRefreshDowntimeMs: number | null;
-  refreshes: { swapped: number; skipped: number; localChangesKept: number };
+  /** The last refresh attempt, successful or not. */
+  lastRefreshAttempt: { at: string; ok: boolean; detail: string } | null;
+  refreshes: { swapped: number; skipped: number; localChangesKept: number; failed: number };
   roleOverride: string | null;
   backup: { enabled: boolean; cron: string; nextRun: string | null; last: { at: string; ok: boolean; name: string; detail: string } | null };
   units: Record<string, UnitSummary>;

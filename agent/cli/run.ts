@@ -1,4 +1,4 @@
-import { Daemon } from '../daemon/daemon.ts';
+import { runAgent } from '../daemon/build.ts';
 import { EXIT } from '../errors.ts';
 import { log } from '../log.ts';
 import { configFor, runCommand } from './common.ts';
@@ -8,9 +8,9 @@ export function runDaemon(args: { config: string }): Promise<never> {
   return runCommand(async () => {
     const cfg = configFor(args);
     log.info({ role: cfg.role, config: cfg.source }, 'vwstream-agent starting');
-    const daemon = new Daemon(cfg, process.env.NOTIFY_SOCKET);
-    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => daemon.requestStop(sig));
-    const code = await daemon.run();
+    let target: { requestStop(signal: string): void } | undefined;
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => target?.requestStop(sig));
+    const code = await runAgent(cfg, process.env.NOTIFY_SOCKET, (d) => { target = d; });
     log.info({ exitCode: code }, 'vwstream-agent exiting');
     return code ?? EXIT.OK;
   });

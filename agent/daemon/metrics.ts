@@ -6,11 +6,18 @@ export interface MetricsInput {
   version: string;
   role: string;
   state: string;
+  stateSince?: Date;
+  /** Transitions into each state since the agent started. */
+  transitions?: Partial<Record<string, number>>;
   lastDbSync: Date | null;
   lastFileSync: Date | null;
   /** Litestream's sync error counter as last read, and failed file-mirror passes. */
   syncErrors: { litestream: number; files: number };
-  lease: { held: boolean; suspended: boolean; expiresAt: string | null } | null;
+  lease: { held: boolean; suspended: boolean; expiresAt: string | null; conditionalWrites?: boolean | null } | null;
+  fenced?: boolean;
+  /** The file mirror uploads nothing (suspended or fenced). */
+  mirrorStopped?: boolean;
+  secondary?: { lastRefresh: Date | null; ageSeconds: number | null; lastOk: boolean | null; counts: { swapped: number; skipped: number; localChangesKept: number; failed: number }; lastDowntimeMs: number | null } | null;
   backup: { lastAt?: string; lastOk?: boolean; lastSuccessAt?: string; lastMs?: number; lastBytes?: number };
   restores: Record<string, number>;
   drain: { lastAt?: string; lastComplete?: boolean; lastMs?: number; complete: number; incomplete: number };
@@ -70,6 +77,8 @@ export function renderMetrics(m: MetricsInput): string {
   const e = new Exposition();
   e.add('gauge', 'vwstream_info', 'Agent version and role (always 1).', [[{ version: m.version, role: m.role }, 1]]);
   e.add('gauge', 'vwstream_state', 'Current daemon state (1 for the current one).', STATES.map((s) => [{ state: s }, s === m.state ? 1 : 0]));
+  if (m.stateSince) e.add('gauge', 'vwstream_state_since_timestamp_seconds', 'When the daemon entered its current state.', seconds(m.stateSince));
+  if (m.transitions) e.add('counter', 'vwstream_state_transitions_total', 'Transitions into each state since the agent started.', STATES.map((s) => [{ state: s }, m.transitions![s] ?? 0]));
   e.add('gauge', 'vwstream_last_db_sync_timestamp_seconds', 'When the replica last held everything written locally.', seconds(m.lastDbSync) ?? 0);
   e.add('gauge', 'vwstream_last_file_sync_timestamp_seconds', 'When the file mirror last completed a pass without errors.', seconds(m.lastFileSync) ?? 0);
   e.add('counter', 'vwstream_sync_errors_total', 'Replication errors: Litestream sync errors (since it started) and failed file-mirror passes.', [[{ kind: 'database' }, m.syncErrors.litestream], [{ kind: 'files' }, m.syncErrors.files]]);
@@ -77,6 +86,17 @@ export function renderMetrics(m: MetricsInput): string {
     e.add('gauge', 'vwstream_lease_held', '1 while this host holds a valid single-writer lease.', m.lease.held && !m.lease.suspended ? 1 : 0);
     e.add('gauge', 'vwstream_lease_suspended', '1 while the lease could not be renewed (store unreachable) and replication is suspended.', m.lease.suspended ? 1 : 0);
     e.add('gauge', 'vwstream_lease_expiry_timestamp_seconds', 'Expiry of the lease as last seen.', seconds(m.lease.expiresAt));
+    e.add('gauge', 'vwstream_lease_store_conditional_writes', '1 if the lease store enforces If-Match/If-None-Match (probed at start), 0 if not (read-back only).', m.lease.conditionalWrites === undefined || m.lease.conditionalWrites === null ? undefined : m.lease.conditionalWrites ? 1 : 0);
+  }
+  if (m.fenced !== undefined) e.add('gauge', 'vwstream_fenced', '1 once this host lost the lease to another holder and stopped writing.', m.fenced ? 1 : 0);
+  if (m.mirrorStopped !== undefined) e.add('gauge', 'vwstream_file_mirror_stopped', '1 while the file mirror uploads nothing (replication suspended or fenced).', m.mirrorStopped ? 1 : 0);
+  if (m.secondary) {
+    const s = m.secondary;
+    e.add('gauge', 'vwstream_secondary_last_refresh_timestamp_seconds', 'When the secondary last refreshed its copy from the replica.', seconds(s.lastRefresh) ?? 0);
+    e.add('gauge', 'vwstream_secondary_refresh_age_seconds', 'Age of the secondary\'s copy (since its last successful refresh).', s.ageSeconds ?? undefined);
+    e.add('gauge', 'vwstream_secondary_last_refresh_success', '1 if the last refresh attempt succeeded.', s.lastOk === null ? undefined : s.lastOk ? 1 : 0);
+    e.add('counter', 'vwstream_secondary_refreshes_total', 'Refresh attempts by result.', [[{ result: 'swapped' }, s.counts.swapped], [{ result: 'unchanged' }, s.counts.skipped], [{ result: 'failed' }, s.counts.failed]]);
+    e.add('gauge', 'vwstream_secondary_last_swap_downtime_seconds', 'How long Vaultwarden was down for the last swap.', s.lastDowntimeMs === null ? undefined : s.lastDowntimeMs / 1000);
   }
   e.add('gauge', 'vwstream_backup_last_run_timestamp_seconds', 'Start of the last backup run.', seconds(m.backup.lastAt));
   e.add('gauge', 'vwstream_backup_last_run_success', '1 if the last backup run succeeded.', m.backup.lastOk === undefined ? undefined : m.backup.lastOk ? 1 : 0);

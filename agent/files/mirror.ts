@@ -32,6 +32,14 @@ export interface SyncReport {
 /** Where remote objects that a local file would have overwritten are kept instead (outside every scope). */
 export const CONFLICT_PREFIX = '.conflicts/';
 
+/** A pass refused or cut short because the mirror is fenced (no write may reach the remote). */
+export class FencedError extends Error {
+  constructor(reason: string) {
+    super(`file mirror stopped: ${reason}`);
+    this.name = 'FencedError';
+  }
+}
+
 /** sha256 (and md5, which is S3's ETag of a single-part upload) of a whole open file. */
 async function hashHandle(fh: FileHandle): Promise<{ sha256: string; md5: string; size: number }> {
   const sha = createHash('sha256');
@@ -210,6 +218,27 @@ export class FileMirror {
     return next;
   }
 
+  /** Why no pass may write now (the lease is not renewable or was lost); null = free to write. */
+  fenced: string | null = null;
+  private fenceCtl = new AbortController();
+
+  /**
+   * Stops every write to the remote at once: a pass in flight is aborted (its uploads and
+   * deletions cancelled), and new passes are refused until unfence(). Restores (reads) go on.
+   */
+  fence(reason: string): void {
+    if (this.fenced) return;
+    this.fenced = reason;
+    clearTimeout(this.debounce);
+    this.fenceCtl.abort(new FencedError(reason));
+  }
+
+  unfence(): void {
+    if (!this.fenced) return;
+    this.fenced = null;
+    this.fenceCtl = new AbortController();
+  }
+
   /** Background passes (changes, timer) are cancelled when the drain begins. */
   private background = new AbortController();
 
@@ -276,7 +305,9 @@ export class FileMirror {
   }
 
   /** One reconcile pass. Errors of single files are reported, not thrown. */
-  async sync(reason: string, signal?: AbortSignal): Promise<SyncReport> {
+  async sync(reason: string, outer?: AbortSignal): Promise<SyncReport> {
+    if (this.fenced) throw new FencedError(this.fenced);
+    const signal = outer ? AbortSignal.any([outer, this.fenceCtl.signal]) : this.fenceCtl.signal;
     if (Date.now() - this.lastList > 3_600_000) {
       try {
         await this.checkRemote(signal);
@@ -444,6 +475,7 @@ export class FileMirror {
       this.watcher = watch(this.dataFolder, { recursive: true }, (_event, name) => {
         if (name && !inScope(this.scope, String(name))) return;
         this.pendingSince ??= Date.now();
+        if (this.fenced) return; // counted as lag; uploaded once the mirror may write again
         clearTimeout(this.debounce);
         this.debounce = setTimeout(() => void this.syncInBackground('change').catch(onError), 1000);
       });

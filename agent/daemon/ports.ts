@@ -1,0 +1,134 @@
+import type { UnitState } from '../systemd/dbus.ts';
+import type { Lease, LeaseDecision, Identity } from '../replication/lease.ts';
+import type { SyncReport, RestoreProgress as FilesProgress, RestoreResult, PendingRestore, ScanProblem } from '../files/mirror.ts';
+import type { LitestreamPosition, RestoreProgress, ShadowPosition } from '../replication/litestream.ts';
+import type { RestoreOutcome } from '../replication/restore.ts';
+import type { DrainRecord, PersistentState as State } from '../state-file.ts';
+
+/**
+ * What the daemon needs from the world, as interfaces: the composition root (build.ts)
+ * passes the real ones (D-Bus, S3, Litestream, the state file); the unit tests pass fakes.
+ */
+export interface SystemdPort {
+  start(unit: string, timeoutMs?: number): Promise<string>;
+  stop(unit: string, timeoutMs?: number): Promise<string>;
+  state(unit: string): Promise<UnitState>;
+  /** SIGKILL to every process of the unit: no ExecStop, no final upload. */
+  kill(unit: string): Promise<void>;
+  startNoWait(unit: string): Promise<void>;
+  restartNoWait(unit: string): Promise<void>;
+}
+
+export interface NotifierPort {
+  status(text: string): Promise<void>;
+  ready(text: string): Promise<void>;
+  stopping(text: string): Promise<void>;
+  extendTimeout(ms: number, text: string): Promise<void>;
+}
+
+export interface Clock {
+  now(): number;
+  /** Resolves after `ms`, or at once when `signal` aborts (never rejects). */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+export const realClock: Clock = {
+  now: () => Date.now(),
+  sleep: (ms, signal) => new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() { clearTimeout(t); signal?.removeEventListener('abort', done); resolve(); }
+    signal?.addEventListener('abort', done, { once: true });
+  }),
+};
+
+/** The lease keeper (replication/lease-keeper.ts). */
+export interface LeasePort {
+  readonly url: string;
+  readonly me: Identity;
+  readonly held: boolean;
+  readonly seen: Lease | null;
+  readonly suspended: string | null;
+  /** Whether the store enforces If-Match/If-None-Match (probed at start); null before. */
+  readonly conditional?: { enforced: boolean; detail: string } | null;
+  probe?(): Promise<{ enforced: boolean; detail: string }>;
+  tryAcquire(): Promise<LeaseDecision>;
+  startRenewing(): void;
+  stop(): void;
+  release(): Promise<boolean>;
+  peek(): Promise<Lease | null>;
+  seize(): Promise<void>;
+}
+
+/** What the keeper reports, delivered to the fencing module. */
+export interface LeaseEvents {
+  onLost(reason: string, stolen: boolean): void;
+  onSuspended(reason: string): void;
+  onRegained(): void;
+}
+
+/** The file mirror (files/mirror.ts). */
+export interface MirrorPort {
+  readonly store: { url: string };
+  readonly lastSync: Date | null;
+  readonly lastReport: SyncReport | null;
+  readonly unreadable: ScanProblem[];
+  readonly lagMs: number | null;
+  readonly failedPasses: number;
+  readonly fenced: string | null;
+  sync(reason: string, signal?: AbortSignal): Promise<SyncReport>;
+  syncInBackground(reason: string, timeoutMs?: number): Promise<SyncReport>;
+  checkRemote(signal?: AbortSignal): Promise<number>;
+  watch(onError: (err: Error) => void): void;
+  stopWatching(): void;
+  /** No upload or deletion from now on; a pass in flight is aborted. */
+  fence(reason: string): void;
+  unfence(): void;
+  pendingRestore(): PendingRestore | null;
+  restore(ids: { uid: number; gid: number }, asideDir?: string, onProgress?: (p: FilesProgress) => void, signal?: AbortSignal): Promise<RestoreResult>;
+}
+
+/** Litestream as the daemon watches it (its /metrics, the shadow WAL, its loaded config). */
+export interface LitestreamPort {
+  metrics(): Promise<{ text: string; position: LitestreamPosition }>;
+  shadow(): Promise<ShadowPosition | undefined>;
+  verifyLoaded(): Promise<void>;
+  /** Waits until the replica is confirmed at the local WAL position (bounded). */
+  confirm(timeoutMs: number, startedMs: number | undefined): Promise<boolean>;
+}
+
+/** The primary's start: the restore decision and the files around it (replication/restore.ts). */
+export interface StartupPort {
+  /** litestream.yml differs from the one a running Litestream loaded. */
+  readonly litestreamConfigChanged: boolean;
+  restoreOnStart(onProgress: (p: RestoreProgress) => void, signal: AbortSignal): Promise<RestoreOutcome>;
+  /** A new vault's empty database file, shareable with Litestream's user; true when created. */
+  createDbFile(): Promise<boolean>;
+  /** What Litestream's ExecStop (confirm-sync) needs; a stale verdict is removed. */
+  writeDrainInfo(litestreamStartedMs: number | undefined): Promise<void>;
+  /** The final-sync verdict Litestream's ExecStop wrote, if any. */
+  readFinalSync(): Promise<{ confirmed: boolean; detail: string } | undefined>;
+  asideFolder(why: string): string;
+}
+
+/** The secondary's copy of the replica (restore into a temporary file, compare, swap). */
+export interface CopyPort {
+  /** Restores the replica into a temporary file and checks it. */
+  fetch(signal: AbortSignal): Promise<{ tmp: string; digest: string; users: number }>;
+  /** The live database: absent, unreadable/corrupt (digest undefined), or its content digest. */
+  local(): { exists: boolean; intact: boolean; digest?: string };
+  keepAside(why: string): Promise<string>;
+  install(tmp: string): Promise<void>;
+  discard(tmp: string): Promise<void>;
+  restoreFiles(signal: AbortSignal): Promise<void>;
+  /** Makes this host primary from the next start (role override). */
+  persistPrimary(): Promise<string>;
+}
+
+export interface StatePort {
+  read(): State;
+  update(patch: Partial<State>): Promise<void>;
+  bump(counter: 'restores' | 'drains', key: string): Promise<void>;
+}
+
+export type { DrainRecord, State };
