@@ -71,15 +71,43 @@ export function safetyMargin(ttlMs: number): number {
   return Math.min(5_000, Math.floor(ttlMs / 4));
 }
 
+/** A conditional write was refused (412/409): the lease is not the version we expected. */
 export class LeaseConflict extends Error {}
+/**
+ * A conditional write answered 500/503: it may or may not have landed (a real server, Ceph
+ * RGW, answers 500 to the loser of a race now and then). Only a read tells.
+ */
+export class LeaseAmbiguous extends Error {}
+
+/**
+ * Whether the store refuses a conditional write whose precondition fails (probed, not
+ * assumed). `applicable: false`: the lease is not shared (a directory replica is one host's).
+ */
+export interface ConditionalSupport { enforced: boolean; applicable: boolean; detail: string }
 
 /** Where the lease lives: an object beside the replica (S3) or a file beside the directory replica. */
 export interface LeaseStore {
   readonly url: string;
   read(signal?: AbortSignal): Promise<{ lease: Lease; etag?: string } | null>;
-  /** Conditional where the server supports it: `etag` = replace exactly that version, null = only if absent. */
+  /**
+   * Conditional where the server supports it: `etag` = replace exactly that version, null =
+   * only if absent, neither = unconditional. Throws LeaseConflict (precondition failed) or
+   * LeaseAmbiguous (a conditional write answered 5xx: landed or not, read to know).
+   */
   write(lease: Lease, expect: { etag?: string | null }, signal?: AbortSignal): Promise<void>;
   remove(signal?: AbortSignal): Promise<void>;
+  /** Finds out whether the store enforces conditional writes (throws when it cannot be reached). */
+  probe(signal?: AbortSignal): Promise<ConditionalSupport>;
+}
+
+const statusOf = (err: unknown): number | undefined => (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+
+/**
+ * The ETag as If-Match wants it: without quotes. S3 returns it quoted; Ceph RGW (and
+ * DigitalOcean Spaces) answer 412 to the quoted form, AWS accepts both.
+ */
+export function unquoteEtag(etag: string): string {
+  return etag.replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
 }
 
 export class S3LeaseStore implements LeaseStore {
@@ -107,20 +135,44 @@ export class S3LeaseStore implements LeaseStore {
   }
 
   async write(lease: Lease, expect: { etag?: string | null }, signal?: AbortSignal): Promise<void> {
+    const cond = expect.etag === null ? { IfNoneMatch: '*' } : expect.etag ? { IfMatch: unquoteEtag(expect.etag) } : null;
     try {
       await this.client.send(new PutObjectCommand({
-        Bucket: this.bucket, Key: this.key, Body: JSON.stringify(lease), ContentType: 'application/json',
-        ...(expect.etag === null ? { IfNoneMatch: '*' } : expect.etag ? { IfMatch: expect.etag } : {}),
+        Bucket: this.bucket, Key: this.key, Body: JSON.stringify(lease), ContentType: 'application/json', ...cond,
       }), { abortSignal: signal });
     } catch (err) {
-      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      const status = statusOf(err);
       if (status === 412 || status === 409) throw new LeaseConflict(`lease changed under us (${status})`);
+      if (cond && (status === 500 || status === 503)) throw new LeaseAmbiguous(`conditional lease write answered ${status}: landed or not, a read tells`);
       throw err;
     }
   }
 
   async remove(signal?: AbortSignal): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key }), { abortSignal: signal });
+  }
+
+  /**
+   * Creates a probe object beside the lease twice with `If-None-Match: *`: a store that
+   * enforces preconditions refuses the second (412, or 409 on AWS under concurrency); one
+   * that ignores them (fauxqs, s3rver) overwrites. The probe object is deleted afterwards.
+   */
+  async probe(signal?: AbortSignal): Promise<ConditionalSupport> {
+    const key = [this.key.split('/').slice(0, -1).join('/'), `.vwstream-probe-${randomBytes(8).toString('hex')}`].filter(Boolean).join('/');
+    const put = (n: number) => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: `probe ${n}`, IfNoneMatch: '*' }), { abortSignal: signal });
+    try {
+      await put(1);
+      try {
+        await put(2);
+        return { enforced: false, applicable: true, detail: `a second PUT with If-None-Match: * on s3://${this.bucket}/${key} succeeded` };
+      } catch (err) {
+        const status = statusOf(err);
+        if (status === 412 || status === 409) return { enforced: true, applicable: true, detail: `a second PUT with If-None-Match: * answered ${status}` };
+        throw err;
+      }
+    } finally {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }).catch(() => undefined);
+    }
   }
 }
 
@@ -148,5 +200,10 @@ export class FileLeaseStore implements LeaseStore {
 
   async remove(): Promise<void> {
     await unlinkDurable(this.path);
+  }
+
+  /** A directory replica is one host's own disk: no second writer shares this file, nothing to enforce. */
+  async probe(): Promise<ConditionalSupport> {
+    return { enforced: false, applicable: false, detail: `not applicable: ${this.path} is in a directory replica on this host; no other host writes it` };
   }
 }

@@ -75,11 +75,11 @@ export async function unitProp(host: Host, unit: string, prop: string): Promise<
   return (await host.exec(['systemctl', 'show', '-P', prop, unit])).stdout.trim();
 }
 
-/** S3_* settings for a bucket/prefix on the emulator (LEASE_TTL 10 s: replacements start soon). */
+/** S3_* settings for a bucket/prefix on the server, with its credentials (LEASE_TTL 10 s: replacements start soon). */
 export function s3Env(s3: S3Server, bucket: string, prefix: string): Record<string, string> {
   return {
-    S3_BUCKET: bucket, S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: 'fault-key',
-    S3_SECRET_ACCESS_KEY: 'fault-secret-0a1b2c3d', S3_REGION: 'us-east-1', S3_PREFIX: prefix, LEASE_TTL: '10',
+    S3_BUCKET: bucket, S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: s3.accessKey,
+    S3_SECRET_ACCESS_KEY: s3.secretKey, S3_REGION: 'us-east-1', S3_PREFIX: prefix, LEASE_TTL: '10',
   };
 }
 

@@ -1,4 +1,4 @@
-// System-test harness: real Debian 12 hosts under systemd-nspawn, an S3 emulator (fauxqs) on
+// System-test harness: real Debian 12 hosts under systemd-nspawn, an S3 emulator (fauxqs) or a Ceph RGW on
 // loopback, and helpers for the Vaultwarden stand-in (test/fixtures/vaultwarden-standin.mjs).
 // See /work/shared/TESTING.md for the facts this is built on. Must run as root.
 import { execa } from 'execa';
@@ -220,6 +220,8 @@ function spawnDaemon(file: string, args: string[], logFile: string, flags: 'a' |
 
 const liveHosts = new Set<HostImpl>();
 const liveS3 = new Set<{ pid: number; logFile: string }>();
+/** Ceph clusters (startRgw): their daemons, data directory and owner file. */
+const liveRgw = new Set<{ pids: number[]; dir: string; ownerFile: string }>();
 let hooksInstalled = false;
 
 function cleanupSync(): void {
@@ -240,6 +242,12 @@ function cleanupSync(): void {
     if (!KEEP) fs.rmSync(s.logFile, { force: true });
   }
   liveS3.clear();
+  for (const r of liveRgw) {
+    for (const pid of r.pids) killQuietly(pid, 'SIGKILL');
+    fs.rmSync(r.ownerFile, { force: true });
+    if (!KEEP) fs.rmSync(r.dir, { recursive: true, force: true });
+  }
+  liveRgw.clear();
 }
 
 function installHooks(): void {
@@ -536,7 +544,13 @@ export async function bootHost(requested: string): Promise<Host> {
 export interface S3Server {
   endpoint: string;
   port: number;
+  /** The process pause() stops (fauxqs; radosgw for startRgw). */
   pid: number;
+  /** Credentials hosts and the test use (fauxqs accepts any; RGW checks them). */
+  accessKey: string;
+  secretKey: string;
+  /** What serves: 'fauxqs' ignores conditional writes, 'rgw' enforces them. */
+  kind: 'fauxqs' | 'rgw';
   createBucket(name: string): Promise<void>;
   /** SIGSTOP: an S3 outage that hangs. */
   pause(): void;
@@ -612,6 +626,9 @@ export async function startS3(port?: number): Promise<S3Server> {
     endpoint,
     port: p,
     pid,
+    accessKey: 'fault-key',
+    secretKey: 'fault-secret-0a1b2c3d',
+    kind: 'fauxqs',
     async createBucket(name: string) {
       const r = await fetch(`${endpoint}/${encodeURIComponent(name)}`, { method: 'PUT', signal: AbortSignal.timeout(10_000) });
       const body = await r.text();
@@ -632,6 +649,155 @@ export async function startS3(port?: number): Promise<S3Server> {
       liveS3.delete(entry);
       await fsp.rm(ownerFile, { force: true });
       if (!KEEP) await fsp.rm(logFile, { force: true });
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Ceph RADOS Gateway: a real S3 that enforces conditional writes (TESTING.md §2b)
+
+const RGW_ACCESS_KEY = 'rgw-test-key';
+const RGW_SECRET_KEY = 'rgw-test-secret-7c1d9e';
+
+/** Kills clusters left behind by test processes that died without cleanup. */
+function reapStaleRgw(): void {
+  let entries: string[] = [];
+  try { entries = fs.readdirSync(HOSTS_DIR); } catch { return; }
+  for (const e of entries) {
+    if (!/^rgw-\d+\.owner$/.test(e)) continue;
+    const file = path.join(HOSTS_DIR, e);
+    const [owner, ...pids] = fs.readFileSync(file, 'utf8').trim().split(' ').map(Number);
+    if (!owner || isAlive(owner)) continue;
+    const dir = file.replace(/\.owner$/, '');
+    const conf = path.join(dir, 'ceph.conf');
+    for (const pid of pids) {
+      if (pid && cmdline(pid).includes(conf)) { killQuietly(pid, 'SIGCONT'); killQuietly(pid, 'SIGKILL'); }
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(file, { force: true });
+  }
+}
+
+/**
+ * A single-node Ceph cluster on loopback: one monitor, one memstore OSD (data in RAM), one
+ * radosgw on 127.0.0.1:<free port>, an S3 user with `accessKey`/`secretKey`. Comes up in
+ * about a second. Hosts reach it as they reach fauxqs (they share this machine's network).
+ * Enforces `If-None-Match: *` and `If-Match` (ETag unquoted; a quoted one gets 412); a
+ * losing conditional PUT in a race may answer 500. pause()/resume() stop and continue
+ * radosgw only (an S3 outage that hangs); the cluster below keeps running.
+ */
+export async function startRgw(): Promise<S3Server> {
+  installHooks();
+  fs.mkdirSync(HOSTS_DIR, { recursive: true });
+  reapStaleRgw();
+  const port = await freePort();
+  const monPort = await freePort();
+  const dir = path.join(HOSTS_DIR, `rgw-${port}`);
+  const ownerFile = `${dir}.owner`;
+  fs.rmSync(dir, { recursive: true, force: true });
+  for (const d of ['run', 'mon', 'osd', 'rgw']) fs.mkdirSync(path.join(dir, d), { recursive: true });
+  const conf = path.join(dir, 'ceph.conf');
+  const fsid = crypto.randomUUID();
+  fs.writeFileSync(conf, [
+    '[global]',
+    `fsid = ${fsid}`,
+    `mon host = v2:127.0.0.1:${monPort}`,
+    'auth cluster required = none', 'auth service required = none', 'auth client required = none',
+    // Without auth, radosgw retries its monitor session forever (-13) unless told crc.
+    'ms mon client mode = crc',
+    'ms bind ipv4 = true', 'public addr = 127.0.0.1', 'cluster addr = 127.0.0.1',
+    'paxos propose interval = 0.05',
+    'osd pool default size = 1', 'osd pool default min size = 1', 'mon allow pool size one = true',
+    'osd pool default pg num = 8', 'osd pool default pgp num = 8', 'mon max pg per osd = 1000',
+    'osd pool default pg autoscale mode = off',
+    // The monitor stops below 5 % free disk by default; this machine's disk is shared.
+    'mon data avail warn = 1', 'mon data avail crit = 1',
+    `run dir = ${dir}/run`, `admin socket = ${dir}/run/$name.asok`, `log file = ${dir}/$name.log`,
+    '[mon.a]', `mon data = ${dir}/mon`,
+    '[osd.0]', `osd data = ${dir}/osd`, 'osd objectstore = memstore',
+    '[client.rgw.a]', `rgw frontends = beast endpoint=127.0.0.1:${port}`, `rgw data = ${dir}/rgw`,
+    '',
+  ].join('\n'));
+  const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', HOME: '/root' };
+  const entry = { pids: [] as number[], dir, ownerFile };
+  liveRgw.add(entry);
+  const daemon = (file: string, args: string[], name: string): number => {
+    const sub = spawnDaemon(file, ['-c', conf, ...args, '-f'], path.join(dir, `${name}.out`), 'w', env);
+    const pid = sub.child.pid ?? 0;
+    entry.pids.push(pid);
+    fs.writeFileSync(ownerFile, `${process.pid} ${entry.pids.join(' ')}\n`);
+    return pid;
+  };
+  const ceph = (file: string, args: string[]) => run(file, ['-c', conf, ...args], { timeoutMs: 60_000 });
+  let rgwPid = 0;
+  try {
+    fs.writeFileSync(ownerFile, `${process.pid}\n`);
+    await run('monmaptool', ['--create', '--fsid', fsid, '--addv', 'a', `[v2:127.0.0.1:${monPort}]`, path.join(dir, 'monmap')]);
+    await ceph('ceph-mon', ['--mkfs', '-i', 'a', '--monmap', path.join(dir, 'monmap')]);
+    daemon('ceph-mon', ['-i', 'a'], 'mon');
+    const uuid = crypto.randomUUID();
+    await ceph('ceph', ['--connect-timeout', '30', 'osd', 'new', uuid]);
+    await ceph('ceph-osd', ['-i', '0', '--mkfs', '--osd-uuid', uuid]);
+    daemon('ceph-osd', ['-i', '0'], 'osd');
+    rgwPid = daemon('radosgw', ['-n', 'client.rgw.a'], 'rgw');
+    const endpoint = `http://127.0.0.1:${port}`;
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (!isAlive(rgwPid)) throw new Error('radosgw exited during start');
+      try {
+        const r = await fetch(`${endpoint}/`, { signal: AbortSignal.timeout(2000) });
+        await r.text();
+        break;
+      } catch { /* not yet */ }
+      if (Date.now() > deadline) throw new Error('radosgw did not answer within 60 s');
+      await sleep(50);
+    }
+    await ceph('radosgw-admin', ['user', 'create', '--uid=test', '--display-name=test', `--access-key=${RGW_ACCESS_KEY}`, `--secret=${RGW_SECRET_KEY}`]);
+  } catch (e) {
+    for (const pid of entry.pids) killQuietly(pid, 'SIGKILL');
+    for (let i = 0; i < 200 && entry.pids.some(isAlive); i++) await sleep(25);
+    liveRgw.delete(entry);
+    const logs = ['mon', 'osd', 'rgw'].map((n) => { try { return `--- ${n} ---\n${tail(fs.readFileSync(path.join(dir, `${n}.out`), 'utf8'), 1500)}`; } catch { return ''; } }).join('\n');
+    fs.rmSync(ownerFile, { force: true });
+    if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
+    throw new Error(`Ceph RGW did not start: ${e instanceof Error ? e.message : e}\n${logs}`);
+  }
+  const endpoint = `http://127.0.0.1:${port}`;
+  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+  const client = new S3Client({
+    region: 'us-east-1', endpoint, forcePathStyle: true,
+    credentials: { accessKeyId: RGW_ACCESS_KEY, secretAccessKey: RGW_SECRET_KEY },
+    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  let stopped = false;
+  return {
+    endpoint,
+    port,
+    pid: rgwPid,
+    accessKey: RGW_ACCESS_KEY,
+    secretKey: RGW_SECRET_KEY,
+    kind: 'rgw',
+    async createBucket(name: string) {
+      try {
+        await client.send(new CreateBucketCommand({ Bucket: name }), { abortSignal: AbortSignal.timeout(30_000) });
+      } catch (err) {
+        const n = (err as { name?: string }).name ?? '';
+        if (!/BucketAlreadyOwnedByYou|BucketAlreadyExists/.test(n)) throw new Error(`createBucket ${name}: ${n} ${(err as Error).message}`);
+      }
+    },
+    pause() { process.kill(rgwPid, 'SIGSTOP'); },
+    resume() { process.kill(rgwPid, 'SIGCONT'); },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      client.destroy();
+      // SIGKILL: its data is in RAM and goes with it (a memstore OSD spends seconds writing
+      // it out on SIGTERM). Poll: the children are unref'd, their exit events hold no loop.
+      for (const pid of entry.pids) killQuietly(pid, 'SIGKILL');
+      for (let i = 0; i < 200 && entry.pids.some(isAlive); i++) await sleep(25);
+      liveRgw.delete(entry);
+      await fsp.rm(ownerFile, { force: true });
+      if (!KEEP) await fsp.rm(dir, { recursive: true, force: true });
     },
   };
 }
