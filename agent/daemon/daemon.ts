@@ -93,6 +93,7 @@ export class Daemon {
       hooks: {
         endRun: (reason) => this.runCtl.abort(new Error(`fenced: ${reason}`)),
         stopping: () => this.stopCtl.signal.aborted,
+        replicationStarted: () => this.replicating,
         litestreamRestarted: async () => { this.watch.startedMs = clock.now(); await deps.startup.writeDrainInfo(this.watch.startedMs); },
         notify: (text) => this.watch.reportError(text),
         servingDetail: () => `replicating to ${replicaUrl(cfg)}`,
@@ -164,8 +165,8 @@ export class Daemon {
   /** The primary's phases up to READY; false when stopped (or fenced) on the way. */
   private async primary(signal: AbortSignal): Promise<boolean> {
     const { cfg, notifier, mirror, startup } = this.deps;
-    await this.fencing.probe();
     if (!(await this.fencing.take(signal, (detail) => notifier.ready(`waiting: ${detail}`)))) return false;
+    this.fencing.startRenewing();
     this.beat();
 
     const vwUp = await this.units.isActive(UNITS.vaultwarden);
@@ -186,10 +187,13 @@ export class Daemon {
       if (signal.aborted) return false;
     }
 
+    await this.fencing.untilWritable(signal);
+    if (signal.aborted) return false;
     await this.machine.enter('replicate', 'starting Litestream');
     if (!(await this.units.isActive(UNITS.litestream))) {
       if (await startup.createDbFile()) log.info('created an empty database file (mode 0660) for the new vault');
       this.watch.startedMs = this.deps.clock.now();
+      this.replicating = true;
       await this.units.start(UNITS.litestream);
     } else this.watch.startedMs = this.deps.clock.now() - 1; // adopted: its start time is older still
     await this.deps.litestream.verifyLoaded();
@@ -201,6 +205,8 @@ export class Daemon {
       const ok = await this.step('confirming the replica', 90_000, () => this.watch.confirm(60_000));
       log[ok ? 'info' : 'warn'](ok ? 'database replica confirmed in sync after the incomplete drain' : 'database replica not confirmed in sync within 60 s; serving anyway, Litestream keeps trying');
     }
+    if (signal.aborted) return false;
+    await this.fencing.untilWritable(signal);
     if (signal.aborted) return false;
     await this.machine.enter('replicate', `mirroring files to ${mirror.store.url}`);
     await this.step('the first file pass', 12 * 60_000, async () => {
@@ -229,7 +235,7 @@ export class Daemon {
     await this.units.start(UNITS.verifyTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-verify.timer'));
     await this.machine.enter('serve', detail, { restore: this.restore?.decision.action, restoreMs: this.restore?.ms });
     await notifier.ready(`serving: ${detail}`);
-    this.fencing.startRenewing();
+    if (this.fencing.suspended) await this.machine.enter('degrade', `replication suspended: ${this.fencing.suspended}`);
     return !signal.aborted;
   }
 

@@ -34,6 +34,7 @@ export class Drain {
     const { machine, notifier, units, mirror, fencing, budget, clock } = this.d;
     const fenced = fencing.fenced;
     if (fenced) {
+      await fencing.settled;
       fencing.keeper.stop();
       await units.stop(UNITS.vaultwarden, budget.vaultwardenMs).catch(() => undefined);
       await machine.enter('fence', fenced.reason);

@@ -33,6 +33,8 @@ export class Fencing implements LeaseEvents {
     endRun: (reason: string) => void;
     /** Whether a stop was requested (a drain runs or will): Litestream is then not restarted. */
     stopping: () => boolean;
+    /** Litestream was started by this run's start (so a suspension during the start stopped it). */
+    replicationStarted: () => boolean;
     /** Litestream restarted after a suspension: the drain info and replication watch follow it. */
     litestreamRestarted: () => Promise<void>;
     notify: (text: string) => void;
@@ -52,17 +54,6 @@ export class Fencing implements LeaseEvents {
 
   get keeper(): LeasePort { return this.lease; }
 
-  /** Probes once whether the store enforces conditional writes, and says so once. */
-  async probe(): Promise<void> {
-    if (!this.lease.probe) return;
-    try {
-      const r = await this.lease.probe();
-      log[r.enforced ? 'info' : 'warn']({ lease: this.lease.url, enforced: r.enforced }, `lease store ${this.lease.url}: ${r.detail}`);
-    } catch (err) {
-      log.warn({ lease: this.lease.url, err: errorMessage(err) }, `lease store ${this.lease.url}: could not probe conditional writes (${errorMessage(err)}); assuming not enforced (read-back only)`);
-    }
-  }
-
   /** Takes the lease, waiting (READY sent once, state "waiting") while another live primary holds it. False: stopped while waiting. */
   async take(signal: AbortSignal, onFirstWait: (detail: string) => Promise<void>): Promise<boolean> {
     let told = false;
@@ -71,7 +62,10 @@ export class Fencing implements LeaseEvents {
         const d = await this.lease.tryAcquire();
         if (d.action !== 'wait') {
           log.info({ lease: this.lease.url, reason: d.action === 'acquire' ? d.reason : 'renew' }, `lease taken (${this.lease.url})`);
-          return true;
+          if (!signal.aborted) return true;
+          // Stopped meanwhile: nothing was written, a replacement need not wait for the expiry.
+          if (await this.lease.release()) log.info({ lease: this.lease.url }, 'lease released (stopped before anything was written)');
+          return false;
         }
         const detail = `lease held by ${describeHolder({ holder: d.holder, instance: d.instance ?? undefined })} until ${d.until.toISOString()}; taking over when it expires`;
         await this.machine.enter('wait_lease', detail);
@@ -84,7 +78,20 @@ export class Fencing implements LeaseEvents {
     return false;
   }
 
+  /** Renewal (and its deadline timer) from the moment the lease is taken: a long start is covered too. */
   startRenewing(): void { this.lease.startRenewing(); }
+
+  /**
+   * Before the start writes anything (Litestream, the first file pass): while the lease is
+   * suspended, wait until it is renewed again (or the run ends).
+   */
+  async untilWritable(signal: AbortSignal): Promise<void> {
+    let said = false;
+    while (this.suspended && !this.fenced && !signal.aborted) {
+      if (!said) { said = true; await this.machine.enter(this.machine.state === 'restoring' ? 'restore' : 'replicate', `waiting for the lease to be renewed before writing: ${this.suspended}`); }
+      await this.clock.sleep(500, signal);
+    }
+  }
 
   /**
    * The lease could not be renewed before its deadline (store unreachable). Nobody else can
@@ -109,6 +116,17 @@ export class Fencing implements LeaseEvents {
   /** The store answers again and the lease was still ours: Litestream and the mirror catch up. */
   async resume(): Promise<void> {
     if (!this.suspended || this.fenced) return;
+    if (this.machine.state !== 'serving' && this.machine.state !== 'degraded') {
+      // Still starting: the start itself starts Litestream once the lease holds again.
+      log.info({ was: this.suspended }, 'lease renewed again during the start; it goes on');
+      this.suspended = null;
+      this.mirror.unfence();
+      if (this.hooks.replicationStarted()) {
+        await this.units.start(UNITS.litestream).catch((err) => log.error({ err: errorMessage(err) }, `could not restart Litestream: ${errorMessage(err)}`));
+        await this.hooks.litestreamRestarted();
+      }
+      return;
+    }
     if (this.hooks.stopping()) {
       log.info('lease renewed again during the stop: the drain goes on without restarting Litestream');
       return;
@@ -138,6 +156,9 @@ export class Fencing implements LeaseEvents {
   async fence(reason: string, stolen: boolean): Promise<void> {
     if (this.fenced) return;
     this.fenced = { reason, exitCode: stolen ? EXIT.REFUSED : EXIT.FAILED, at: this.clock.now() };
+    let done!: () => void;
+    this.settled = new Promise((r) => { done = r; });
+    this.hooks.endRun(reason); // every phase sees it at once: nothing more is started
     this.lease.stop();
     this.mirror.fence(`fenced: ${reason}`);
     this.mirror.stopWatching();
@@ -146,8 +167,11 @@ export class Fencing implements LeaseEvents {
     this.hooks.notify(`fenced: ${reason}`);
     await this.units.systemdPort.stop(UNITS.syncTimer, 5_000).catch(() => undefined);
     await this.machine.enter('fence', reason);
-    this.hooks.endRun(reason);
+    done();
   }
+
+  /** Resolves once the fencing steps (writers killed, timers stopped) are done. */
+  settled: Promise<void> = Promise.resolve();
 
   healthCheck(): HealthCheck {
     const l = this.lease.seen;

@@ -21,7 +21,7 @@ export const EVENTS = {
   /** A unit died and is being restarted, or replication is suspended (lease store unreachable). */
   degrade: { from: ['serving', 'degraded'], to: 'degraded' },
   /** The lease is held by another: every writer stopped at once (during a drain too). */
-  fence: { from: ['serving', 'degraded', 'draining', 'fenced'], to: 'fenced' },
+  fence: { from: ['restoring', 'replicating', 'serving', 'degraded', 'draining', 'fenced'], to: 'fenced' },
   /** The ordered stop: Vaultwarden, Litestream's final sync, the files. */
   drain: { from: ['starting', 'waiting', 'restoring', 'replicating', 'serving', 'degraded', 'draining', 'failed', 'refused'], to: 'draining' },
   /** The drain finished. */

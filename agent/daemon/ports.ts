@@ -49,9 +49,8 @@ export interface LeasePort {
   readonly held: boolean;
   readonly seen: Lease | null;
   readonly suspended: string | null;
-  /** Whether the store enforces If-Match/If-None-Match (probed at start); null before. */
-  readonly conditional?: { enforced: boolean; detail: string } | null;
-  probe?(): Promise<{ enforced: boolean; detail: string }>;
+  /** Whether the store enforces If-Match/If-None-Match (the keeper probes it at its first acquire and says so once); null before. */
+  readonly conditional?: { enforced: boolean; applicable?: boolean; detail: string; message?: string } | null;
   tryAcquire(): Promise<LeaseDecision>;
   startRenewing(): void;
   stop(): void;

@@ -57,9 +57,9 @@ class FakeLease implements LeasePort {
   private readonly w: () => World;
   constructor(w: () => World) { this.w = w; }
   get held(): boolean { return this.seen?.token === this.me.token; }
-  async probe() { this.w().hooks.probe?.(); return this.conditional; }
   async tryAcquire(): Promise<LeaseDecision> {
     const w = this.w();
+    w.hooks.probe?.(); // the real keeper probes conditional writes at its first acquire
     if (w.leaseWaits > 0) {
       w.leaseWaits--;
       w.hooks['lease-wait']?.();
@@ -349,6 +349,24 @@ const rows: Row[] = [
     setup: (w) => { w.hooks['drain-litestream'] = () => w.lease.events!.onSuspended('S3 does not answer'); }, exit: 0,
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'], never: ['files:shutdown'],
     check: (_d, w) => assert.equal(w.state.lastDrain?.complete, false) },
+  { name: 'lease lost during the restore (renewal runs from the take): fenced before Litestream ever starts, exit 65',
+    setup: (w) => { w.hooks.restore = () => w.lease.events!.onLost('lease taken by other', true); }, exit: 65,
+    states: ['restoring', 'fenced'], never: [`start:${LS}`, `start:${VW}`, 'files:start'] },
+  { name: 'lease not renewable during the restore: Litestream waits for the renewal, then the start goes on',
+    setup: (w) => {
+      w.hooks.restore = () => {
+        w.lease.events!.onSuspended('S3 does not answer');
+        setTimeout(() => w.lease.events!.onRegained(), 20);
+      };
+    }, exit: 0,
+    states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'], order: ['files:fenced', 'files:unfenced', `start:${LS}`, 'files:start'] },
+  { name: 'lease lost after Litestream started (during the first file pass): fenced while replicating, Vaultwarden never starts',
+    setup: (w) => { w.hooks['files-start'] = () => w.lease.events!.onLost('lease taken by other', true); }, exit: 65,
+    states: ['restoring', 'replicating', 'fenced'], never: [`start:${VW}`, 'files:shutdown'], order: [`start:${LS}`, 'files:fenced', `kill:${LS}`] },
+  { name: 'suspended during the first file pass: serving degraded (Litestream stopped), regained: Litestream restarted, serving',
+    setup: (w) => { w.hooks['files-start'] = () => w.lease.events!.onSuspended('S3 does not answer'); },
+    act: async (_d, w) => { w.lease.events!.onRegained(); for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r)); }, exit: 0,
+    states: ['restoring', 'replicating', 'serving', 'degraded', 'serving', 'draining', 'stopped'], order: [`start:${LS}`, 'files:fenced', `kill:${LS}`, `start:${VW}`, `start:${LS}`, 'files:unfenced'] },
   { name: 'secondary: restore, serve, stop → Vaultwarden stopped, nothing uploaded', role: 'secondary', exit: 0,
     states: ['restoring', 'serving', 'draining', 'stopped'], order: ['copy:fetch', 'copy:install', `start:${VW}`, 'ready:serving', 'stopping', `stop:${VW}`], never: [`start:${LS}`, 'files:shutdown'] },
   { name: 'secondary: replica unreachable at first, READY while retrying, then serving', role: 'secondary', setup: (w) => { w.fetchFails = 2; }, exit: 0,
