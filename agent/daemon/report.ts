@@ -162,7 +162,7 @@ export class Reporter {
       lastDbSync: d.watch.lastDbSync,
       lastFileSync: mirror.lastSync,
       syncErrors: { litestream: d.watch.syncErrors, files: mirror.failedPasses },
-      lease: d.role === 'primary' ? { held: lease.held, suspended: lease.suspended !== null || d.fencing.suspended !== null, expiresAt: lease.seen?.expiresAt ?? null, conditionalWrites: lease.conditional ? lease.conditional.enforced : null } : null,
+      lease: d.role === 'primary' ? { held: lease.held, suspended: lease.suspended !== null || d.fencing.suspended !== null, expiresAt: lease.seen?.expiresAt ?? null, conditionalWrites: lease.conditional && lease.conditional.applicable !== false ? lease.conditional.enforced : null } : null,
       fenced: d.fencing.fenced !== null,
       mirrorStopped: mirror.fenced !== null,
       secondary: d.role === 'secondary' ? {

@@ -76,3 +76,25 @@ test('label values are escaped', () => {
   assert.match(text, /^vwstream_info\{version="a\\"b\\\\c\\nd",role="primary"\} 1$/m);
   assert.deepEqual(litestreamFamilies('litestream_x 1\nlitestreamy 2\n# HELP litestream_x h'), ['litestream_x 1', '# HELP litestream_x h']);
 });
+
+test('state age and transitions, the lease store probe, fencing and the standby\'s refresh', () => {
+  const text = renderMetrics({
+    ...input, role: 'secondary', stateSince: new Date('2026-11-25T12:00:00Z'), transitions: { serving: 2, degraded: 1 },
+    lease: { held: true, suspended: false, expiresAt: null, conditionalWrites: false }, fenced: false, mirrorStopped: true,
+    secondary: { lastRefresh: new Date('2026-11-25T11:00:00Z'), ageSeconds: 3600, lastOk: false, counts: { swapped: 4, skipped: 7, localChangesKept: 0, failed: 1 }, lastDowntimeMs: 1500 },
+  });
+  const value = (series: string) => text.split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1];
+  assert.equal(value('vwstream_state_since_timestamp_seconds'), String(Date.parse('2026-11-25T12:00:00Z') / 1000));
+  assert.equal(value('vwstream_state_transitions_total{state="serving"}'), '2');
+  assert.equal(value('vwstream_state_transitions_total{state="fenced"}'), '0');
+  assert.equal(value('vwstream_lease_store_conditional_writes'), '0');
+  assert.equal(value('vwstream_fenced'), '0');
+  assert.equal(value('vwstream_file_mirror_stopped'), '1');
+  assert.equal(value('vwstream_secondary_refresh_age_seconds'), '3600');
+  assert.equal(value('vwstream_secondary_last_refresh_success'), '0');
+  assert.equal(value('vwstream_secondary_refreshes_total{result="failed"}'), '1');
+  assert.equal(value('vwstream_secondary_refreshes_total{result="swapped"}'), '4');
+  assert.equal(value('vwstream_secondary_last_swap_downtime_seconds'), '1.5');
+  // Unknown (no probe yet): no sample rather than a wrong one.
+  assert.equal(renderMetrics({ ...input, lease: { held: true, suspended: false, expiresAt: null, conditionalWrites: null } }).includes('vwstream_lease_store_conditional_writes'), false);
+});
