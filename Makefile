@@ -83,18 +83,21 @@ test-root: apt-deps
 	bash test/system/build-root.sh
 
 # System tests boot nspawn hosts and install the package: they need root.
-# The S3-outage test spends 5 minutes waiting with one write a second: it runs beside the
-# others (its own hosts, S3 emulator and ports) and its output follows theirs.
-SLOW_IDLE_TEST := test/system/outage.test.ts
+# The slow idle tests mostly wait: the S3-outage test 5 minutes with one write a second, the
+# standby soak 3+ minutes at default intervals. Each runs beside the others (its own hosts,
+# S3 emulator and ports), one process each, and its output follows theirs.
+SLOW_IDLE_TESTS := test/system/outage.test.ts test/system/standby-soak.test.ts
 test-system: $(DEB) $(RPM) test-root
-	@files="$$(find test/system -maxdepth 1 -name '*.test.ts' ! -path '$(SLOW_IDLE_TEST)' | sort)"; \
+	@files="$$(find test/system -maxdepth 1 -name '*.test.ts' $(foreach t,$(SLOW_IDLE_TESTS),! -path '$(t)') | sort)"; \
 	if [ -z "$$files" ]; then echo "test-system: no system tests found"; exit 0; fi; \
 	mkdir -p build; export VWS_DEB="$(abspath $(DEB))" VWS_RPM="$(abspath $(RPM))"; \
-	$(NODE) --test --test-timeout=900000 $(SLOW_IDLE_TEST) > build/slow-idle-test.log 2>&1 & slow=$$!; \
+	pids=""; for t in $(SLOW_IDLE_TESTS); do \
+	  $(NODE) --test --test-timeout=900000 $$t > build/slow-$$(basename $$t .test.ts).log 2>&1 & pids="$$pids $$!"; \
+	done; \
 	rc=0; $(NODE) --test --test-concurrency=1 --test-timeout=900000 $$files || rc=$$?; \
-	rc2=0; wait $$slow || rc2=$$?; \
-	echo "=== $(SLOW_IDLE_TEST) (ran alongside) ==="; cat build/slow-idle-test.log; \
-	exit $$(( rc != 0 ? rc : rc2 ))
+	for p in $$pids; do wait $$p || { r=$$?; [ $$rc -ne 0 ] || rc=$$r; }; done; \
+	for t in $(SLOW_IDLE_TESTS); do echo "=== $$t (ran alongside) ==="; cat build/slow-$$(basename $$t .test.ts).log; done; \
+	exit $$rc
 
 demo: $(DEB) test-root
 	VWS_DEB="$(abspath $(DEB))" bash scripts/demo.sh start

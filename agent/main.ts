@@ -4,6 +4,7 @@ import { EXIT } from './errors.ts';
 import { VERSION } from './version.ts';
 import { checkConfigCommand } from './cli/check-config.ts';
 import { confirmSyncCommand } from './cli/confirm-sync.ts';
+import { stopWritersCommand } from './cli/stop-writers.ts';
 import { syncCommand } from './cli/sync.ts';
 import { promoteCommand } from './cli/promote.ts';
 import { backupCommand } from './cli/backup.ts';
@@ -38,6 +39,7 @@ await yargs(process.argv.slice(2))
   .command('sync', 'Mirror attachments, sends, config.json and rsa_key* now (what vwstream-sync.timer runs)', {}, (a) => syncCommand(g(a)))
   .command('backup', 'Back up now: DB snapshot + files → archive (encrypted with BACKUP_PASSWORD) → every BACKUP_REMOTES destination → retention (what vwstream-backup.timer runs)', {}, (a) => backupCommand(g(a)))
   .command('confirm-sync', false, {}, () => confirmSyncCommand())
+  .command('stop-writers', false, {}, (a) => stopWritersCommand(g(a)))
   .command('generations', 'List the generations the replica holds (first/last time, size) and the oldest restorable point', {}, (a) => generationsCommand(g(a)))
   .command('snapshots', 'List the snapshots (full copies) the replica holds', {}, (a) => snapshotsCommand(g(a)))
   .command('verify', 'Restore drill: restore the latest replica (database and files) into a temporary directory, check it against the live data, remove it; exit 0/1 (what vwstream-verify.timer runs)', {}, (a) => verifyCommand(g(a)))

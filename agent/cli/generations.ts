@@ -6,7 +6,7 @@ import { generationsOrFail, litestreamReason } from '../replication/restore.ts';
 import { AgentError } from '../errors.ts';
 import type { Runtime } from '../replication/runtime.ts';
 import { configFor, printJson, runCommand } from './common.ts';
-import { runtimeFor } from './offline.ts';
+import { withReadOnlyRuntime } from './offline.ts';
 
 export const when = (d: Date) => d.toISOString().replace(/\.\d+Z$/, 'Z');
 
@@ -57,8 +57,8 @@ async function inventory(cfg: Config, rt: Runtime) {
 export function generationsCommand(args: { config: string; json: boolean }): Promise<never> {
   return runCommand(async () => {
     const cfg = configFor(args);
-    const rt = await runtimeFor(cfg);
-    const { gens, snaps, wal } = await inventory(cfg, rt);
+    // Reads only: nothing under /run/vwstream is written (the running agent's files stay as they are).
+    const { gens, snaps, wal } = await withReadOnlyRuntime(cfg, (rt) => inventory(cfg, rt));
     const rows = generationRows(gens, snaps, wal);
     const oldest = oldestRestorable(gens);
     if (args.json) {

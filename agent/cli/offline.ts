@@ -1,6 +1,6 @@
 import { apiRequest } from '../api/client.ts';
 import type { Config } from '../config/config.ts';
-import { prepareRuntime, type Runtime } from '../replication/runtime.ts';
+import { prepareReadOnlyRuntime, prepareRuntime, type ReadOnlyRuntime, type Runtime } from '../replication/runtime.ts';
 import { AgentError } from '../errors.ts';
 
 /** True when the daemon answers on its socket. */
@@ -23,4 +23,28 @@ export async function requireStopped(what: string): Promise<void> {
 export async function runtimeFor(cfg: Config): Promise<Runtime> {
   if (process.getuid?.() !== 0) throw new AgentError('this command needs root (it reads the replica credentials and writes the data folder)');
   return prepareRuntime(cfg);
+}
+
+/**
+ * For the commands that only read the replica (generations, snapshots, restore --to):
+ * their litestream.yml in a private temporary directory, nothing under /run/vwstream
+ * touched. Removed by the caller's dispose(), at exit, and on SIGINT/SIGTERM/SIGHUP.
+ */
+export async function readOnlyRuntimeFor(cfg: Config): Promise<ReadOnlyRuntime> {
+  if (process.getuid?.() !== 0) throw new AgentError('this command needs root (it reads the replica credentials)');
+  const rt = await prepareReadOnlyRuntime(cfg);
+  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+    process.once(sig, () => { void rt.dispose().finally(() => process.exit(code)); });
+  }
+  return rt;
+}
+
+/** Runs `fn` with a read-only runtime and removes its directory afterwards, whatever happens. */
+export async function withReadOnlyRuntime<T>(cfg: Config, fn: (rt: ReadOnlyRuntime) => Promise<T>): Promise<T> {
+  const rt = await readOnlyRuntimeFor(cfg);
+  try {
+    return await fn(rt);
+  } finally {
+    await rt.dispose();
+  }
 }

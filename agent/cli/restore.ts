@@ -12,7 +12,7 @@ import { UNITS } from '../paths.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 import { leftUnchanged, restoreFromBackup } from '../backup/restore-backup.ts';
 import { isRecordedCopy } from '../replication/restore-op.ts';
-import { daemonRunning, runtimeFor } from './offline.ts';
+import { daemonRunning, runtimeFor, withReadOnlyRuntime } from './offline.ts';
 import { asideFolder, removeDbCopy, type Runtime } from '../replication/runtime.ts';
 
 export interface RestoreArgs { config: string; json: boolean; force: boolean; backup?: string; to?: string; timestamp?: string; generation?: string; index?: string }
@@ -49,6 +49,41 @@ async function drainAgent(cfg: Config, say: (l: string) => void): Promise<{ wasR
   return { wasRunning: true, systemd };
 }
 
+/** The units that write the database or the replica; the agent starts and stops them. */
+const WRITERS = [UNITS.vaultwarden, UNITS.litestream] as const;
+/** States in which a unit's process may still write. */
+const RUNNING_STATES = new Set(['active', 'activating', 'deactivating', 'reloading']);
+
+/**
+ * The refusal when a writer runs with the agent stopped (started by hand, or a stop still
+ * under way): restoring under a running Vaultwarden or Litestream would mix the restored
+ * database with their writes and uploads. One line naming the unit and the command; exit 1.
+ * undefined when neither runs.
+ */
+export function writerRefusal(states: { unit: string; activeState: string }[]): AgentError | undefined {
+  const busy = states.find((s) => RUNNING_STATES.has(s.activeState));
+  if (!busy) return undefined;
+  return new AgentError(`${busy.unit} is ${busy.activeState} without vwstream-agent; nothing was restored; stop it first: systemctl stop ${busy.unit}`, { exitCode: EXIT.FAILED });
+}
+
+/**
+ * After the drain, before anything live changes: refuses while vwstream-vaultwarden or
+ * vwstream-litestream still runs. The agent, if it was running, is started again first
+ * (nothing was changed, it serves the previous data). Without systemd there is nothing to ask.
+ */
+async function refuseWhileWritersRun(systemd: Systemd | undefined, wasRunning: boolean, say: (l: string) => void): Promise<void> {
+  if (!systemd) return;
+  const states = [];
+  for (const unit of WRITERS) states.push({ unit, activeState: (await systemd.state(unit)).activeState });
+  const refusal = writerRefusal(states);
+  if (!refusal) return;
+  if (wasRunning) {
+    const again = await startAgent(systemd, say).catch((e: unknown) => errorMessage(e));
+    if (again !== 'done') say(`vwstream-agent did not start again (${again}): journalctl -u vwstream-agent`);
+  }
+  throw refusal;
+}
+
 async function startAgent(systemd: Systemd, say: (l: string) => void): Promise<string> {
   say('starting vwstream-agent again');
   return systemd.start(UNITS.agent, 300_000);
@@ -58,11 +93,12 @@ async function startAgent(systemd: Systemd, say: (l: string) => void): Promise<s
 export function restoreCommand(args: RestoreArgs): Promise<never> {
   return runCommand(async () => {
     const cfg = configFor(args);
-    const rt = await runtimeFor(cfg);
     const say = (l: string) => { if (!args.json) process.stdout.write(`${l}\n`); };
     if (args.backup && (args.timestamp || args.generation || args.index)) throw new AgentError('--backup restores an archive; --timestamp, --generation and --index apply to the replica');
     if (args.to && args.backup) throw new AgentError('--to and --backup together are not supported yet; extract a backup by hand with openssl and tar');
-    if (args.to) return restoreCopy(cfg, rt, args);
+    // --to touches nothing live, /run/vwstream included: its litestream.yml is a private temporary one.
+    if (args.to) return withReadOnlyRuntime(cfg, (rt) => restoreCopy(cfg, rt, args));
+    const rt = await runtimeFor(cfg);
     if (effectiveRole(cfg) === 'secondary') {
       throw new AgentError('this host is a secondary: it follows the replica and its next refresh would replace a restored vault', {
         hint: 'restore on the primary, or write a copy here with --to PATH',
@@ -82,6 +118,7 @@ export function restoreCommand(args: RestoreArgs): Promise<never> {
       // The archive is fetched and checked inside restoreFromBackup before anything moves.
       const { wasRunning, systemd } = await drainAgent(cfg, say);
       try {
+        await refuseWhileWritersRun(systemd, wasRunning, say);
         const progress = process.stderr.isTTY ? (l: string) => process.stderr.write(`restore: ${l}\n`) : undefined;
         const r = await restoreFromBackup(cfg, rt, args.backup, progress).catch(async (err: unknown) => {
           // Refused or failed before anything live changed: serve the previous vault again.
@@ -145,6 +182,7 @@ async function restoreLive(cfg: Config, rt: Runtime, args: RestoreArgs, point: R
     say(`restored copy checked: integrity ok, ${facts.users} users`);
     const drained = await drainAgent(cfg, say);
     systemd = drained.systemd;
+    await refuseWhileWritersRun(systemd, drained.wasRunning, say);
     const { setAsideTo } = await installForced(cfg, rt, tmp, point.describe, point.target);
     // Files: what the mirror holds (its latest state); local files it would replace are kept aside.
     let files = { files: 0, bytes: 0 };

@@ -3,14 +3,14 @@ import { EXIT } from '../errors.ts';
 import { listSnapshots } from '../replication/litestream.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 import { formatBytes, replicaListing, table, when } from './generations.ts';
-import { runtimeFor } from './offline.ts';
+import { withReadOnlyRuntime } from './offline.ts';
 
 /** `vwstream-agent snapshots`: the full copies the replica holds; restores start from one. */
 export function snapshotsCommand(args: { config: string; json: boolean }): Promise<never> {
   return runCommand(async () => {
     const cfg = configFor(args);
-    const rt = await runtimeFor(cfg);
-    const snaps = await replicaListing(cfg, () => listSnapshots(rt.litestreamConfig, rt.dbPath));
+    // Reads only: nothing under /run/vwstream is written (the running agent's files stay as they are).
+    const snaps = await withReadOnlyRuntime(cfg, (rt) => replicaListing(cfg, () => listSnapshots(rt.litestreamConfig, rt.dbPath)));
     if (args.json) {
       printJson({ replica: replicaUrl(cfg), snapshots: snaps.map((s) => ({ generation: s.generation, index: s.index, bytes: s.size, created: when(s.created) })) });
       return EXIT.OK;

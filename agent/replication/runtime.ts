@@ -1,7 +1,8 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { constants } from 'node:fs';
-import { chmod, chown, lchown, lstat, mkdir, open, opendir, readFile, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { chmod, chown, lchown, lstat, mkdir, mkdtemp, open, opendir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { createServer } from 'node:net';
 import { formatEnvValue } from '../config/envfile.ts';
 import type { Config } from '../config/config.ts';
@@ -199,6 +200,57 @@ export async function prepareRuntime(cfg: Config): Promise<Runtime> {
   const prevEnv = await readFile(PATHS.vaultwardenEnv, 'utf8').catch(() => undefined);
   if (env !== prevEnv) await writePrivateFile(PATHS.vaultwardenEnv, env);
   return { ids, litestreamIds, apiGroup: lookupGroup(API_GROUP), dbPath: PATHS.dbFile, litestreamConfig: PATHS.litestreamConfig, metricsAddr, litestreamConfigChanged: lsConfig !== previous };
+}
+
+/** A Runtime whose litestream.yml lives in a private temporary directory (see prepareReadOnlyRuntime). */
+export interface ReadOnlyRuntime extends Runtime {
+  /** The private directory (0700) holding litestream.yml (0600). */
+  dir: string;
+  /** Removes the directory; idempotent. Also done at process exit. */
+  dispose(): Promise<void>;
+}
+
+/**
+ * For commands that only read the replica (generations, snapshots, restore --to): the
+ * litestream.yml they need, rendered from `cfg`, in a private temporary directory (0700,
+ * the file 0600) instead of /run/vwstream. Nothing under /run/vwstream, the data folder
+ * or the directory replica is created, rewritten, chowned or chmodded, so a running
+ * agent and its Litestream see no change, and the listing follows the configuration the
+ * command was given (not the one the agent last started with). The directory is on the
+ * /run tmpfs when it is writable (the file holds the S3 credentials: they never reach a
+ * disk), else under the system's temporary directory; dispose() removes it, and so does
+ * the process's exit.
+ */
+export async function prepareReadOnlyRuntime(cfg: Config, opts: { tmpRoot?: string; passwd?: string; group?: string; liveConfig?: string } = {}): Promise<ReadOnlyRuntime> {
+  const ids = lookupUser(SERVICE_USER, opts.passwd);
+  const ls = lookupUser(LITESTREAM_USER, opts.passwd);
+  const root = opts.tmpRoot ?? (writable('/run') ? '/run' : tmpdir());
+  // mkdtemp: a new directory with a random name, mode 0700, created by us (never an existing one).
+  const dir = await mkdtemp(join(root, 'vwstream-cli-'));
+  const cleanup = () => { try { rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ } };
+  process.once('exit', cleanup);
+  try {
+    await chmod(dir, 0o700);
+    // The agent's metrics port when it has one (Litestream's listing commands do not listen).
+    let current = '';
+    try { current = readFileSync(opts.liveConfig ?? PATHS.litestreamConfig, 'utf8'); } catch { /* agent never started in this boot */ }
+    const metricsAddr = /^addr: "(127\.0\.0\.1:\d+)"$/m.exec(current)?.[1] ?? `127.0.0.1:${await freeLoopbackPort()}`;
+    const litestreamConfig = join(dir, 'litestream.yml');
+    await writePrivateFile(litestreamConfig, renderLitestreamConfig(cfg, { dbPath: PATHS.dbFile, metricsAddr }));
+    return {
+      ids, litestreamIds: { uid: ls.uid, gid: ls.gid }, apiGroup: lookupGroup(API_GROUP, opts.group), dbPath: PATHS.dbFile, litestreamConfig, metricsAddr,
+      litestreamConfigChanged: false, dir,
+      dispose: async () => { process.removeListener('exit', cleanup); await rm(dir, { recursive: true, force: true }); },
+    };
+  } catch (err) {
+    process.removeListener('exit', cleanup);
+    cleanup();
+    throw err;
+  }
+}
+
+function writable(dir: string): boolean {
+  try { accessSync(dir, constants.W_OK); return true; } catch { return false; }
 }
 
 function ownedBy(path: string, owner: Ids): boolean {
