@@ -97,7 +97,10 @@ test('S3 hangs during poweroff: off within STOP_GRACE_PERIOD, journal names the 
   try {
     await s3.createBucket('vault-hang');
     const grace = 40;
-    const env = { ...s3Env(s3, 'vault-hang', 'hang/vw'), STOP_GRACE_PERIOD: String(grace), LITESTREAM_SHUTDOWN_TIMEOUT: '10', SYNC_SHUTDOWN_TIMEOUT: '10' };
+    // LEASE_TTL=60 (the default): the lease's deadline stays beyond the drain, so each step
+    // runs into its own timeout. (With a short TTL the deadline falls inside the drain and
+    // Litestream is killed without its final sync: the fencing tests cover that.)
+    const env = { ...s3Env(s3, 'vault-hang', 'hang/vw'), LEASE_TTL: '60', STOP_GRACE_PERIOD: String(grace), LITESTREAM_SHUTDOWN_TIMEOUT: '10', SYNC_SHUTDOWN_TIMEOUT: '10' };
     const c = await agentHost('vws-ft-c', env);
     hosts.push(c);
     await startAgent(c.host);
