@@ -26,7 +26,7 @@ test('host lifecycle: boot, exec, files, env isolation, poweroff, journal, reboo
   try {
     host = await bootHost(name);
     log(`unpack ${host.unpackMs} ms, boot ${host.bootMs[0]} ms`);
-    assert.equal(host.name, name);
+    assert.equal(host.name, `${process.env.VWS_HOST_PREFIX ?? ''}${name}`);
     assert.ok(host.running);
     assert.ok(host.pid1 > 0);
 
