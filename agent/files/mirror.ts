@@ -237,6 +237,12 @@ export class FileMirror {
     if (!this.fenced) return;
     this.fenced = null;
     this.fenceCtl = new AbortController();
+    // What changed while fenced waits (counted as lag): one pass now catches it up.
+    if (this.watcher) {
+      clearTimeout(this.debounce);
+      const onError = this.watchError;
+      this.debounce = setTimeout(() => void this.syncInBackground('resume').catch((err: Error) => onError?.(err)), 1000);
+    }
   }
 
   /** Background passes (changes, timer) are cancelled when the drain begins. */
@@ -470,7 +476,10 @@ export class FileMirror {
   }
 
   /** Watches the data folder (inotify): a change is mirrored about a second later. */
+  private watchError: ((err: Error) => void) | undefined;
+
   watch(onError: (err: Error) => void): void {
+    this.watchError = onError;
     try {
       this.watcher = watch(this.dataFolder, { recursive: true }, (_event, name) => {
         if (name && !inScope(this.scope, String(name))) return;
