@@ -102,6 +102,14 @@ export function stopWritersCommand(args: { config: string }): Promise<never> {
         say(`${plan.why}: ${UNITS.litestream} killed (SIGKILL) without a final sync; the local WAL keeps the tail for the next start`);
       }
       await systemd.kill(UNITS.litestream).catch(() => undefined);
+      // Let systemd see the SIGKILLed main process die first: a stop job queued before that
+      // would run the unit's ExecStop (confirm-sync) as for an orderly stop.
+      for (let i = 0; i < 50 && RUNNING.has((await state(UNITS.litestream)).activeState); i++) await new Promise((r) => setTimeout(r, 100));
+      const after = await state(UNITS.litestream);
+      if (!RUNNING.has(after.activeState)) {
+        say(`${UNITS.litestream} ${after.activeState} (${after.result}) in ${Date.now() - t} ms`);
+        return EXIT.OK;
+      }
       const r = await systemd.stop(UNITS.litestream, 30_000);
       say(`${UNITS.litestream} stop ${r} in ${Date.now() - t} ms`);
       return EXIT.OK;

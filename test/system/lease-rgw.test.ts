@@ -282,7 +282,8 @@ test('RGW frozen: Litestream stopped ≥ 1 s before the lease expires; no write 
     // Nothing lost: rows written before and during the outage are in the replica once the lease is back.
     const onHost = await userUuids(f.host);
     for (const u of [...before, ...during]) assert.ok(onHost.has(u));
-    await waitFilesSynced(f.host, Date.now());
+    // The attachment written while fenced went up in the mirror's catch-up pass after the regain.
+    await waitFilesSynced(f.host, resumedAt);
   } finally {
     if (paused) rgw.resume();
     await proxy.close();
