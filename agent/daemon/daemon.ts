@@ -91,12 +91,13 @@ export class Daemon {
     this.fencing = new Fencing({
       lease: deps.lease, machine: this.machine, units: this.units, mirror: deps.mirror, clock, leaseTtlMs: cfg.leaseTtlMs,
       hooks: {
-        endRun: (reason) => this.runCtl.abort(new Error(`fenced: ${reason}`)),
+        endRun: (reason) => this.runCtl.abort(new DOMException(`fenced: ${reason}`, 'AbortError')),
         stopping: () => this.stopCtl.signal.aborted,
         replicationStarted: () => this.replicating,
         litestreamRestarted: async () => { this.watch.startedMs = clock.now(); await deps.startup.writeDrainInfo(this.watch.startedMs); },
         notify: (text) => this.watch.reportError(text),
         servingDetail: () => `replicating to ${replicaUrl(cfg)}`,
+        beat: () => this.beat(),
       },
     });
     deps.bindLease(this.fencing);
@@ -107,6 +108,7 @@ export class Daemon {
       pruneAside: () => deps.extras.pruneAside('after keeping local changes aside'),
       beat: () => this.beat(),
       startExtras: (signal) => deps.extras.startTailscale(signal),
+      step: (what, boundMs, fn) => this.step(what, boundMs, fn),
     });
     this.drain = new Drain({ machine: this.machine, notifier: deps.notifier, units: this.units, mirror: deps.mirror, fencing: this.fencing, startup: deps.startup, state: deps.state, watch: this.watch, budget: deps.budget, clock });
   }
@@ -117,8 +119,8 @@ export class Daemon {
   requestStop(signal: string): void {
     if (this.stopCtl.signal.aborted) return;
     log.info({ signal }, `received ${signal}: draining`);
-    this.stopCtl.abort(new Error(`stop requested (${signal})`));
-    this.runCtl.abort(new Error(`stop requested (${signal})`));
+    this.stopCtl.abort(stopReason(signal));
+    this.runCtl.abort(stopReason(signal));
   }
 
   private beat(): void { this.heartbeat = this.deps.clock.now(); }
@@ -168,6 +170,7 @@ export class Daemon {
     if (!(await this.fencing.take(signal, (detail) => notifier.ready(`waiting: ${detail}`)))) return false;
     this.fencing.startRenewing();
     this.beat();
+    if (signal.aborted) return false;
 
     const vwUp = await this.units.isActive(UNITS.vaultwarden);
     const lsUp = await this.units.isActive(UNITS.litestream);
@@ -196,6 +199,7 @@ export class Daemon {
       this.replicating = true;
       await this.units.start(UNITS.litestream);
     } else this.watch.startedMs = this.deps.clock.now() - 1; // adopted: its start time is older still
+    await this.fencing.enforce(); // suspended or lost while it started: it does not replicate
     await this.deps.litestream.verifyLoaded();
     await startup.writeDrainInfo(this.watch.startedMs);
     this.replicating = true;
@@ -347,6 +351,11 @@ export class Daemon {
     if (this.role !== 'secondary') return { status: 409, body: { error: `this host is already ${this.role}` } };
     return this.secondary.promote(force, this.runCtl.signal);
   }
+}
+
+/** An abort reason that reads as an abort wherever it is rethrown (AbortError). */
+function stopReason(signal: string): DOMException {
+  return new DOMException(`stop requested (${signal})`, 'AbortError');
 }
 
 function isAbort(err: unknown): boolean {

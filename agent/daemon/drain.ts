@@ -36,6 +36,7 @@ export class Drain {
     if (fenced) {
       await fencing.settled;
       fencing.keeper.stop();
+      await units.kill(UNITS.litestream); // a start that raced the fence does not outlive it
       await units.stop(UNITS.vaultwarden, budget.vaultwardenMs).catch(() => undefined);
       await machine.enter('fence', fenced.reason);
       return fenced.exitCode;

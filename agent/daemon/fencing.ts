@@ -40,6 +40,8 @@ export class Fencing implements LeaseEvents {
     notify: (text: string) => void;
     /** What status reports while replicating normally. */
     servingDetail: () => string;
+    /** The watchdog's heartbeat: the waiting loops go round too. */
+    beat: () => void;
   };
 
   constructor(opts: { lease: LeasePort; machine: StateMachine; units: UnitSupervisor; mirror: MirrorPort; clock: Clock; leaseTtlMs: number; hooks: Fencing['hooks'] }) {
@@ -73,6 +75,7 @@ export class Fencing implements LeaseEvents {
       } catch (err) {
         await this.machine.enter('wait_lease', `cannot read the lease at ${this.lease.url}: ${errorMessage(err)}`);
       }
+      this.hooks.beat();
       await this.clock.sleep(Math.min(5_000, Math.max(1_000, this.leaseTtlMs / 4)), signal);
     }
     return false;
@@ -89,6 +92,7 @@ export class Fencing implements LeaseEvents {
     let said = false;
     while (this.suspended && !this.fenced && !signal.aborted) {
       if (!said) { said = true; await this.machine.enter(this.machine.state === 'restoring' ? 'restore' : 'replicate', `waiting for the lease to be renewed before writing: ${this.suspended}`); }
+      this.hooks.beat();
       await this.clock.sleep(500, signal);
     }
   }
@@ -116,33 +120,41 @@ export class Fencing implements LeaseEvents {
   /** The store answers again and the lease was still ours: Litestream and the mirror catch up. */
   async resume(): Promise<void> {
     if (!this.suspended || this.fenced) return;
-    if (this.machine.state !== 'serving' && this.machine.state !== 'degraded') {
-      // Still starting: the start itself starts Litestream once the lease holds again.
+    const st = this.machine.state;
+    if (this.hooks.stopping() || !['starting', 'waiting', 'restoring', 'replicating', 'serving', 'degraded'].includes(st)) {
+      // A drain (or a failure's) is under way: it goes on without Litestream; nothing restarts.
+      log.info({ was: this.suspended, state: st }, 'lease renewed again during the stop: the drain goes on without restarting Litestream');
+      return;
+    }
+    const starting = st !== 'serving' && st !== 'degraded';
+    if (starting && !this.hooks.replicationStarted()) {
+      // Still before Litestream's start: the start itself starts it now that the lease holds.
       log.info({ was: this.suspended }, 'lease renewed again during the start; it goes on');
       this.suspended = null;
       this.mirror.unfence();
-      if (this.hooks.replicationStarted()) {
-        await this.units.start(UNITS.litestream).catch((err) => log.error({ err: errorMessage(err) }, `could not restart Litestream: ${errorMessage(err)}`));
-        await this.hooks.litestreamRestarted();
-      }
-      return;
-    }
-    if (this.hooks.stopping()) {
-      log.info('lease renewed again during the stop: the drain goes on without restarting Litestream');
       return;
     }
     log.info({ was: this.suspended }, 'lease renewed: restarting Litestream to catch up');
     try {
       await this.units.start(UNITS.litestream);
+      // Fenced or stopping meanwhile: the start must not outlive that decision.
+      if (this.fenced || this.hooks.stopping()) { await this.units.kill(UNITS.litestream); return; }
       await this.hooks.litestreamRestarted();
+      if (this.fenced || this.hooks.stopping()) { await this.units.kill(UNITS.litestream); return; }
       this.suspended = null;
       this.mirror.unfence();
-      if (this.machine.can('serve')) await this.machine.enter('serve', `replication resumed; ${this.hooks.servingDetail()}`);
+      if (this.machine.can('serve') && !starting) await this.machine.enter('serve', `replication resumed; ${this.hooks.servingDetail()}`);
     } catch (err) {
       log.error({ err: errorMessage(err) }, `could not restart Litestream after the outage: ${errorMessage(err)}`);
+      if (this.fenced || this.hooks.stopping()) return;
       this.suspended = null; // the unit supervision restarts it
       this.mirror.unfence();
     }
+  }
+
+  /** A writer started while the lease was suspended or lost (a start racing the deadline) is killed at once. */
+  async enforce(): Promise<void> {
+    if (this.suspended || this.fenced) await this.units.kill(UNITS.litestream);
   }
 
   onLost(reason: string, stolen: boolean): void { void this.fence(reason, stolen); }

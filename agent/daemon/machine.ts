@@ -21,13 +21,13 @@ export const EVENTS = {
   /** A unit died and is being restarted, or replication is suspended (lease store unreachable). */
   degrade: { from: ['serving', 'degraded'], to: 'degraded' },
   /** The lease is held by another: every writer stopped at once (during a drain too). */
-  fence: { from: ['restoring', 'replicating', 'serving', 'degraded', 'draining', 'fenced'], to: 'fenced' },
+  fence: { from: ['starting', 'waiting', 'restoring', 'replicating', 'serving', 'degraded', 'draining', 'fenced'], to: 'fenced' },
   /** The ordered stop: Vaultwarden, Litestream's final sync, the files. */
   drain: { from: ['starting', 'waiting', 'restoring', 'replicating', 'serving', 'degraded', 'draining', 'failed', 'refused'], to: 'draining' },
   /** The drain finished. */
   drained: { from: ['draining'], to: 'stopped' },
   /** An error the agent cannot go on from (exit 1); after the drain it is the last word again. */
-  fail: { from: ['starting', 'restoring', 'replicating', 'serving', 'degraded', 'draining'], to: 'failed' },
+  fail: { from: ['starting', 'waiting', 'restoring', 'replicating', 'serving', 'degraded', 'draining'], to: 'failed' },
   /** It will not go on without an operator (exit 65: the restore rule refuses). */
   refuse: { from: ['restoring', 'draining'], to: 'refused' },
 } as const satisfies Record<string, { from: readonly DaemonState[]; to: DaemonState }>;

@@ -17,6 +17,9 @@ export interface SecondarySettings {
   replica: string;
 }
 
+/** How long one refresh may keep the loop from going round before the watchdog counts it hung. */
+const REFRESH_BOUND_MS = 30 * 60_000;
+
 export interface RefreshRecord { at: number; ok: boolean; detail: string }
 
 /**
@@ -38,6 +41,8 @@ export class Secondary {
     lease: LeasePort; clock: Clock; settings: SecondarySettings;
     notifyLocalChanges: (text: string) => void; pruneAside: () => Promise<void>;
     beat: () => void; startExtras: (signal: AbortSignal) => Promise<void>;
+    /** Runs a bounded long step (a restore of the replica) that the watchdog allows. */
+    step: <T>(what: string, boundMs: number, fn: () => Promise<T>) => Promise<T>;
   };
 
   constructor(deps: Secondary['d']) { this.d = deps; }
@@ -58,7 +63,7 @@ export class Secondary {
     for (;;) {
       this.d.beat();
       try {
-        await this.refresh('start', signal);
+        await this.d.step('restoring the copy', REFRESH_BOUND_MS, () => this.refresh('start', signal));
         break;
       } catch (err) {
         if (signal.aborted) return;
@@ -85,7 +90,7 @@ export class Secondary {
       if (tick % 5 === 0 && settings.serve) await units.checkAlive();
       if (settings.serverless || this.promoted) continue;
       if (clock.now() - (this.lastAttempt?.at ?? this.lastRefresh?.getTime() ?? 0) >= this.retryAfterMs()) {
-        await this.refresh('interval', signal).catch((err) => log.warn({ err: errorMessage(err) }, `secondary refresh failed: ${errorMessage(err)}; serving the previous copy`));
+        await this.d.step('refreshing the copy', REFRESH_BOUND_MS, () => this.refresh('interval', signal)).catch((err) => log.warn({ err: errorMessage(err) }, `secondary refresh failed: ${errorMessage(err)}; serving the previous copy`));
       }
     }
   }
@@ -145,14 +150,14 @@ export class Secondary {
         this.d.notifyLocalChanges(`local changes on the secondary kept at ${kept}`);
       }
       await copy.install(fetched.tmp);
+      await state.update({ secondaryDigest: fetched.digest });
       await copy.restoreFiles(signal);
-      if (stopped) {
+      if (stopped && !signal.aborted) { // stopping: the drain has nothing to start again for
         await units.start(UNITS.vaultwarden);
         stopped = false;
         await units.waitAlive(120_000, signal);
         this.lastDowntimeMs = clock.now() - t;
       }
-      await state.update({ secondaryDigest: fetched.digest });
       this.counts.swapped++;
       this.succeeded(`swapped in (${fetched.users} users)`);
       log.info({ why, users: fetched.users, downtimeMs: this.lastDowntimeMs, ms: clock.now() - t0 }, `secondary refreshed from ${this.d.settings.replica} (${fetched.users} users${serving ? `, Vaultwarden down ${this.lastDowntimeMs} ms` : ''})`);
@@ -160,7 +165,7 @@ export class Secondary {
     } catch (err) {
       this.counts.failed++;
       this.lastAttempt = { at: clock.now(), ok: false, detail: errorMessage(err) };
-      if (stopped) {
+      if (stopped && !signal.aborted) {
         // Never leave the standby dark because a refresh failed: back on the copy in place.
         log.warn({ err: errorMessage(err) }, `secondary refresh failed after Vaultwarden was stopped (${errorMessage(err)}); starting it again on the previous copy`);
         await units.start(UNITS.vaultwarden).then(() => units.waitAlive(120_000, signal)).catch((e) => log.error({ err: errorMessage(e) }, `could not start Vaultwarden again after the failed refresh: ${errorMessage(e)}`));

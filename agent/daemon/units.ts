@@ -104,8 +104,10 @@ export class UnitSupervisor {
       this.restarts.push(this.clock.now());
       await this.clock.sleep(1000 * this.restarts.length, opts.signal);
       if (opts.signal.aborted) return;
+      if (opts.excused(unit)) continue; // stopped on purpose meanwhile (lease suspended): not restarted
       try {
         await this.start(unit);
+        if (opts.excused(unit)) { await this.kill(unit); continue; } // suspended while it started
         if (unit === UNITS.vaultwarden) await this.waitAlive(120_000, opts.signal);
         await opts.onBack(unit);
       } catch (err) {

@@ -22,7 +22,7 @@ const VW = UNITS.vaultwarden;
 const LS = UNITS.litestream;
 
 type Phase =
-  | 'probe' | 'lease-wait' | 'restore' | 'litestream-start' | 'files-start' | 'vaultwarden-start' | 'serving'
+  | 'probe' | 'renew-start' | 'lease-wait' | 'restore' | 'litestream-start' | 'files-start' | 'vaultwarden-start' | 'serving'
   | 'drain-vaultwarden' | 'drain-litestream' | 'drain-files'
   | 'secondary-fetch' | 'secondary-serving';
 
@@ -68,7 +68,7 @@ class FakeLease implements LeasePort {
     this.seen = { holder: 'h', instance: 'i-me', machineId: 'm', bootId: 'b', token: this.me.token, acquiredAt: '', expiresAt: new Date(w.now + 60_000).toISOString(), ttlMs: 60_000 };
     return { action: 'acquire', reason: 'no lease' };
   }
-  startRenewing() { this.renewing = true; }
+  startRenewing() { this.renewing = true; this.w().hooks['renew-start']?.(); }
   stop() { this.renewing = false; }
   async release() { this.released = true; this.seen = null; return true; }
   async peek() { return null; }
@@ -367,6 +367,28 @@ const rows: Row[] = [
     setup: (w) => { w.hooks['files-start'] = () => w.lease.events!.onSuspended('S3 does not answer'); },
     act: async (_d, w) => { w.lease.events!.onRegained(); for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r)); }, exit: 0,
     states: ['restoring', 'replicating', 'serving', 'degraded', 'serving', 'draining', 'stopped'], order: [`start:${LS}`, 'files:fenced', `kill:${LS}`, `start:${VW}`, `start:${LS}`, 'files:unfenced'] },
+  { name: 'lease lost right after the take (renewal runs from there): fenced from starting, nothing started, exit 65',
+    setup: (w) => { w.hooks['renew-start'] = () => w.lease.events!.onLost('lease taken by other', true); }, exit: 65,
+    states: ['fenced'], never: [`start:${LS}`, `start:${VW}`, 'restore-db'] },
+  { name: 'lease lost right after a take that followed a wait: fenced from waiting, exit 65',
+    setup: (w) => { w.leaseWaits = 1; w.hooks['renew-start'] = () => w.lease.events!.onLost('lease taken by other', true); }, exit: 65,
+    states: ['waiting', 'fenced'], never: [`start:${LS}`, `start:${VW}`, 'restore-db'] },
+  { name: 'systemd lost right after a take that followed a wait: failed from waiting, exit 1',
+    setup: (w) => { w.leaseWaits = 1; w.hooks['renew-start'] = () => { w.stateThrows = true; }; }, exit: 1,
+    states: ['waiting', 'failed', 'draining', 'failed'], never: [`start:${LS}`, 'restore-db'] },
+  { name: 'suspended and regained during the drain: Litestream is not started again, the drain is incomplete',
+    setup: (w) => { w.hooks['drain-vaultwarden'] = () => { w.lease.events!.onSuspended('S3 does not answer'); setImmediate(() => w.lease.events!.onRegained()); }; }, exit: 0,
+    states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'], never: ['files:shutdown', 'files:unfenced'],
+    check: (_d, w) => { assert.equal(w.calls.filter((c) => c === `start:${LS}`).length, 1, 'Litestream started once, never after the suspension'); assert.equal(w.state.lastDrain?.complete, false); } },
+  { name: 'stop during the secondary\'s file restore after Vaultwarden stopped: it is not started again',
+    role: 'secondary', env: 'SECONDARY_SYNC_INTERVAL=60s\n',
+    act: async (d, w) => {
+      w.hooks['secondary-fetch'] = () => undefined;
+      const orig = d.deps.copy.install;
+      (d.deps.copy as { install: typeof orig }).install = async (tmp) => { await orig(tmp); d.requestStop('SIGTERM'); };
+      for (let i = 0; i < 20_000 && !w.calls.includes('stopping'); i++) await new Promise((r) => setImmediate(r));
+    }, exit: 0, states: ['restoring', 'serving', 'draining', 'stopped'],
+    check: (_d, w) => { const last = w.calls.lastIndexOf('copy:install'); assert.ok(!w.calls.slice(last).includes(`start:${VW}`), `Vaultwarden restarted after the stop: ${JSON.stringify(w.calls.slice(last))}`); } },
   { name: 'secondary: restore, serve, stop → Vaultwarden stopped, nothing uploaded', role: 'secondary', exit: 0,
     states: ['restoring', 'serving', 'draining', 'stopped'], order: ['copy:fetch', 'copy:install', `start:${VW}`, 'ready:serving', 'stopping', `stop:${VW}`], never: [`start:${LS}`, 'files:shutdown'] },
   { name: 'secondary: replica unreachable at first, READY while retrying, then serving', role: 'secondary', setup: (w) => { w.fetchFails = 2; }, exit: 0,
