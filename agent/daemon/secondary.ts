@@ -150,6 +150,7 @@ export class Secondary {
         this.d.notifyLocalChanges(`local changes on the secondary kept at ${kept}`);
       }
       await copy.install(fetched.tmp);
+      this.counts.swapped++; // counted when swapped in (status shows it as soon as the new copy is live)
       await state.update({ secondaryDigest: fetched.digest });
       await copy.restoreFiles(signal);
       if (stopped && !signal.aborted) { // stopping: the drain has nothing to start again for
@@ -158,7 +159,6 @@ export class Secondary {
         await units.waitAlive(120_000, signal);
         this.lastDowntimeMs = clock.now() - t;
       }
-      this.counts.swapped++;
       this.succeeded(`swapped in (${fetched.users} users)`);
       log.info({ why, users: fetched.users, downtimeMs: this.lastDowntimeMs, ms: clock.now() - t0 }, `secondary refreshed from ${this.d.settings.replica} (${fetched.users} users${serving ? `, Vaultwarden down ${this.lastDowntimeMs} ms` : ''})`);
       if (localChanged) await this.d.pruneAside();
