@@ -34,7 +34,8 @@ export const EVENTS = {
 
 export type DaemonEvent = keyof typeof EVENTS;
 
-export const STATES: readonly DaemonState[] = ['starting', 'waiting', 'restoring', 'replicating', 'serving', 'degraded', 'fenced', 'draining', 'stopped', 'failed', 'refused'];
+/** Every state, in the order /metrics lists them. */
+export const STATES: readonly DaemonState[] = ['starting', 'restoring', 'replicating', 'serving', 'degraded', 'refused', 'waiting', 'fenced', 'draining', 'stopped', 'failed'];
 
 export interface StatusSink { status(text: string): Promise<void> }
 
@@ -90,10 +91,5 @@ export class StateMachine {
     log[level]({ state: to, from, ...fields }, `${to}: ${detail}`);
     await this.sink.status(`${to}: ${detail}`).catch(() => undefined);
     return true;
-  }
-
-  /** The stop path may begin from here (everything but a finished or fenced run). */
-  get running(): boolean {
-    return this.state !== 'stopped' && this.state !== 'fenced';
   }
 }

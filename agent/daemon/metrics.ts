@@ -1,3 +1,4 @@
+import { STATES } from './machine.ts';
 /**
  * GET /metrics: Prometheus text exposition (format 0.0.4) of the agent's own state plus
  * Litestream's metric families passed through unchanged.
@@ -71,7 +72,6 @@ export function litestreamFamilies(text: string): string[] {
   });
 }
 
-const STATES = ['starting', 'restoring', 'replicating', 'serving', 'degraded', 'refused', 'waiting', 'fenced', 'draining', 'stopped', 'failed'];
 
 export function renderMetrics(m: MetricsInput): string {
   const e = new Exposition();

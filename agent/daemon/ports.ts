@@ -3,7 +3,7 @@ import type { Lease, LeaseDecision, Identity } from '../replication/lease.ts';
 import type { SyncReport, RestoreProgress as FilesProgress, RestoreResult, PendingRestore, ScanProblem } from '../files/mirror.ts';
 import type { LitestreamPosition, RestoreProgress, ShadowPosition } from '../replication/litestream.ts';
 import type { RestoreOutcome } from '../replication/restore.ts';
-import type { DrainRecord, PersistentState as State } from '../state-file.ts';
+import type { PersistentState as State } from '../state-file.ts';
 
 /**
  * What the daemon needs from the world, as interfaces: the composition root (build.ts)
@@ -130,4 +130,3 @@ export interface StatePort {
   bump(counter: 'restores' | 'drains', key: string): Promise<void>;
 }
 
-export type { DrainRecord, State };
