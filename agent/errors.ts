@@ -1,6 +1,10 @@
 /** Exit codes of the CLI and daemon (sysexits.h where one fits). */
-/** REFUSED: the data needs an operator's decision (systemd does not restart on it). */
-export const EXIT = { OK: 0, FAILED: 1, USAGE: 64, REFUSED: 65, CONFIG: 78 } as const;
+/**
+ * REFUSED: the data needs an operator's decision (systemd does not restart on it).
+ * UNAVAILABLE: the agent is not running (nothing answers on its socket).
+ * NOPERM: the command needs root.
+ */
+export const EXIT = { OK: 0, FAILED: 1, USAGE: 64, REFUSED: 65, UNAVAILABLE: 69, NOPERM: 77, CONFIG: 78 } as const;
 
 /** A configuration value that is not allowed. The message is the one line an operator sees. */
 export class ConfigError extends Error {
