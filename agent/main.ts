@@ -17,7 +17,8 @@ import { runDaemon } from './cli/run.ts';
 import { asideListCommand, asidePruneCommand } from './cli/aside.ts';
 import { healthCommand, statusCommand } from './cli/status.ts';
 import { PATHS } from './paths.ts';
-import type { GlobalArgs } from './cli/common.ts';
+import { reportError, setJsonOutput, wantsJson, type GlobalArgs } from './cli/common.ts';
+import { AgentError } from './errors.ts';
 
 /** yargs does not carry global options into a command's inferred type. */
 const g = (a: unknown) => a as GlobalArgs;
@@ -28,7 +29,8 @@ await yargs(process.argv.slice(2))
   .epilogue([
     'Runs Vaultwarden under systemd; its SQLite database streams to S3 (Litestream).',
     'Configuration: /etc/vwstream/vwstream.env (see check-config).',
-    'Exit codes: 0 ok, 1 failed, 64 usage, 65 refused (needs your decision), 78 config.',
+    'Exit codes: 0 ok, 1 failed, 64 usage, 65 refused (needs your decision), 69 agent not running,',
+    '77 needs root, 78 config. With --json, an error is one JSON object on stdout: {"error": {message, key, value, allowed, hint, exitCode}}.',
   ].join('\n'))
   .option('config', { type: 'string', default: PATHS.configFile, describe: 'Configuration file', global: true })
   .option('json', { type: 'boolean', default: false, describe: 'Machine-readable output', global: true })
@@ -71,10 +73,10 @@ await yargs(process.argv.slice(2))
         'Apply the retention rule now and print what was removed (root only). Per reason the ASIDE_MIN_KEEP newest and everything younger than ASIDE_RETENTION_DAYS are kept; entries the agent did not make are never touched',
         (yy) => yy
           .option('dry-run', { type: 'boolean', default: false, describe: 'Only print what would be removed' })
-          .epilogue('Exit codes: 0 ok, 1 failed (not root; a folder could not be read or removed), 64 usage, 78 config.'),
+          .epilogue('Exit codes: 0 ok, 1 failed (a folder could not be read or removed), 64 usage, 77 not root, 78 config.'),
         (a) => asidePruneCommand({ ...g(a), dryRun: a['dry-run'] }),
       )
-      .epilogue('Exit codes: 0 ok, 1 failed (not root; the folder cannot be read), 64 usage, 78 config.'),
+      .epilogue('Exit codes: 0 ok, 1 failed (the folder cannot be read), 64 usage, 77 not root, 78 config.'),
     (a) => asideListCommand(g(a)),
   )
   .demandCommand(1, 'Name a command; see --help')
@@ -83,9 +85,13 @@ await yargs(process.argv.slice(2))
   .help()
   .alias('h', 'help')
   .wrap(Math.min(110, process.stdout.columns || 100))
+  .middleware((a) => setJsonOutput(Boolean(a.json)))
   .fail((msg, err, y) => {
     if (err) throw err;
     void y;
+    if (wantsJson(process.argv.slice(2))) {
+      process.exit(reportError(new AgentError(msg, { hint: 'vwstream-agent --help', exitCode: EXIT.USAGE }), true));
+    }
     process.stderr.write(`vwstream-agent: ${msg}\nRun vwstream-agent --help for usage.\n`);
     process.exit(EXIT.USAGE);
   })

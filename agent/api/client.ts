@@ -1,5 +1,5 @@
 import { request } from 'node:http';
-import { AgentError } from '../errors.ts';
+import { AgentError, EXIT } from '../errors.ts';
 import { PATHS } from '../paths.ts';
 
 /**
@@ -27,11 +27,11 @@ export function apiRequest<T>(method: string, path: string, opts: { socket?: str
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-        reject(new AgentError(`the agent is not running (nothing answers at ${socketPath})`, { hint: 'systemctl status vwstream-agent; journalctl -u vwstream-agent' }));
+        reject(new AgentError(`the agent is not running (nothing answers at ${socketPath})`, { hint: 'systemctl status vwstream-agent; journalctl -u vwstream-agent', exitCode: EXIT.UNAVAILABLE }));
       } else if (err.code === 'EACCES' && changes) {
-        reject(new AgentError(`'${path.split('?')[0]!.replace(/^\//, '')}' changes the agent's state: only root may do that (permission denied on ${socketPath})`, { hint: 'run it as root (sudo); members of group vwstream may read: status, health, metrics' }));
+        reject(new AgentError(`'${path.split('?')[0]!.replace(/^\//, '')}' changes the agent's state: only root may do that (permission denied on ${socketPath})`, { hint: 'run it as root (sudo); members of group vwstream may read: status, health, metrics', exitCode: EXIT.NOPERM }));
       } else if (err.code === 'EACCES') {
-        reject(new AgentError(`permission denied on ${socketPath}`, { hint: 'run as root or as a member of group vwstream' }));
+        reject(new AgentError(`permission denied on ${socketPath}`, { hint: 'run as root or as a member of group vwstream', exitCode: EXIT.NOPERM }));
       } else reject(new AgentError(`cannot talk to the agent at ${socketPath}: ${err.message}`));
     });
     req.end();

@@ -1,7 +1,7 @@
 import { humanBytes, listAside, planAsidePrune, pruneAside, type AsideEntry, type AsideRule, type AsideVerdict, type ForeignEntry } from '../aside.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { PATHS } from '../paths.ts';
-import { configFor, printJson, runCommand } from './common.ts';
+import { configFor, printJson, requireRoot, runCommand } from './common.ts';
 import { table, when } from './generations.ts';
 
 const ruleText = (r: AsideRule) => `the ${r.minKeep} newest per reason${r.retentionDays ? ` and everything younger than ${r.retentionDays} days` : ' and everything else (ASIDE_RETENTION_DAYS=0)'} are kept`;
@@ -14,9 +14,6 @@ function readFailed(dir: string, err: unknown): AgentError {
   return new AgentError(`cannot read ${dir}: ${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : errorMessage(err)}`, {});
 }
 
-function needRoot(what: string, why: string): void {
-  if (process.getuid?.() !== 0) throw new AgentError(`vwstream-agent ${what} needs root (${why})`, { hint: `sudo vwstream-agent ${what}` });
-}
 
 function foreignLines(foreign: ForeignEntry[]): string {
   return foreign.map((f) => `left alone (not the agent's): ${f.path}: ${f.why}\n`).join('');
@@ -25,7 +22,7 @@ function foreignLines(foreign: ForeignEntry[]): string {
 /** `vwstream-agent aside`: what the agent kept aside (reason, time, size, path) and what the rule would prune. */
 export function asideListCommand(args: { config: string; json: boolean }, dir: string = PATHS.asideDir): Promise<never> {
   return runCommand(async () => {
-    needRoot('aside', 'it reads the folders under /var/lib/vwstream/aside, which only root may');
+    requireRoot('aside', 'it reads the folders under /var/lib/vwstream/aside, which only root may');
     const cfg = configFor(args);
     const listing = await listAside(dir).catch((err) => { throw readFailed(dir, err); });
     const plan = planAsidePrune(listing.entries, cfg.aside, new Date());
@@ -51,7 +48,7 @@ export function asideListCommand(args: { config: string; json: boolean }, dir: s
 /** `vwstream-agent aside prune [--dry-run]`: applies the rule now (root only); prints what it removed. */
 export function asidePruneCommand(args: { config: string; json: boolean; dryRun: boolean }, dir: string = PATHS.asideDir): Promise<never> {
   return runCommand(async () => {
-    needRoot('aside prune', 'it removes folders under /var/lib/vwstream/aside');
+    requireRoot('aside prune', 'it removes folders under /var/lib/vwstream/aside');
     const cfg = configFor(args);
     const r = await pruneAside(dir, cfg.aside, { dryRun: args.dryRun }).catch((err) => { throw readFailed(dir, err); });
     if (args.json) {

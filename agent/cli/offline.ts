@@ -1,7 +1,7 @@
 import { apiRequest } from '../api/client.ts';
 import type { Config } from '../config/config.ts';
 import { prepareReadOnlyRuntime, prepareRuntime, type ReadOnlyRuntime, type Runtime } from '../replication/runtime.ts';
-import { AgentError } from '../errors.ts';
+import { AgentError, EXIT } from '../errors.ts';
 
 /** True when the daemon answers on its socket. */
 export async function daemonRunning(): Promise<boolean> {
@@ -21,7 +21,7 @@ export async function requireStopped(what: string): Promise<void> {
 }
 
 export async function runtimeFor(cfg: Config): Promise<Runtime> {
-  if (process.getuid?.() !== 0) throw new AgentError('this command needs root (it reads the replica credentials and writes the data folder)');
+  if (process.getuid?.() !== 0) throw new AgentError('this command needs root (it reads the replica credentials and writes the data folder)', { hint: 'run it with sudo', exitCode: EXIT.NOPERM });
   return prepareRuntime(cfg);
 }
 
@@ -31,7 +31,7 @@ export async function runtimeFor(cfg: Config): Promise<Runtime> {
  * touched. Removed by the caller's dispose(), at exit, and on SIGINT/SIGTERM/SIGHUP.
  */
 export async function readOnlyRuntimeFor(cfg: Config): Promise<ReadOnlyRuntime> {
-  if (process.getuid?.() !== 0) throw new AgentError('this command needs root (it reads the replica credentials)');
+  if (process.getuid?.() !== 0) throw new AgentError('this command needs root (it reads the replica credentials)', { hint: 'run it with sudo', exitCode: EXIT.NOPERM });
   const rt = await prepareReadOnlyRuntime(cfg);
   for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
     process.once(sig, () => { void rt.dispose().finally(() => process.exit(code)); });

@@ -55,12 +55,12 @@ test('group vwstream reads status, health and metrics but cannot sync or promote
   assert.match(me.stdout, /\n200$/);
   // Nothing for others.
   const out = await as(a.host, 'outsider', ['vwstream-agent', 'status']);
-  assert.equal(out.exitCode, 1);
+  assert.equal(out.exitCode, 77, 'needs root or the group: EX_NOPERM');
   assert.equal(out.stderr, 'vwstream-agent: permission denied on /run/vwstream/agent.sock\n  → run as root or as a member of group vwstream');
 
   // sync: refused for the group, by the CLI and by a request made by hand on agent.sock.
   const sy = await as(a.host, 'monitor', ['vwstream-agent', 'sync']);
-  assert.equal(sy.exitCode, 1, `sync as a member of vwstream: exit ${sy.exitCode}\n${sy.stdout}${sy.stderr}`);
+  assert.equal(sy.exitCode, 77, `sync as a member of vwstream: exit ${sy.exitCode}\n${sy.stdout}${sy.stderr}`);
   assert.equal(sy.stdout, '');
   assert.equal(sy.stderr, "vwstream-agent: 'sync' changes the agent's state: only root may do that (permission denied on /run/vwstream/control.sock)\n  → run it as root (sudo); members of group vwstream may read: status, health, metrics");
   const byHand = await as(a.host, 'monitor', ['curl', '-sS', '-w', '\\n%{http_code}', '-X', 'POST', '--unix-socket', '/run/vwstream/agent.sock', 'http://agent/sync']);
@@ -88,7 +88,7 @@ test('group vwstream reads status, health and metrics but cannot sync or promote
   assert.match(before, /"role":"secondary"/);
   assert.match(before, /"override":"no override"/);
   const pr = await as(a.host, 'monitor', ['vwstream-agent', 'promote', '--force']);
-  assert.equal(pr.exitCode, 1, `promote --force as a member of vwstream: exit ${pr.exitCode}\n${pr.stdout}${pr.stderr}`);
+  assert.equal(pr.exitCode, 77, `promote --force as a member of vwstream: exit ${pr.exitCode}\n${pr.stdout}${pr.stderr}`);
   assert.equal(pr.stderr, "vwstream-agent: 'promote' changes the agent's state: only root may do that (permission denied on /run/vwstream/control.sock)\n  → run it as root (sudo); members of group vwstream may read: status, health, metrics");
   const prHand = await as(a.host, 'monitor', ['curl', '-sS', '-w', '\\n%{http_code}', '-X', 'POST', '--unix-socket', '/run/vwstream/agent.sock', 'http://agent/promote?force=1']);
   assert.match(prHand.stdout, /POST \/promote changes the agent's state: only root may do that[^\n]*\n\}\n\n403$/);
