@@ -67,7 +67,7 @@ lint-packages: $(DEB) $(RPM) | apt-deps
 	cd ansible && ansible-lint --offline
 	VWS_DEB="$(abspath $(DEB))" VWS_RPM="$(abspath $(RPM))" $(NODE) --test test/packaging/*.test.ts
 
-# README.md's configuration table, from agent/config/schema.ts (a unit test fails when stale).
+# docs/configuration.md's reference and docs/migrating.md's key list, from agent/config/schema.ts (a unit test fails when stale).
 config-table: deps
 	$(NODE) scripts/gen-config-table.mjs
 
