@@ -20,7 +20,7 @@ APT_PKGS := systemd-container debootstrap dpkg-dev fakeroot binutils rclone sqli
 NPM_STAMP := node_modules/.vwstream-npm-stamp
 # Everything the package is made of: a change rebuilds the .deb.
 PKG_INPUTS := package.json package-lock.json scripts/bundle.mjs \
-  $(shell find agent units packaging -type f 2>/dev/null)
+  $(shell find agent units packaging docs -type f 2>/dev/null)
 
 .PHONY: all deps apt-deps typecheck build deb rpm lint-packages test test-unit \
   test-system test-root demo demo-stop clean bench-files bench-backup config-table
@@ -67,7 +67,7 @@ lint-packages: $(DEB) $(RPM) | apt-deps
 	cd ansible && ansible-lint --offline
 	VWS_DEB="$(abspath $(DEB))" VWS_RPM="$(abspath $(RPM))" $(NODE) --test test/packaging/*.test.ts
 
-# README.md's configuration table, from agent/config/schema.ts (a unit test fails when stale).
+# docs/configuration.md's reference and docs/migrating.md's key list, from agent/config/schema.ts (a unit test fails when stale).
 config-table: deps
 	$(NODE) scripts/gen-config-table.mjs
 

@@ -79,7 +79,10 @@ await yargs(process.argv.slice(2))
       .epilogue('Exit codes: 0 ok, 1 failed (the folder cannot be read), 64 usage, 77 not root, 78 config.'),
     (a) => asideListCommand(g(a)),
   )
+  // Hidden: prints the bash completion script (the package ships it, made at build time).
+  .completion('completion', false)
   .demandCommand(1, 'Name a command; see --help')
+  .recommendCommands()
   .strict()
   .version(VERSION)
   .help()

@@ -1,6 +1,6 @@
 // System-test harness: real Debian 12 hosts under systemd-nspawn, an S3 emulator (fauxqs) or a Ceph RGW on
 // loopback, and helpers for the Vaultwarden stand-in (test/fixtures/vaultwarden-standin.mjs).
-// See /work/shared/TESTING.md for the facts this is built on. Must run as root.
+// Must run as root.
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
