@@ -183,8 +183,10 @@ function s3Fix(err: unknown, s3: S3Settings): string {
 function describeS3Error(err: unknown): string {
   const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
   const status = e.$metadata?.httpStatusCode;
-  const msg = errorMessage(err);
-  return `${e.name && e.name !== 'Error' && !msg.startsWith(e.name) ? `${e.name}: ` : ''}${msg}${status ? ` (HTTP ${status})` : ''}`;
+  // The SDK says "UnknownError" when the error response has no body to read a message from.
+  const msg = /^(UnknownError)?$/.test(errorMessage(err)) ? '' : errorMessage(err);
+  const name = e.name && e.name !== 'Error' && !msg.startsWith(e.name) ? e.name : '';
+  return `${name}${name && msg ? ': ' : ''}${msg}${status ? ` (HTTP ${status})` : ''}`;
 }
 
 /** Check 4 with S3_BUCKET set, and check 7 from the same responses. */
@@ -307,6 +309,12 @@ export async function checkRemote(cfg: Pick<Config, 's3' | 'rcloneRemoteName' | 
   if (/didn't find section in config file|not found in config file|couldn't find type/i.test(r.stderr)) {
     return fail(check, `rclone has no remote "${name}" (${why})`, `define it: RCLONE_CONFIG_${name.toUpperCase().replace(/-/g, '_')}_TYPE=… (and its settings) in the config, or use the S3 remote "${cfg.rcloneRemoteName}:" (RCLONE_REMOTE_NAME); then correct BACKUP_REMOTES`);
   }
+  const upper = name.toUpperCase().replace(/-/g, '_');
+  if (/SignatureDoesNotMatch|InvalidAccessKeyId|AccessDenied|status code: 403/.test(r.stderr)) {
+    const keys = cfg.s3 && upper === cfg.rcloneRemoteName.toUpperCase().replace(/-/g, '_') && !Object.keys(cfg.rcloneEnv).some((k) => k.startsWith(`RCLONE_CONFIG_${upper}_`))
+      ? 'S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY (this remote is derived from S3_*)' : `the credentials in RCLONE_CONFIG_${upper}_*`;
+    return fail(check, `the remote refused the credentials (${why})`, `check ${keys}`);
+  }
   return fail(check, `rclone lsf exited ${r.exitCode}${why ? `: ${why}` : ''}`, `rclone lsf ${remote} shows the error; check the remote's settings (RCLONE_CONFIG_${name.toUpperCase().replace(/-/g, '_')}_*) and credentials`);
 }
 
@@ -350,11 +358,16 @@ export async function checkTimers(cfg: Pick<Config, 'backup'> | null, agent: Age
     if (r.exitCode !== 0 || p.LoadState === undefined) { out.push(fail('timer', `${unit}: systemctl show failed (${(r.stderr || r.stdout).trim()})`, 'systemctl status ' + unit)); continue; }
     if (p.LoadState !== 'loaded') { out.push(fail('timer', `${unit} is ${p.LoadState}`, 'reinstall the package (apt install --reinstall vwstream-agent)')); continue; }
     let next: number | null = null;
-    const rt = /^@(\d+)/.exec(p.NextElapseUSecRealtime ?? '');
+    const raw = (p.NextElapseUSecRealtime ?? '').trim();
+    const rt = /^@(\d+)/.exec(raw);
     if (rt) next = Number(rt[1]) * 1000;
+    else if (raw && raw !== 'n/a' && raw !== '0') {
+      const t = Date.parse(raw.replace(/^[A-Za-z]{3} /, ''));
+      if (Number.isFinite(t)) next = t;
+    }
     const mono = parseTimespan(p.NextElapseUSecMonotonic ?? '');
     if (next === null && mono !== null && Number.isFinite(uptimeMs)) next = env.now() + (mono - uptimeMs);
-    const nextText = next === null ? 'no next run' : `next ${new Date(next).toISOString().replace(/\.\d+Z$/, 'Z')}`;
+    const nextText = next === null ? `no next run${raw ? ` (${raw})` : ''}` : `next ${new Date(next).toISOString().replace(/\.\d+Z$/, 'Z')}`;
     if (p.ActiveState === 'active') { out.push(ok('timer', `${unit} active, ${nextText}`)); continue; }
     if (!agent.active) out.push(warn('timer', `${unit} ${p.ActiveState}: the agent is not running (it starts its timers when it serves)`, 'systemctl start vwstream-agent'));
     else if (agent.role === 'secondary') out.push(ok('timer', `${unit} ${p.ActiveState}: not used on a secondary`));

@@ -229,6 +229,11 @@ test('remote: rclone lsf with the agent\'s rclone env (derived S3 remote, no inh
   assert.match(none.fix!, /RCLONE_CONFIG_NOSUCH_TYPE=/);
   const fresh = await checkRemote(cfg, 'OFF:/srv/b', fakeEnv({ runs: () => res('', 3, 'ERROR : : error listing: directory not found') }));
   assert.equal(fresh.level, 'ok');
+  const refused = await checkRemote(cfg, 'S3:vault/b', fakeEnv({ runs: () => res('', 1, 'Failed to lsf: SignatureDoesNotMatch: \n\tstatus code: 403') }));
+  assert.equal(refused.level, 'fail');
+  assert.match(refused.fix!, /S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY \(this remote is derived from S3_\*\)/);
+  const refusedOwn = await checkRemote(cfg, 'OFF:/x', fakeEnv({ runs: () => res('', 1, 'AccessDenied') }));
+  assert.equal(refusedOwn.fix, 'check the credentials in RCLONE_CONFIG_OFF_*');
   const hung = await checkRemote(cfg, 'S3:vault/b', fakeEnv({ runs: () => res('', 143, '', true) }));
   assert.equal(hung.level, 'fail');
   assert.match(hung.detail, /did not finish within 10 s/);
