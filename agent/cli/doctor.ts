@@ -1,4 +1,4 @@
-import { apiRequest } from '../api/client.ts';
+import { request } from 'node:http';
 import { realEnv, runDoctor, type CheckResult } from '../doctor/checks.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { setSecrets } from '../log.ts';
@@ -25,14 +25,29 @@ export function doctorExit(results: CheckResult[], configLoaded: boolean): numbe
   return results.some((r) => r.level === 'fail') ? EXIT.FAILED : EXIT.OK;
 }
 
-async function agentStatus(socket: string, timeoutMs: number): Promise<{ state: string } | { error: string }> {
-  try {
-    const r = await apiRequest<{ state?: string }>('GET', '/status', { socket, timeoutMs });
-    if (r.status !== 200) return { error: `GET /status answered ${r.status}` };
-    return { state: String(r.body?.state ?? 'unknown') };
-  } catch (err) {
-    return { error: errorMessage(err) };
-  }
+/**
+ * GET /status on the read socket, bounded. Its own small request (not api/client.ts): a
+ * socket that does not answer is a finding here, never a reason to exit.
+ */
+export function agentStatus(socketPath: string, timeoutMs: number): Promise<{ state: string } | { error: string }> {
+  return new Promise((resolve) => {
+    const req = request({ socketPath, method: 'GET', path: '/status', timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', (err) => resolve({ error: errorMessage(err) }));
+      res.on('end', () => {
+        if (res.statusCode !== 200) return resolve({ error: `GET /status answered ${res.statusCode}` });
+        try {
+          resolve({ state: String((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { state?: unknown }).state ?? 'unknown') });
+        } catch {
+          resolve({ error: 'GET /status answered with invalid JSON' });
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`)));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code === 'ECONNREFUSED' ? 'connection refused (nothing listens: the agent is not running)' : errorMessage(err) }));
+    req.end();
+  });
 }
 
 /**

@@ -331,3 +331,32 @@ test('formatReport and doctorExit: one line per check, the fix under warn/FAIL, 
   assert.equal(doctorExit(rs, true), 1);
   assert.equal(doctorExit(rs.slice(0, 2), true), 0);
 });
+
+test('agentStatus: the state from GET /status on the socket; a socket that hangs or refuses is an error within the bound, never a throw', async () => {
+  const { agentStatus } = await import('../../agent/cli/doctor.ts');
+  const http = await import('node:http');
+  const sock = join(dir, 'status.sock');
+  const srv = http.createServer((req, res) => {
+    if (req.url === '/status') { res.setHeader('content-type', 'application/json'); res.end(JSON.stringify({ state: 'serving' })); }
+  });
+  await new Promise<void>((r) => srv.listen(sock, r));
+  try {
+    assert.deepEqual(await agentStatus(sock, 2_000), { state: 'serving' });
+  } finally {
+    await new Promise((r) => srv.close(r));
+  }
+  const hang = join(dir, 'hang.sock');
+  const quiet = http.createServer(() => undefined); // never answers
+  await new Promise<void>((r) => quiet.listen(hang, r));
+  try {
+    const t0 = Date.now();
+    const r = await agentStatus(hang, 300);
+    assert.ok(Date.now() - t0 < 2_000);
+    assert.ok('error' in r && /no answer within/.test(r.error), JSON.stringify(r));
+  } finally {
+    quiet.closeAllConnections();
+    await new Promise((r) => quiet.close(r));
+  }
+  const gone = await agentStatus(join(dir, 'none.sock'), 300);
+  assert.ok('error' in gone);
+});

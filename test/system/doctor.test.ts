@@ -11,15 +11,25 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { startRgw, type S3Server } from './harness.ts';
-import { agentHost, s3Env, startAgentQuick, waitServing, writeEnv, type AgentHost } from './common.ts';
+import { agentHost, s3Env, startAgentQuick, waitFor, waitServing, writeEnv, type AgentHost } from './common.ts';
 
 interface Line { check: string; ok: boolean; level: 'ok' | 'warn' | 'fail'; detail: string; fix: string | null }
 
 let rgw: S3Server;
 let h: AgentHost | undefined;
-before(async () => { rgw = await startRgw(); });
+let client: S3Client;
+before(async () => {
+  rgw = await startRgw();
+  client = new S3Client({
+    region: 'us-east-1', endpoint: rgw.endpoint, forcePathStyle: true, maxAttempts: 1,
+    credentials: { accessKeyId: rgw.accessKey, secretAccessKey: rgw.secretKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+});
 after(async () => {
+  client?.destroy();
   await h?.host.destroy().catch(() => undefined);
   try { rgw?.resume(); } catch { /* not paused */ }
   await rgw?.stop();
@@ -30,6 +40,22 @@ async function doctor(a: AgentHost, json = true): Promise<{ code: number; lines:
   const r = await a.host.exec(['vwstream-agent', 'doctor', ...(json ? ['--json'] : [])], { check: false, timeoutMs: 60_000 });
   const ms = Date.now() - t0;
   return { code: r.exitCode, lines: json ? JSON.parse(r.stdout) as Line[] : [], out: r.stdout + r.stderr, ms };
+}
+
+async function keys(bucket: string, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  let token: string | undefined;
+  do {
+    const r = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal: AbortSignal.timeout(10_000) });
+    out.push(...(r.Contents ?? []).map((o) => o.Key!));
+    token = r.NextContinuationToken;
+  } while (token);
+  return out;
+}
+
+async function leaseOf(bucket: string, key: string): Promise<{ instance: string; token: string; acquiredAt: string }> {
+  const r = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: AbortSignal.timeout(10_000) });
+  return JSON.parse(await r.Body!.transformToString()) as { instance: string; token: string; acquiredAt: string };
 }
 
 const failing = (lines: Line[]) => lines.filter((l) => l.level === 'fail');
@@ -49,6 +75,8 @@ test('doctor: all ok on RGW (conditional writes enforced); each broken setting â
   await waitServing(h.host);
 
   // All ok.
+  const leaseBefore = await leaseOf(BUCKET, 'dr/vw/lease.json');
+  const keysBefore = await keys(BUCKET, 'dr/vw/');
   const good = await doctor(h);
   assert.equal(good.code, 0, show(good.lines));
   assert.deepEqual(good.lines.filter((l) => l.level !== 'ok'), [], show(good.lines));
@@ -64,8 +92,13 @@ test('doctor: all ok on RGW (conditional writes enforced); each broken setting â
   const timers = good.lines.filter((l) => l.check === 'timer').map((l) => l.detail);
   assert.equal(timers.length, 3, timers.join('\n'));
   for (const t of timers) assert.match(t, /^vwstream-(sync|backup|verify)\.timer active, next \d{4}-\d\d-\d\dT/);
-  // Scratch objects are gone: only what the agent wrote is under the prefix.
   const text = await doctor(h, false);
+  // Its scratch objects are gone, and the lease is the agent's, untouched (same holder, token, acquisition).
+  const keysAfter = await keys(BUCKET, 'dr/vw/');
+  assert.deepEqual(keysAfter.filter((k) => /\/\.(doctor|vwstream-probe)-/.test(k)), [], keysAfter.join('\n'));
+  assert.ok(keysBefore.includes('dr/vw/lease.json') && keysAfter.includes('dr/vw/lease.json'));
+  const leaseAfter = await leaseOf(BUCKET, 'dr/vw/lease.json');
+  assert.deepEqual([leaseAfter.instance, leaseAfter.token, leaseAfter.acquiredAt], [leaseBefore.instance, leaseBefore.token, leaseBefore.acquiredAt]);
   assert.equal(text.code, 0);
   assert.match(text.out, /^doctor: 0 FAIL, 0 warn, \d+ ok in [\d.]+ s$/m);
   console.log(`# doctor (all ok, text) in ${text.ms} ms:\n${text.out.replace(/^/gm, '#   ')}`);
@@ -109,6 +142,33 @@ test('doctor: all ok on RGW (conditional writes enforced); each broken setting â
     [['warn', 'vwstream-sync.timer'], ['ok', 'vwstream-backup.timer'], ['warn', 'vwstream-verify.timer']], show(stopped.lines));
   assert.equal(byCheck(stopped.lines, 's3').level, 'ok');
   console.log(`# doctor (agent stopped) exit ${stopped.code} in ${stopped.ms} ms`);
+
+  // Something else on ROCKET_PORT (a plain HTTP server answering 404).
+  await h.host.exec(['systemd-run', '--unit=foreign-port', '/usr/lib/vwstream-agent/bin/node', '-e',
+    `require('http').createServer((q, s) => { s.statusCode = 404; s.end('not here'); }).listen(${h.port}, '127.0.0.1')`]);
+  try {
+    await waitFor('the foreign server listens', 10_000, async () => ((await fetch(`http://127.0.0.1:${h!.port}/`, { signal: AbortSignal.timeout(1000) })).status === 404 ? true : undefined));
+    const taken = await doctor(h);
+    assert.equal(taken.code, 1, show(taken.lines));
+    assert.deepEqual(failing(taken.lines).map((l) => l.check), ['port'], show(taken.lines));
+    const port = byCheck(taken.lines, 'port');
+    assert.equal(port.detail, `ROCKET_PORT ${h.port}: something else answers on 127.0.0.1:${h.port} (GET /alive â†’ 404); Vaultwarden cannot listen there`);
+    assert.match(port.fix!, new RegExp(`ss -ltnp 'sport = :${h.port}'`));
+    console.log(`# doctor (port taken) exit ${taken.code}: FAIL port: ${port.detail} â†’ ${port.fix}`);
+  } finally {
+    await h.host.exec(['systemctl', 'stop', 'foreign-port.service'], { check: false });
+  }
+
+  // Not root: exit 77, nothing checked. A config that does not load: exit 78, the checks that need none still run.
+  const nobody = await h.host.exec(['runuser', '-u', 'nobody', '--', 'vwstream-agent', 'doctor'], { check: false });
+  assert.equal(nobody.exitCode, 77, nobody.stdout + nobody.stderr);
+  assert.match(nobody.stderr, /doctor needs root \(it reads \/etc\/vwstream\/vwstream\.env, mode 0600/);
+  await writeEnv(h.host, { ...env, NODE_ROLE: 'leader' });
+  const badCfg = await doctor(h);
+  await writeEnv(h.host, env);
+  assert.equal(badCfg.code, 78, show(badCfg.lines));
+  assert.deepEqual([...new Set(badCfg.lines.map((l) => l.check))], ['config', 'disk', 'timer', 'socket']);
+  assert.match(byCheck(badCfg.lines, 'config').detail, /^NODE_ROLE="leader" is not valid/);
 
   // S3 frozen (radosgw SIGSTOPped): doctor ends within its 10 s bound per network check.
   rgw.pause();
