@@ -36,7 +36,7 @@ const sec = (ms: number) => `${Math.round(ms / 1000)} s`;
 
 /** What the checks touch outside themselves; tests pass fakes. */
 export interface DoctorEnv {
-  paths: { dataFolder: string; stateDir: string; socket: string; controlSocket: string; dbFile: string };
+  paths: { dataFolder: string; stateDir: string; socket: string; controlSocket: string; dbFile: string; roleOverride: string };
   run(file: string, args: string[], opts: RunOptions): Promise<RunResult>;
   now(): number;
   /** A GET to http://host:port/path; null when the connection was refused. */
@@ -321,10 +321,12 @@ export async function checkRemote(cfg: Pick<Config, 's3' | 'rcloneRemoteName' | 
 // ---------------------------------------------------------------------------------------
 // 6. disk
 
-export async function checkDisk(env: Pick<DoctorEnv, 'paths'>): Promise<CheckResult[]> {
+/** Free space under the data folder and the agent's state (staging), and the directory replica when there is no S3. */
+export async function checkDisk(env: Pick<DoctorEnv, 'paths'>, localReplica?: string): Promise<CheckResult[]> {
   const db = await stat(env.paths.dbFile).then((s) => s.size, () => 0);
   const out: CheckResult[] = [];
-  for (const dir of [env.paths.dataFolder, env.paths.stateDir]) {
+  const replica = localReplica && await stat(localReplica).then((s) => s.isDirectory(), () => false) ? [localReplica] : [];
+  for (const dir of [env.paths.dataFolder, env.paths.stateDir, ...replica]) {
     const h = await diskCheck(dir, db);
     out.push(h.ok ? ok('disk', h.detail) : fail('disk', h.detail, `free space under ${dir}: the database grows there, and restores and backups stage up to twice its size under ${env.paths.stateDir}`));
   }
@@ -429,10 +431,13 @@ export async function runDoctor(configPath: string, env: DoctorEnv, load: (p: st
       cfgChecks.push(bounded(`remote ${remote}`, NET_TIMEOUT_MS + 2_000, () => checkRemote(cfg, remote, env), `check that this host reaches ${remote}`));
     }
   }
-  const disk = bounded('disk', NET_TIMEOUT_MS, () => checkDisk(env), 'check the file systems (df -h)');
+  const disk = bounded('disk', NET_TIMEOUT_MS, () => checkDisk(env, cfg && !cfg.s3 ? cfg.localReplicaPath : undefined), 'check the file systems (df -h)');
+  // The role the agent runs as: promote's override file wins over NODE_ROLE (as at the agent's start).
+  const override = (await readFile(env.paths.roleOverride, 'utf8').catch(() => '')).trim();
+  const role = override === 'primary' || override === 'secondary' ? override : cfg?.role ?? 'primary';
   const socket = checkSocket(agentActive, env);
   const { result: socketResult, state } = await socket;
-  const timers = bounded('timer', NET_TIMEOUT_MS, () => checkTimers(cfg, { active: agentActive, state, role: cfg?.role ?? 'primary' }, env), 'systemctl list-timers vwstream-*');
+  const timers = bounded('timer', NET_TIMEOUT_MS, () => checkTimers(cfg, { active: agentActive, state, role }, env), 'systemctl list-timers vwstream-*');
   const rest = (await Promise.all([...cfgChecks, disk, timers])).flat();
   const oneLine = (t: string) => scrub(t).split('\n').map((l) => l.trim()).filter(Boolean).join(' | ');
   const results = [...configResults, ...rest, socketResult].map((r) => ({ ...r, detail: oneLine(r.detail), fix: r.fix === null ? null : oneLine(r.fix) }));
@@ -465,7 +470,7 @@ async function groupIdReal(name: string): Promise<number | null> {
 
 export function realEnv(apiStatus: (socket: string, timeoutMs: number) => Promise<{ state: string } | { error: string }>): DoctorEnv {
   return {
-    paths: { dataFolder: PATHS.dataFolder, stateDir: PATHS.stateDir, socket: PATHS.socket, controlSocket: PATHS.controlSocket, dbFile: PATHS.dbFile },
+    paths: { dataFolder: PATHS.dataFolder, stateDir: PATHS.stateDir, socket: PATHS.socket, controlSocket: PATHS.controlSocket, dbFile: PATHS.dbFile, roleOverride: PATHS.roleOverride },
     run: runProcess,
     now: () => Date.now(),
     httpGet: httpGetReal,

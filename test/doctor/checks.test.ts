@@ -23,7 +23,7 @@ function fakeEnv(over: Partial<DoctorEnv> & { runs?: (c: Call) => RunResult } = 
   mkdirSync(data, { recursive: true });
   return {
     calls,
-    paths: { dataFolder: data, stateDir: data, socket: join(data, 'agent.sock'), controlSocket: join(data, 'control.sock'), dbFile: join(data, 'db.sqlite3') },
+    paths: { dataFolder: data, stateDir: data, socket: join(data, 'agent.sock'), controlSocket: join(data, 'control.sock'), dbFile: join(data, 'db.sqlite3'), roleOverride: join(data, 'role-override') },
     run: async (file, args, opts) => { const c = { file, args, opts }; calls.push(c); return over.runs ? over.runs(c) : res(''); },
     now: () => Date.now(),
     httpGet: async () => null,
@@ -359,4 +359,31 @@ test('agentStatus: the state from GET /status on the socket; a socket that hangs
   }
   const gone = await agentStatus(join(dir, 'none.sock'), 300);
   assert.ok('error' in gone);
+});
+
+test('disk: free space under the data folder and the state folder (and a directory replica); a folder that cannot be read → FAIL', async () => {
+  const { checkDisk } = await import('../../agent/doctor/checks.ts');
+  const env = fakeEnv();
+  const rep = join(dir, 'replica-disk');
+  mkdirSync(rep, { recursive: true });
+  const r = await checkDisk(env, rep);
+  assert.equal(r.length, 3);
+  for (const x of r) assert.match(x.detail, /GiB free under .* \(need 1\.0 GiB\)/);
+  assert.ok(r[2]!.detail.includes(rep));
+  const gone = await checkDisk({ paths: { ...env.paths, stateDir: join(dir, 'no-such-state') } });
+  assert.equal(gone[1]!.level, 'fail');
+  assert.match(gone[1]!.detail, /cannot stat .*no-such-state/);
+  assert.match(gone[1]!.fix!, /free space under .*no-such-state/);
+});
+
+test('runDoctor: promote\'s role-override file wins over NODE_ROLE for the timers (a promoted secondary must run them)', async () => {
+  const cfgPath = writeConfig('sec.env', 'NODE_ROLE=secondary\nROCKET_PORT=8083\n');
+  const runs = (c: Call) => (c.args[0] === 'show' ? res('LoadState=loaded\nActiveState=inactive') : c.args[0] === 'is-active' ? res('active') : res(''));
+  const env = fakeEnv({ runs });
+  const asSecondary = await runDoctor(cfgPath, env);
+  assert.deepEqual(asSecondary.results.filter((x) => x.check === 'timer').map((x) => x.level), ['ok', 'ok']);
+  writeFileSync(env.paths.roleOverride, 'primary\n');
+  const promoted = await runDoctor(cfgPath, { ...env, agentStatus: async () => ({ state: 'serving' }) });
+  // The socket is absent in this fake, so the state is unknown: "not serving yet" is a warning, not ok.
+  assert.deepEqual(promoted.results.filter((x) => x.check === 'timer').map((x) => x.level), ['warn', 'warn']);
 });
