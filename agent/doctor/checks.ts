@@ -198,7 +198,9 @@ export async function checkS3(cfg: Pick<Config, 'leaseTtlMs'> & { s3: S3Settings
     r = await env.s3Probe(s3, signal);
   } catch (err) {
     if (signal.aborted) throw err;
-    return [fail('s3', `${url}: ${describeS3Error(err)}`, s3Fix(err, s3)), warn('clock', 'not checked: S3 did not answer', null)];
+    const e = err as { serverDate?: string; localMidMs?: number };
+    const clock = e.serverDate && e.localMidMs ? clockResult(e.serverDate, e.localMidMs) : warn('clock', 'not checked: S3 did not answer', null);
+    return [fail('s3', `${url}: ${describeS3Error(err)}`, s3Fix(err, s3)), clock];
   }
   const out: CheckResult[] = [ok('s3', `${url}: PUT ${r.putMs} ms, GET ${r.getMs} ms, DELETE ${r.deleteMs} ms (scratch object, removed)`)];
   const c = r.conditional;
@@ -263,6 +265,7 @@ export async function realS3Probe(s3: S3Settings, signal: AbortSignal, makeClien
   const key = [s3.prefix, `.doctor-${randomBytes(8).toString('hex')}`].filter(Boolean).join('/');
   const body = `vwstream-agent doctor ${new Date().toISOString()}`;
   const timed = async <T>(fn: () => Promise<T>) => { const t = Date.now(); const v = await fn(); return { v, ms: Date.now() - t, mid: (t + Date.now()) / 2 }; };
+  const started = Date.now();
   try {
     const put = await timed(() => client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: body, ContentType: 'text/plain', ...(s3.acl ? { ACL: s3.acl as 'private' } : {}) }), { abortSignal: signal }));
     const serverDate = lastDate;
@@ -283,6 +286,10 @@ export async function realS3Probe(s3: S3Settings, signal: AbortSignal, makeClien
       conditional = { error: describeS3Error(err) };
     }
     return { putMs: put.ms, getMs: got.ms, deleteMs: del.ms, serverDate, localMidMs: put.mid, conditional };
+  } catch (err) {
+    // An error answer carries the server's Date too (RequestTimeTooSkewed above all): the clock check still runs.
+    if (lastDate && err && typeof err === 'object') Object.assign(err, { serverDate: lastDate, localMidMs: (started + Date.now()) / 2 });
+    throw err;
   } finally {
     client.destroy();
   }

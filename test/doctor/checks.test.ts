@@ -160,6 +160,12 @@ test('S3: reachable → ok with latencies, conditional writes enforced → ok, n
   assert.match(wrong[0]!.detail, /^s3:\/\/vault\/p\/vw\/: SignatureDoesNotMatch: The request signature .*\(HTTP 403\)/);
   assert.match(wrong[0]!.fix!, /S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY/);
   assert.equal(wrong[1]!.check, 'clock');
+  assert.equal(wrong[1]!.level, 'warn', 'no Date: not checked');
+  const skewed = Object.assign(new Error('The difference between the request time and the current time is too large.'), { name: 'RequestTimeTooSkewed', $metadata: { httpStatusCode: 403 }, serverDate: new Date(Date.now() - 20 * 60_000).toUTCString(), localMidMs: Date.now() });
+  const sk = await checkS3(cfg, fakeEnv({ s3Probe: async () => { throw skewed; } }), signal);
+  assert.match(sk[0]!.fix!, /set the clock right/);
+  assert.equal(sk[1]!.level, 'fail', 'the error answer\'s Date still gives the clock check');
+  assert.match(sk[1]!.detail, /1200\.\d s ahead of the S3 server/);
 
   const nob = Object.assign(new Error('The specified bucket does not exist'), { name: 'NoSuchBucket', $metadata: { httpStatusCode: 404 } });
   assert.match((await checkS3(cfg, fakeEnv({ s3Probe: async () => { throw nob; } }), signal))[0]!.fix!, /create the bucket vault or correct S3_BUCKET/);
