@@ -3,6 +3,7 @@ import yargs from 'yargs';
 import { EXIT } from './errors.ts';
 import { VERSION } from './version.ts';
 import { checkConfigCommand } from './cli/check-config.ts';
+import { doctorCommand } from './cli/doctor.ts';
 import { confirmSyncCommand } from './cli/confirm-sync.ts';
 import { stopWritersCommand } from './cli/stop-writers.ts';
 import { syncCommand } from './cli/sync.ts';
@@ -38,6 +39,7 @@ await yargs(process.argv.slice(2))
   .command('status', 'One-screen summary of the running agent (--json: role, state, lastDbSync, units, …)', {}, (a) => statusCommand(g(a)))
   .command('health', 'Health checks; exit 0 when healthy, 1 when not', {}, (a) => healthCommand(g(a)))
   .command('check-config', 'Validate the configuration without starting anything (exit 78 on an error)', {}, (a) => checkConfigCommand(g(a)))
+  .command('doctor', 'Check everything the agent depends on (config, Vaultwarden, port, S3, remotes, disk, clock, timers, socket): each ok/warn/FAIL with the fix; exit 0 when nothing FAILs, 1 otherwise, 78 when the config does not load, 77 not root', {}, (a) => doctorCommand(g(a)))
   .command('sync', 'Mirror attachments, sends, config.json and rsa_key* now (what vwstream-sync.timer runs)', {}, (a) => syncCommand(g(a)))
   .command('backup', 'Back up now: DB snapshot + files → archive (encrypted with BACKUP_PASSWORD) → every BACKUP_REMOTES destination → retention (what vwstream-backup.timer runs)', {}, (a) => backupCommand(g(a)))
   .command('confirm-sync', false, {}, () => confirmSyncCommand())
