@@ -94,6 +94,12 @@ await yargs(process.argv.slice(2))
   .fail((msg, err, y) => {
     if (err) throw err;
     void y;
+    // yargs' suggestion alone ("Did you mean status?") does not say what was wrong.
+    if (/^Did you mean /.test(msg)) {
+      const argv = process.argv.slice(2);
+      const typed = argv.find((a, i) => !a.startsWith('-') && argv[i - 1] !== '--config');
+      if (typed) msg = `unknown command '${typed}'. ${msg}`;
+    }
     if (wantsJson(process.argv.slice(2))) {
       process.exit(reportError(new AgentError(msg, { hint: 'vwstream-agent --help', exitCode: EXIT.USAGE }), true));
     }
