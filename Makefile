@@ -15,7 +15,7 @@ DEB := dist/vwstream-agent_$(VERSION)_amd64.deb
 RPM := dist/vwstream-agent-$(VERSION).x86_64.rpm
 # Build and test tools taken from apt when missing (npm only bootstraps node_modules;
 # everything then runs on the Node 22 from node_modules).
-APT_PKGS := systemd-container debootstrap dpkg-dev fakeroot binutils rclone sqlite3 curl \
+APT_PKGS := systemd-container debootstrap dpkg-dev fakeroot binutils gcc libc6-dev rclone sqlite3 curl \
   rpm rpmlint lintian ansible-core ansible-lint ceph-mon ceph-osd radosgw ceph-common
 NPM_STAMP := node_modules/.vwstream-npm-stamp
 # Everything the package is made of: a change rebuilds the .deb.
