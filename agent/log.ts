@@ -105,24 +105,39 @@ function fieldValue(v: unknown): string | undefined {
   }
 }
 
-function cut(v: string): Buffer {
+/** `v` cut to MAX_VALUE_BYTES of UTF-8 at a character boundary (fields only; MESSAGE is never cut). */
+function cut(v: string): string {
+  if (v.length * 3 <= MAX_VALUE_BYTES) return v;
   const b = Buffer.from(v, 'utf8');
-  if (b.length <= MAX_VALUE_BYTES) return b;
-  // Cut at a character boundary (no continuation byte at the cut).
+  if (b.length <= MAX_VALUE_BYTES) return v;
   let end = MAX_VALUE_BYTES;
   while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
-  return b.subarray(0, end);
+  return b.subarray(0, end).toString('utf8');
 }
 
-/** One field in the native protocol: KEY=value\n, or KEY\n<64-bit LE length><value>\n when the value has a newline. */
-function field(parts: Buffer[], key: string, value: Buffer): void {
-  if (!value.includes(10)) {
-    parts.push(Buffer.from(`${key}=`), value, NL);
-    return;
+/**
+ * Native protocol: KEY=value\n, or KEY\n<64-bit LE length><value>\n when the value has a
+ * newline. Text fields are gathered into one string (one Buffer at the end).
+ */
+class EntryWriter {
+  private parts: Buffer[] = [];
+  private text = '';
+  add(key: string, value: string): void {
+    if (!value.includes('\n')) {
+      this.text += `${key}=${value}\n`;
+      return;
+    }
+    const v = Buffer.from(value, 'utf8');
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(v.length));
+    this.parts.push(Buffer.from(`${this.text}${key}\n`, 'utf8'), len, v, NL);
+    this.text = '';
   }
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(value.length));
-  parts.push(Buffer.from(`${key}\n`), len, value, NL);
+  done(): Buffer {
+    if (this.parts.length === 0) return Buffer.from(this.text, 'utf8');
+    if (this.text) this.parts.push(Buffer.from(this.text, 'utf8'));
+    return Buffer.concat(this.parts);
+  }
 }
 const NL = Buffer.from('\n');
 
@@ -141,24 +156,24 @@ export function journalEntry(line: string): { entry: Buffer; priority: number } 
   } catch { /* not JSON: MESSAGE alone */ }
   const level = typeof obj.level === 'string' ? obj.level : 'info';
   const priority = PRIORITY[level] ?? 6;
-  const parts: Buffer[] = [];
-  field(parts, 'MESSAGE', Buffer.from(message, 'utf8'));
-  field(parts, 'PRIORITY', Buffer.from(String(priority)));
-  field(parts, 'SYSLOG_IDENTIFIER', Buffer.from(SYSLOG_IDENTIFIER));
-  field(parts, 'VWSTREAM_LEVEL', Buffer.from(level));
+  const w = new EntryWriter();
+  w.add('MESSAGE', message);
+  w.add('PRIORITY', String(priority));
+  w.add('SYSLOG_IDENTIFIER', SYSLOG_IDENTIFIER);
+  w.add('VWSTREAM_LEVEL', level);
   let n = 0;
   const seen = new Set<string>(['VWSTREAM_LEVEL']);
-  for (const [k, v] of Object.entries(obj)) {
+  for (const k in obj) {
     if (n >= MAX_FIELDS) break;
     if (SKIP.has(k)) continue;
     const name = fieldName(k);
-    const value = fieldValue(v);
+    const value = fieldValue(obj[k]);
     if (!name || value === undefined || seen.has(name)) continue;
     seen.add(name);
-    field(parts, name, cut(scrub(value)));
+    w.add(name, cut(scrub(value)));
     n++;
   }
-  return { entry: Buffer.concat(parts), priority };
+  return { entry: w.done(), priority };
 }
 
 /** The priority of a pino line, from its leading "level" (pino writes it first). */
@@ -191,7 +206,7 @@ export function createSink(mode: LogMode, out: { write(s: string): unknown }, ad
         if (rc === EAGAIN && !stalled) {
           const deadline = Date.now() + EAGAIN_WAIT_MS;
           while (rc === EAGAIN && Date.now() < deadline) {
-            Atomics.wait(cell, 0, 0, 1);
+            Atomics.wait(cell, 0, 0, 0.2);
             rc = addon.send(entry);
           }
           if (rc === EAGAIN) stalled = true;
