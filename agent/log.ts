@@ -247,8 +247,39 @@ function defaultSink(): ReturnType<typeof createSink> {
   return createSink('prefix', out);
 }
 
+/**
+ * `text` with `<prefix>` at the start of each line; `atStart`: whether the text begins a
+ * line (the previous write ended with a newline). Returns the text and the new state.
+ */
+export function prefixLines(text: string, prefix: string, atStart: boolean): { text: string; atStart: boolean } {
+  if (text === '') return { text, atStart };
+  const out = (atStart ? prefix : '') + text.replace(/\n(?=[^])/g, `\n${prefix}`);
+  return { text: out, atStart: text.endsWith('\n') };
+}
+
+/**
+ * stderr on the journal stream (the CLI's and the daemon's error lines, e.g. "config
+ * error: …" before exit 78): each line `<3>` (journald stores stderr at the unit's
+ * SyslogLevel, info, otherwise), and scrubbed of secrets like every log line.
+ */
+function stderrAsErrors(): void {
+  if (!isJournalStream(2)) return;
+  const stderr = process.stderr;
+  const write = stderr.write.bind(stderr) as (chunk: string | Uint8Array, ...rest: unknown[]) => boolean;
+  let atStart = true;
+  stderr.write = ((chunk: unknown, ...rest: unknown[]): boolean => {
+    if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) return write(chunk as string, ...rest);
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    const r = prefixLines(scrub(text), '<3>', atStart);
+    atStart = r.atStart;
+    if (typeof rest[0] === 'string') rest.shift(); // the chunk's encoding: decoded above
+    return write(r.text, ...rest);
+  }) as typeof stderr.write;
+}
+
 const sink = defaultSink();
 if (sink.stats.mode === 'journal') process.on('exit', () => { sink.drain(EXIT_DRAIN_MS); });
+stderrAsErrors();
 
 /** How lines are written and how many fell back from journald to stdout. */
 export function logStats(): Readonly<LogStats> {

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import {
-  createLogger, createSink, fieldName, isJournalStream, journalEntry, linePriority, MAX_FIELDS, MAX_VALUE_BYTES, scrub, setSecrets,
+  createLogger, createSink, fieldName, prefixLines, isJournalStream, journalEntry, linePriority, MAX_FIELDS, MAX_VALUE_BYTES, scrub, setSecrets,
   type JournalAddon,
 } from '../agent/log.ts';
 
@@ -212,6 +212,36 @@ test('JOURNAL_STREAM is honoured only when it names stdout (dev:ino)', () => {
   } finally {
     fs.closeSync(fd);
   }
+});
+
+test('prefixLines: each line, across writes that split lines', () => {
+  let r = prefixLines('one\ntwo', '<3>', true);
+  assert.equal(r.text, '<3>one\n<3>two');
+  r = prefixLines(' still two\nthree\n', '<3>', r.atStart);
+  assert.equal(r.text, ' still two\n<3>three\n');
+  assert.equal(r.atStart, true);
+  assert.equal(prefixLines('', '<3>', true).text, '');
+});
+
+test('a process on its journal stream: stderr lines are <3> and scrubbed; on a file without JOURNAL_STREAM they are as written', () => {
+  const run = (name: string, journal: boolean) => {
+    const file = path.join(tmp, name);
+    const fd = fs.openSync(file, 'w');
+    try {
+      const st = fs.fstatSync(fd);
+      const env: NodeJS.ProcessEnv = { PATH: process.env.PATH };
+      if (journal) env.JOURNAL_STREAM = `${st.dev}:${st.ino}`;
+      const script = `import { setSecrets } from ${JSON.stringify(path.join(REPO, 'agent/log.ts'))}; setSecrets(['hunter2-secret']);
+        process.stderr.write('vwstream-agent: config error: X=hunter2-secret\\n  → hint'); process.stderr.write(' more\\nlast\\n'); process.exit(78);`;
+      const r = spawnSync(NODE, ['--no-warnings', '--input-type=module', '-e', script], { env, stdio: ['ignore', fd, fd] });
+      assert.equal(r.status, 78);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return fs.readFileSync(file, 'utf8');
+  };
+  assert.equal(run('stderr-journal', true), '<3>vwstream-agent: config error: X=***\n<3>  → hint more\n<3>last\n');
+  assert.equal(run('stderr-plain', false), 'vwstream-agent: config error: X=hunter2-secret\n  → hint more\nlast\n');
 });
 
 /** Runs a child that logs then exits at once, stdout to a file; returns the file's text. */

@@ -12,8 +12,10 @@
  * 2. A refused start (local vault and replica both hold data and differ: exit 65) is
  *    listed by `journalctl -p err -u vwstream-agent`, with VWSTREAM_STATE=refused; the same
  *    start's info lines are not.
- * 3. No configured secret (S3 secret key, BACKUP_PASSWORD, an rclone remote's secret)
- *    appears anywhere in `journalctl -b -o export` of either host, in any field.
+ * 3. A config error (exit 78, written to stderr) is at `-p err` too, a secret value hidden.
+ * 4. No configured secret (S3 secret key, BACKUP_PASSWORD, an rclone remote's secret, a bad
+ *    NOTIFICATION_URL) appears anywhere in `journalctl -b -o export` of either host, in any
+ *    field.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -25,7 +27,8 @@ const BACKUP = 'vwstream-backup.service';
 const S3_SECRET = 'jrn-s3-secret-b81d3e0f';
 const PASSWORD = 'jrn-backup-pass-4f2a9c7e';
 const DEAD_SECRET = 'jrn-dead-remote-secret-93ac';
-const SECRETS = [S3_SECRET, PASSWORD, DEAD_SECRET];
+const NOTIFY_SECRET = 'jrn-notify-token-5b7e';
+const SECRETS = [S3_SECRET, PASSWORD, DEAD_SECRET, NOTIFY_SECRET];
 
 interface Entry { [k: string]: unknown; MESSAGE?: string; PRIORITY?: string }
 interface Line { entry: Entry; json: Record<string, unknown> | undefined }
@@ -184,6 +187,19 @@ describe('journal: priorities, fields, no secrets', { concurrency: false }, () =
     const errMessages = new Set(errs.map((l) => l.entry.MESSAGE));
     assert.ok(infos.every((l) => !errMessages.has(l.entry.MESSAGE)));
     console.log(`# refused start: ${all.filter((l) => l.json).length} JSON lines, ${errs.length} at -p err; said: ${String(refused[0]!.json!.msg).slice(0, 160)}`);
+  });
+
+  test('a config error (exit 78, on stderr) is at -p err, its secret value hidden', async () => {
+    await writeConfig(a, { ...env(s3, 'vw'), NOTIFICATION_URL: `ftp://${NOTIFY_SECRET}@127.0.0.1/x` });
+    const since = Math.floor(Date.now() / 1000);
+    const r = await a.host.exec(['systemctl', 'restart', AGENT], { check: false, timeoutMs: 120_000 });
+    assert.notEqual(r.exitCode, 0);
+    assert.equal(await unitProp(a.host, AGENT, 'ExecMainStatus'), '78');
+    const errs = await entries(a, ['-u', AGENT, '--since', `@${since}`, '-p', 'err']);
+    const line = errs.find((l) => l.entry._SYSTEMD_UNIT === AGENT && /^vwstream-agent: config error: NOTIFICATION_URL="<hidden>" is not valid/.test(String(l.entry.MESSAGE)));
+    assert.ok(line, `no config error at -p err:\n${errs.map((l) => l.entry.MESSAGE).join('\n')}`);
+    assert.equal(line.entry.PRIORITY, '3');
+    assert.equal(line.entry._TRANSPORT, 'stdout', 'stderr shares the unit\'s journal stream');
   });
 
   test('no configured secret in any field of the boot\'s journal (journalctl -b -o export), on either host', async () => {
