@@ -18,7 +18,7 @@ await build({
   entryPoints: [`${REPO}bench/log-child.ts`], outfile: bundle, bundle: true, format: 'esm', platform: 'node', target: 'node22', logLevel: 'warning',
   banner: { js: "import { createRequire as __c } from 'node:module'; const require = __c(import.meta.url);" },
 });
-const host = await bootHost('bench-log');
+const host = await bootHost('vws-bench-log');
 try {
   await installPackage(host, debPath());
   await host.exec(['mkdir', '-p', '/var/tmp/vwsbench']);

@@ -73,7 +73,7 @@ describe('journal: priorities, fields, no secrets', { concurrency: false }, () =
   before(async () => {
     s3 = await startS3();
     await s3.createBucket('vault-journal');
-    [a, b] = await Promise.all([agentHost('jr-a', {}), agentHost('jr-b', {})]);
+    [a, b] = await Promise.all([agentHost('vws-jr-a', {}), agentHost('vws-jr-b', {})]);
   });
   after(async () => {
     await a?.host.destroy().catch(() => undefined);
