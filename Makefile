@@ -15,7 +15,7 @@ DEB := dist/vwstream-agent_$(VERSION)_amd64.deb
 RPM := dist/vwstream-agent-$(VERSION).x86_64.rpm
 # Build and test tools taken from apt when missing (npm only bootstraps node_modules;
 # everything then runs on the Node 22 from node_modules).
-APT_PKGS := systemd-container debootstrap dpkg-dev fakeroot binutils rclone sqlite3 curl \
+APT_PKGS := systemd-container debootstrap dpkg-dev fakeroot binutils gcc libc6-dev rclone sqlite3 curl \
   rpm rpmlint lintian ansible-core ansible-lint ceph-mon ceph-osd radosgw ceph-common
 NPM_STAMP := node_modules/.vwstream-npm-stamp
 # Everything the package is made of: a change rebuilds the .deb.
@@ -23,7 +23,7 @@ PKG_INPUTS := package.json package-lock.json scripts/bundle.mjs \
   $(shell find agent units packaging docs -type f 2>/dev/null)
 
 .PHONY: all deps apt-deps typecheck build deb rpm lint-packages test test-unit \
-  test-system test-root demo demo-stop clean bench-files bench-backup config-table
+  test-system test-root demo demo-stop clean bench-files bench-backup bench-log config-table
 
 all: deb
 
@@ -119,3 +119,8 @@ bench-files: deps
 # Size: BENCH_MIB (data folder total, default 1024). Needs /usr/bin/time (package time).
 bench-backup: deps
 	$(NODE) bench/backup.ts
+
+# Logging: µs per log call under systemd in a test host, native journal protocol vs stdout
+# with <N> prefixes vs plain stdout; flood and paced. Size: BENCH_LOG_N (default 5000).
+bench-log: deps $(DEB)
+	VWS_DEB="$(abspath $(DEB))" $(NODE) bench/log.ts

@@ -27,6 +27,10 @@ install -d "$LIB/bin" "$OUT/usr/bin" "$OUT/lib/systemd/system" "$OUT/lib/systemd
 # The agent, bundled into one file (architecture-independent JavaScript).
 VWS_VERSION=$VERSION "$NODE" scripts/bundle.mjs "${VWS_AGENT_ENTRY:-agent/main.ts}" "$LIB/agent.mjs"
 chmod 0644 "$LIB/agent.mjs"
+# journald's native protocol for the agent's log lines (priorities and fields): a small
+# Node-API add-on, built here against the bundled Node's headers; the agent loads it from
+# beside agent.mjs and falls back to stdout without it.
+agent/native/build.sh "$LIB/journal.node"
 
 # Node runtime: stripped (~17 MB less) when the stripped binary still runs.
 install -m 0755 "$NODE" "$LIB/bin/node"

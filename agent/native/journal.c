@@ -1,0 +1,87 @@
+/*
+ * journal.node: sends log entries to journald over its native protocol (one datagram per
+ * entry to /run/systemd/journal/socket), so each entry keeps its PRIORITY and fields.
+ * Node has no unix datagram sockets; this is the smallest piece that gives it one.
+ * Built against Node-API only (ABI-stable): packaging/stage.sh compiles it with gcc.
+ *
+ *   open(path: string): number     0, or the errno of socket()/the path (too long)
+ *   send(entry: Buffer): number    0, or errno (EAGAIN: journald's queue is full;
+ *                                  EMSGSIZE: too big for one datagram; ...). Never blocks.
+ *   pending(): number              bytes sent but not yet read by journald (SIOCOUTQ), -1
+ *                                  when unknown; lets the caller wait before exit so
+ *                                  journald still finds the sender's unit.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <linux/sockios.h>
+#include <unistd.h>
+#include <node_api.h>
+
+static int fd = -1;
+static struct sockaddr_un addr;
+static socklen_t addr_len;
+
+static napi_value num(napi_env env, int v) {
+  napi_value r;
+  napi_create_int32(env, v, &r);
+  return r;
+}
+
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return num(env, EINVAL);
+  char path[sizeof(addr.sun_path)];
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &len) != napi_ok) return num(env, EINVAL);
+  if (len == 0 || len >= sizeof(path) - 1) return num(env, ENAMETOOLONG);
+  if (fd < 0) {
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return num(env, errno);
+  }
+  memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, path, len);
+  addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+  return num(env, 0);
+}
+
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (fd < 0) return num(env, EBADF);
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return num(env, EINVAL);
+  void *data = NULL;
+  size_t len = 0;
+  if (napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) return num(env, EINVAL);
+  ssize_t n;
+  do n = sendto(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&addr, addr_len);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return num(env, errno);
+  return num(env, (size_t)n == len ? 0 : EMSGSIZE);
+}
+
+static napi_value js_pending(napi_env env, napi_callback_info info) {
+  (void)info;
+  int n = 0;
+  if (fd < 0) return num(env, 0);
+  if (ioctl(fd, SIOCOUTQ, &n) < 0) return num(env, -1);
+  return num(env, n);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+    {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
+    {"pending", NULL, js_pending, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
