@@ -28,6 +28,8 @@ export interface MetricsInput {
   dbBytes: number | null;
   /** Litestream's own /metrics text (null when it does not answer). */
   litestreamText: string | null;
+  /** How the log reaches journald, and lines that could not take the native path. */
+  log?: { mode: string; sent: number; fallbacks: number };
 }
 
 type Labels = Record<string, string>;
@@ -87,6 +89,10 @@ export function renderMetrics(m: MetricsInput): string {
     e.add('gauge', 'vwstream_lease_suspended', '1 while the lease could not be renewed (store unreachable) and replication is suspended.', m.lease.suspended ? 1 : 0);
     e.add('gauge', 'vwstream_lease_expiry_timestamp_seconds', 'Expiry of the lease as last seen.', seconds(m.lease.expiresAt));
     e.add('gauge', 'vwstream_lease_store_conditional_writes', '1 if the lease store enforces If-Match/If-None-Match (probed at start), 0 if not (read-back only).', m.lease.conditionalWrites === undefined || m.lease.conditionalWrites === null ? undefined : m.lease.conditionalWrites ? 1 : 0);
+  }
+  if (m.log) {
+    e.add('gauge', 'vwstream_log_mode', 'How log lines reach journald (1 for the current one): journal = native protocol with fields, prefix = stdout with <N> priorities, plain = stdout.', ['journal', 'prefix', 'plain'].map((x) => [{ mode: x }, x === m.log!.mode ? 1 : 0]));
+    e.add('counter', 'vwstream_log_journal_fallbacks_total', 'Log lines written to stdout because journald did not take them in time (kept, but without their fields).', m.log.fallbacks);
   }
   if (m.fenced !== undefined) e.add('gauge', 'vwstream_fenced', '1 once this host lost the lease to another holder and stopped writing.', m.fenced ? 1 : 0);
   if (m.mirrorStopped !== undefined) e.add('gauge', 'vwstream_file_mirror_stopped', '1 while the file mirror uploads nothing (replication suspended or fenced).', m.mirrorStopped ? 1 : 0);

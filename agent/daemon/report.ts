@@ -9,6 +9,7 @@ import type { TailscaleReport } from '../tailscale/tailscale.ts';
 import { VERSION } from '../version.ts';
 import type { Daemon } from './daemon.ts';
 import { renderMetrics } from './metrics.ts';
+import { logStats } from '../log.ts';
 
 /** What reporting reads beside the daemon's modules (host-wide facts). */
 export interface ReportSources {
@@ -183,6 +184,7 @@ export class Reporter {
       verify: lv ? { at: lv.at, ok: lv.ok } : null,
       walBytes: d.watch.position?.walSize ?? null,
       dbBytes: d.watch.position?.dbSize ?? null,
+      log: logStats(),
       litestreamText,
     });
   }

@@ -98,3 +98,12 @@ test('state age and transitions, the lease store probe, fencing and the standby\
   // Unknown (no probe yet): no sample rather than a wrong one.
   assert.equal(renderMetrics({ ...input, lease: { held: true, suspended: false, expiresAt: null, conditionalWrites: null } }).includes('vwstream_lease_store_conditional_writes'), false);
 });
+
+test('how the log reaches journald: the mode and the lines that fell back to stdout', () => {
+  const text = renderMetrics({ ...input, log: { mode: 'journal', sent: 120, fallbacks: 3 } });
+  const value = (series: string) => text.split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1];
+  assert.equal(value('vwstream_log_mode{mode="journal"}'), '1');
+  assert.equal(value('vwstream_log_mode{mode="prefix"}'), '0');
+  assert.equal(value('vwstream_log_journal_fallbacks_total'), '3');
+  assert.equal(renderMetrics(input).includes('vwstream_log_'), false, 'not reported when not given');
+});
