@@ -30,12 +30,12 @@ await yargs(process.argv.slice(2))
     'Configuration: /etc/vwstream/vwstream.env (see check-config).',
     'Exit codes: 0 ok, 1 failed, 64 usage, 65 refused (needs your decision), 78 config.',
   ].join('\n'))
-  .option('config', { type: 'string', default: PATHS.configFile, describe: 'Configuration file', global: true })
+  .option('config', { type: 'string', default: PATHS.configFile, requiresArg: true, describe: 'Configuration file', global: true })
   .option('json', { type: 'boolean', default: false, describe: 'Machine-readable output', global: true })
   .command('run', 'Run the daemon (what vwstream-agent.service starts)', {}, (a) => runDaemon(g(a)))
   .command('status', 'One-screen summary of the running agent (--json: role, state, lastDbSync, units, …)', {}, (a) => statusCommand(g(a)))
   .command('health', 'Health checks; exit 0 when healthy, 1 when not', {}, (a) => healthCommand(g(a)))
-  .command('check-config', 'Validate the configuration without starting anything (exit 78 on an error)', {}, (a) => checkConfigCommand(g(a)))
+  .command('check-config', 'Validate the configuration without starting anything (exit 78 on an error)', (y) => y.option('strict', { type: 'boolean', default: false, describe: 'Exit 78 on a warning too (likely typos, duplicated keys, lines bash reads differently)' }), (a) => checkConfigCommand({ ...g(a), strict: a.strict }))
   .command('sync', 'Mirror attachments, sends, config.json and rsa_key* now (what vwstream-sync.timer runs)', {}, (a) => syncCommand(g(a)))
   .command('backup', 'Back up now: DB snapshot + files → archive (encrypted with BACKUP_PASSWORD) → every BACKUP_REMOTES destination → retention (what vwstream-backup.timer runs)', {}, (a) => backupCommand(g(a)))
   .command('confirm-sync', false, {}, () => confirmSyncCommand())
@@ -84,9 +84,9 @@ await yargs(process.argv.slice(2))
   .alias('h', 'help')
   .wrap(Math.min(110, process.stdout.columns || 100))
   .fail((msg, err, y) => {
-    if (err) throw err;
+    if (err && err.name !== 'YError') throw err; // yargs' own parse errors (e.g. --config without a value) are usage
     void y;
-    process.stderr.write(`vwstream-agent: ${msg}\nRun vwstream-agent --help for usage.\n`);
+    process.stderr.write(`vwstream-agent: ${msg || err?.message}\nRun vwstream-agent --help for usage.\n`);
     process.exit(EXIT.USAGE);
   })
   .parseAsync();
