@@ -323,7 +323,7 @@ function crossChecks(cfg: Config, env: Map<string, EnvEntry>, where: (k: string)
     const retention = given('LITESTREAM_RETENTION') ? `LITESTREAM_RETENTION=${env.get('LITESTREAM_RETENTION')!.value}` : `the retention of LITESTREAM_PROFILE=${ls.profile} (${formatHuman(ls.retentionMs)})`;
     throw new ConfigError('LITESTREAM_SNAPSHOT_INTERVAL', env.get('LITESTREAM_SNAPSHOT_INTERVAL')?.value ?? formatHuman(ls.snapshotIntervalMs),
       `the snapshot interval (${formatHuman(ls.snapshotIntervalMs)}) is longer than ${retention}: some of the time no snapshot would be kept to restore from; make it at most ${formatHuman(ls.retentionMs)}`,
-      given('LITESTREAM_SNAPSHOT_INTERVAL') ? where('LITESTREAM_SNAPSHOT_INTERVAL') : undefined);
+      given('LITESTREAM_SNAPSHOT_INTERVAL') ? where('LITESTREAM_SNAPSHOT_INTERVAL') : where('LITESTREAM_RETENTION'));
   }
   if (cfg.backup.enabled && cfg.backup.password === '') {
     cfg.warnings.push(`BACKUP_ENABLED=true without BACKUP_PASSWORD: the archives hold rsa_key.pem and config.json unencrypted; set BACKUP_PASSWORD in ${cfg.source}`);
