@@ -344,7 +344,7 @@ export function stopGraceWarning(cfg: Pick<Config, 'stopGracePeriodMs' | 'litest
   if (!short) return undefined;
   const got = (name: string, ms: number, asked: number) => `${name} ${s(ms)}${ms < asked ? ` of the ${s(asked)} asked` : ''}`;
   const parts = [
-    got('Vaultwarden stop', b.vaultwardenMs, 60_000),
+    `Vaultwarden stop ${s(b.vaultwardenMs)}${b.vaultwardenMs < 60_000 ? ' of the 60s it may need' : ''}`,
     got('Litestream final sync', b.litestreamMs, cfg.litestream.shutdownTimeoutMs),
     got('file upload', b.filesMs, cfg.syncShutdownTimeoutMs),
     ...(cfg.backup.enabled ? [got('backup', b.backupMs, askedBackup)] : []),
