@@ -33,12 +33,12 @@ await yargs(process.argv.slice(2))
     'Exit codes: 0 ok, 1 failed, 64 usage, 65 refused (needs your decision), 69 agent not running,',
     '77 needs root, 78 config. With --json, an error is one JSON object on stdout: {"error": {message, key, value, allowed, hint, exitCode}}.',
   ].join('\n'))
-  .option('config', { type: 'string', default: PATHS.configFile, describe: 'Configuration file', global: true })
+  .option('config', { type: 'string', default: PATHS.configFile, requiresArg: true, describe: 'Configuration file', global: true })
   .option('json', { type: 'boolean', default: false, describe: 'Machine-readable output', global: true })
   .command('run', 'Run the daemon (what vwstream-agent.service starts)', {}, (a) => runDaemon(g(a)))
   .command('status', 'One-screen summary of the running agent (--json: role, state, lastDbSync, units, …)', {}, (a) => statusCommand(g(a)))
   .command('health', 'Health checks; exit 0 when healthy, 1 when not', {}, (a) => healthCommand(g(a)))
-  .command('check-config', 'Validate the configuration without starting anything (exit 78 on an error)', {}, (a) => checkConfigCommand(g(a)))
+  .command('check-config', 'Validate the configuration without starting anything (exit 78 on an error)', (y) => y.option('strict', { type: 'boolean', default: false, describe: 'Exit 78 on a warning too (likely typos, duplicated keys, lines bash reads differently)' }), (a) => checkConfigCommand({ ...g(a), strict: a.strict }))
   .command('doctor', 'Check everything the agent depends on (config, Vaultwarden, port, S3, remotes, disk, clock, timers, socket): each ok/warn/FAIL with the fix; exit 0 when nothing FAILs, 1 otherwise, 78 when the config does not load, 77 not root', {}, (a) => doctorCommand(g(a)))
   .command('sync', 'Mirror attachments, sends, config.json and rsa_key* now (what vwstream-sync.timer runs)', {}, (a) => syncCommand(g(a)))
   .command('backup', 'Back up now: DB snapshot + files → archive (encrypted with BACKUP_PASSWORD) → every BACKUP_REMOTES destination → retention (what vwstream-backup.timer runs)', {}, (a) => backupCommand(g(a)))
@@ -92,8 +92,9 @@ await yargs(process.argv.slice(2))
   .wrap(Math.min(110, process.stdout.columns || 100))
   .middleware((a) => setJsonOutput(Boolean(a.json)))
   .fail((msg, err, y) => {
-    if (err) throw err;
+    if (err && err.name !== 'YError') throw err; // yargs' own parse errors (e.g. --config without a value) are usage
     void y;
+    msg = msg || err?.message || 'bad usage';
     // yargs' suggestion alone ("Did you mean status?") does not say what was wrong.
     if (/^Did you mean /.test(msg)) {
       const argv = process.argv.slice(2);

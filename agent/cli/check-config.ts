@@ -1,14 +1,20 @@
-import { replicaUrl } from '../config/config.ts';
+import { checkVaultwardenBin, replicaUrl } from '../config/config.ts';
 import { formatHuman } from '../config/duration.ts';
 import { EXIT } from '../errors.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 
-/** `vwstream-agent check-config`: the daemon's validation, nothing started. */
-export function checkConfigCommand(args: { config: string; json: boolean }): Promise<never> {
+/**
+ * `vwstream-agent check-config`: the daemon's validation, nothing started. Errors exit 78
+ * (through runCommand); warnings are printed and, with --strict, also exit 78.
+ */
+export function checkConfigCommand(args: { config: string; json: boolean; strict?: boolean }): Promise<never> {
   return runCommand(async () => {
     const cfg = configFor(args);
+    checkVaultwardenBin(cfg);
+    const strictFailed = Boolean(args.strict) && cfg.warnings.length > 0;
     const summary = {
-      ok: true,
+      ok: !strictFailed,
+      ...(args.strict ? { strict: true } : {}),
       config: cfg.source,
       role: cfg.role,
       replica: replicaUrl(cfg),
@@ -18,10 +24,13 @@ export function checkConfigCommand(args: { config: string; json: boolean }): Pro
       warnings: cfg.warnings,
     };
     if (args.json) printJson(summary);
-    else {
+    else if (strictFailed) {
+      for (const w of cfg.warnings) process.stderr.write(`warning: ${w}\n`);
+      process.stderr.write(`vwstream-agent: check-config --strict failed: ${cfg.warnings.length} warning${cfg.warnings.length === 1 ? '' : 's'} in ${cfg.source}\n`);
+    } else {
       process.stdout.write(`config OK: ${cfg.source} (${cfg.role}, replica ${summary.replica})\n`);
       for (const w of cfg.warnings) process.stdout.write(`warning: ${w}\n`);
     }
-    return EXIT.OK;
+    return strictFailed ? EXIT.CONFIG : EXIT.OK;
   });
 }

@@ -1,7 +1,10 @@
-import { readFileSync, statSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { ConfigError } from '../errors.ts';
 import { PATHS } from '../paths.ts';
-import { parseEnvFile, type EnvEntry } from './envfile.ts';
+import { drainBudgetOf } from './budget.ts';
+import { formatHuman } from './duration.ts';
+import { EnvMap, isSecretKey, parseEnvFile, type EnvEntry } from './envfile.ts';
+import { orList, suggestKey } from './keys.ts';
 import { AGENT_PREFIXES, SCHEMA, checkKey, type KeyDef } from './schema.ts';
 
 export type Role = 'primary' | 'secondary';
@@ -101,9 +104,20 @@ function checkVaultwardenKeys(env: Map<string, EnvEntry>, where: (k: string) => 
   }
 }
 
+/** rclone's default config file for the agent (root), or $RCLONE_CONFIG. */
+export const DEFAULT_RCLONE_CONFIG = '/root/.config/rclone/rclone.conf';
+
+export interface BuildOptions {
+  dataFolder: string;
+  /** rclone's config file whose [sections] define remotes; default $RCLONE_CONFIG or DEFAULT_RCLONE_CONFIG. */
+  rcloneConfigPath?: string;
+}
+
 /** Validates a parsed env file into a Config. Throws ConfigError naming the first bad key. */
-export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: { dataFolder: string } = PATHS): Config {
+export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: BuildOptions = PATHS): Config {
   const where = (k: string) => `${source} line ${env.get(k)?.line}`;
+  const warnings: string[] = env instanceof EnvMap ? [...env.warnings] : [];
+  checkKeyNames(env, where, warnings);
   const raw = (k: string): string | undefined => {
     const e = env.get(k);
     return e === undefined || e.value === '' ? undefined : e.value;
@@ -162,13 +176,9 @@ export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: {
 
   const rcloneEnv: Record<string, string> = {};
   const vaultwardenEnv: Record<string, string> = {};
-  const warnings: string[] = [];
   for (const [k, e] of env) {
     if (k in SCHEMA && !['ROCKET_PORT', 'ROCKET_ADDRESS'].includes(k)) continue;
     if (k.startsWith('RCLONE_CONFIG_')) { rcloneEnv[k] = e.value; continue; }
-    if (!(k in SCHEMA) && AGENT_PREFIXES.some((p) => k.startsWith(p))) {
-      warnings.push(`${k} (${where(k)}) is not a vwstream-agent setting and is passed to Vaultwarden; is it a typo?`);
-    }
     vaultwardenEnv[k] = e.value;
   }
   const rocketPort = get(S.ROCKET_PORT);
@@ -247,7 +257,125 @@ export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: {
     secrets: [],
   };
   cfg.secrets = collectSecrets(env);
+  crossChecks(cfg, env, where, paths.rcloneConfigPath ?? raw('RCLONE_CONFIG') ?? process.env.RCLONE_CONFIG ?? DEFAULT_RCLONE_CONFIG);
   return cfg;
+}
+
+/**
+ * Unknown keys: the same as an agent key but for case is an error (the setting would
+ * silently not apply, e.g. s3_bucket leaves the replica local); one close to a known
+ * agent or Vaultwarden key, or with an agent prefix, is a warning (it is passed to
+ * Vaultwarden, which ignores it).
+ */
+function checkKeyNames(env: Map<string, EnvEntry>, where: (k: string) => string, warnings: string[]): void {
+  for (const [k, e] of env) {
+    const s = suggestKey(k);
+    if (s?.caseOfAgentKey) {
+      throw new ConfigError(k, isSecretKey(s.keys[0]!) ? '<hidden>' : e.value, `keys are case-sensitive; did you mean ${s.keys[0]}?`, where(k));
+    }
+    if (s && s.keys.length === 1 && s.keys[0] === k.toUpperCase()) {
+      warnings.push(`${k} (${where(k)}): keys are case-sensitive and Vaultwarden ignores ${k}; did you mean ${s.keys[0]}?`);
+    } else if (s) {
+      warnings.push(`${k} (${where(k)}) is not a vwstream-agent or Vaultwarden setting (it is passed to Vaultwarden, which ignores it); did you mean ${orList(s.keys)}?`);
+    } else if (!(k in SCHEMA) && AGENT_PREFIXES.some((p) => k.startsWith(p))) {
+      warnings.push(`${k} (${where(k)}) is not a vwstream-agent setting and is passed to Vaultwarden; is it a typo?`);
+    }
+  }
+}
+
+/** rclone's name for a remote in the environment: RCLONE_CONFIG_<upper, - → _>_TYPE. */
+const envRemote = (name: string) => name.toUpperCase().replace(/-/g, '_');
+
+/** The [section] names of an rclone config file; null = exists but cannot be read. */
+export function rcloneConfigRemotes(path: string): string[] | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? [] : null;
+  }
+  return [...text.matchAll(/^[ \t]*\[([^\]\r\n]+)\][ \t]*$/gm)].map((m) => m[1]!.trim());
+}
+
+/** Settings that are each valid but wrong together (errors), or likely mistakes (warnings). */
+function crossChecks(cfg: Config, env: Map<string, EnvEntry>, where: (k: string) => string, rcloneConfigPath: string): void {
+  const given = (k: string) => env.get(k) !== undefined && env.get(k)!.value !== '';
+  // BACKUP_REMOTES: every remote must be defined somewhere rclone looks.
+  const remotes = cfg.backup.remotes.filter((d) => !d.startsWith('/')).map((d) => d.slice(0, d.indexOf(':')));
+  if (remotes.length > 0) {
+    const defined = new Set<string>();
+    if (cfg.s3) defined.add(envRemote(cfg.rcloneRemoteName));
+    for (const k of env.keys()) {
+      const m = /^RCLONE_CONFIG_(.+)_TYPE$/.exec(k);
+      if (m) defined.add(m[1]!);
+    }
+    const fromFile = rcloneConfigRemotes(rcloneConfigPath);
+    for (const r of remotes) {
+      if (defined.has(envRemote(r)) || fromFile === null || fromFile.includes(r)) continue;
+      const s3Hint = cfg.s3 ? `, or use the S3 remote ${cfg.rcloneRemoteName}:` : '';
+      throw new ConfigError('BACKUP_REMOTES', env.get('BACKUP_REMOTES')?.value, `rclone remote "${r}" is not defined: define it with RCLONE_CONFIG_${envRemote(r)}_TYPE=… (and its other RCLONE_CONFIG_${envRemote(r)}_* settings) in ${cfg.source} or as [${r}] in ${rcloneConfigPath}${s3Hint}`, where('BACKUP_REMOTES'));
+    }
+    if (fromFile === null) cfg.warnings.push(`${rcloneConfigPath} cannot be read: BACKUP_REMOTES remotes defined there were not checked`);
+  }
+  // Litestream: a snapshot must exist within the retention window.
+  const ls = cfg.litestream;
+  if (ls.snapshotIntervalMs > ls.retentionMs) {
+    const retention = given('LITESTREAM_RETENTION') ? `LITESTREAM_RETENTION=${env.get('LITESTREAM_RETENTION')!.value}` : `the retention of LITESTREAM_PROFILE=${ls.profile} (${formatHuman(ls.retentionMs)})`;
+    throw new ConfigError('LITESTREAM_SNAPSHOT_INTERVAL', env.get('LITESTREAM_SNAPSHOT_INTERVAL')?.value ?? formatHuman(ls.snapshotIntervalMs),
+      `the snapshot interval (${formatHuman(ls.snapshotIntervalMs)}) is longer than ${retention}: some of the time no snapshot would be kept to restore from; make it at most ${formatHuman(ls.retentionMs)}`,
+      given('LITESTREAM_SNAPSHOT_INTERVAL') ? where('LITESTREAM_SNAPSHOT_INTERVAL') : where('LITESTREAM_RETENTION'));
+  }
+  if (cfg.backup.enabled && cfg.backup.password === '') {
+    cfg.warnings.push(`BACKUP_ENABLED=true without BACKUP_PASSWORD: the archives hold rsa_key.pem and config.json unencrypted; set BACKUP_PASSWORD in ${cfg.source}`);
+  }
+  if (cfg.tailscale.authKey !== '' && !cfg.tailscale.enabled) {
+    cfg.warnings.push(`TAILSCALE_AUTHKEY is set (${where('TAILSCALE_AUTHKEY')}) but TAILSCALE_ENABLED is not true: Tailscale is not used; set TAILSCALE_ENABLED=true or remove the key`);
+  }
+  const budget = stopGraceWarning(cfg);
+  if (budget) cfg.warnings.push(budget);
+}
+
+/** STOP_GRACE_PERIOD shorter than its steps: what each step gets instead (budget.ts). */
+export function stopGraceWarning(cfg: Pick<Config, 'stopGracePeriodMs' | 'litestream' | 'syncShutdownTimeoutMs' | 'backup'>): string | undefined {
+  const b = drainBudgetOf(cfg);
+  const s = (ms: number) => `${Math.round(ms / 1000)}s`;
+  const askedBackup = cfg.backup.enabled ? cfg.backup.shutdownTimeoutMs : 0;
+  const short = b.scaled || b.backupMs < askedBackup || b.litestreamMs < cfg.litestream.shutdownTimeoutMs || b.filesMs < cfg.syncShutdownTimeoutMs;
+  if (!short) return undefined;
+  const got = (name: string, ms: number, asked: number) => `${name} ${s(ms)}${ms < asked ? ` of the ${s(asked)} asked` : ''}`;
+  const parts = [
+    `Vaultwarden stop ${s(b.vaultwardenMs)}${b.vaultwardenMs < 60_000 ? ' of the 60s it may need' : ''}`,
+    got('Litestream final sync', b.litestreamMs, cfg.litestream.shutdownTimeoutMs),
+    got('file upload', b.filesMs, cfg.syncShutdownTimeoutMs),
+    ...(cfg.backup.enabled ? [got('backup', b.backupMs, askedBackup)] : []),
+  ];
+  const sum = 60_000 + cfg.litestream.shutdownTimeoutMs + cfg.syncShutdownTimeoutMs + askedBackup;
+  // A running backup may take at most a third of the grace period (budget.ts).
+  const needed = Math.max(sum + 10_000, 3 * askedBackup);
+  return `STOP_GRACE_PERIOD=${s(cfg.stopGracePeriodMs)} is less than the steps need (${s(sum)} + 10s margin${askedBackup ? `, and a backup may take at most a third` : ''}): ${parts.join(', ')}; set STOP_GRACE_PERIOD=${Math.ceil(needed / 1000)} or lower the steps' timeouts (LITESTREAM_SHUTDOWN_TIMEOUT, SYNC_SHUTDOWN_TIMEOUT${askedBackup ? ', BACKUP_SHUTDOWN_TIMEOUT' : ''})`;
+}
+
+/** Why VAULTWARDEN_BIN cannot be started, or undefined; `access` throws like fs.accessSync. */
+export function vaultwardenBinProblem(bin: string, access: (path: string, mode: number) => void = accessSync): string | undefined {
+  try {
+    access(bin, constants.X_OK);
+    return undefined;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? 'no Vaultwarden binary there (file not found)' : `the file is not executable (${code ?? 'access denied'})`;
+  }
+}
+
+/** check-config's (and start's) VAULTWARDEN_BIN check: a ConfigError naming the key. */
+export function checkVaultwardenBin(cfg: Pick<Config, 'vaultwardenBin' | 'source'>, access?: (path: string, mode: number) => void): void {
+  const problem = vaultwardenBinProblem(cfg.vaultwardenBin, access);
+  if (problem) throw new ConfigError('VAULTWARDEN_BIN', cfg.vaultwardenBin, `${problem}: install Vaultwarden at ${cfg.vaultwardenBin} or set VAULTWARDEN_BIN in ${cfg.source}`);
+}
+
+/** A secondary that starts before its primary has written the replica: the warning to log at start. */
+export function replicaMissingWarning(cfg: Pick<Config, 'role' | 's3' | 'localReplicaPath'>, exists: boolean): string | undefined {
+  if (cfg.role !== 'secondary' || exists) return undefined;
+  return `NODE_ROLE=secondary but the replica ${replicaUrl(cfg)} does not exist yet: there is nothing to restore or follow; check that S3_BUCKET and S3_PREFIX (or LOCAL_REPLICA_PATH) match the primary's, or start the primary first`;
 }
 
 function collectSecrets(env: Map<string, EnvEntry>): string[] {
@@ -278,6 +406,6 @@ export function loadConfig(path: string = PATHS.configFile): Config {
 }
 
 /** Where the replica lives, for messages: s3://bucket/prefix or file:///path. */
-export function replicaUrl(cfg: Config): string {
+export function replicaUrl(cfg: Pick<Config, 's3' | 'localReplicaPath'>): string {
   return cfg.s3 ? `s3://${cfg.s3.bucket}/${cfg.s3.prefix ? cfg.s3.prefix + '/' : ''}db` : `file://${cfg.localReplicaPath}`;
 }

@@ -1,7 +1,7 @@
 import { Cron } from 'croner';
 import { ConfigError } from '../errors.ts';
 import { parseDuration } from './duration.ts';
-import { cronToOnCalendar } from './cron.ts';
+import { cronToOnCalendar, nextRun } from './cron.ts';
 
 /**
  * Every configuration key of the contract, with its default, what it allows and a
@@ -17,9 +17,11 @@ export interface KeyDef<T> {
   allowed: string;
   secret?: boolean;
   parse: (raw: string) => T | undefined; // undefined = not allowed
+  /** Why a value parse refused, when it can say more than "expected <allowed>". */
+  explain?: (raw: string) => string;
 }
 
-type Parse<T> = { parse: (raw: string) => T | undefined; allowed: string };
+type Parse<T> = { parse: (raw: string) => T | undefined; allowed: string; explain?: (raw: string) => string };
 
 const bool: Parse<boolean> = {
   allowed: 'true or false',
@@ -30,17 +32,31 @@ const bool: Parse<boolean> = {
     return undefined;
   },
 };
-const oneOf = <T extends string>(...values: T[]): Parse<T> => ({
+/** Enum values, case-insensitive (NODE_ROLE=Secondary), normalised to lower case; aliases map other spellings. */
+const oneOf = <const T extends string>(values: readonly T[], aliases: Record<string, NoInfer<T>> = {}): Parse<T> => ({
   allowed: `one of ${values.join(', ')}`,
-  parse: (raw) => (values as string[]).includes(raw) ? (raw as T) : undefined,
-});
-const duration = (minMs = 0, maxMs = Number.MAX_SAFE_INTEGER): Parse<number> => ({
-  allowed: `a duration: seconds (e.g. 300) or with units (500ms, 30s, 5m, 1h)${minMs ? `, at least ${minMs / 1000}s` : ''}${maxMs < Number.MAX_SAFE_INTEGER ? `, at most ${maxMs / 1000}s` : ''}`,
   parse: (raw) => {
-    const ms = parseDuration(raw);
-    return ms !== undefined && ms >= minMs && ms <= maxMs ? ms : undefined;
+    const v = raw.toLowerCase();
+    return (values as readonly string[]).includes(v) ? (v as T) : aliases[v];
   },
 });
+const duration = (minMs = 0, maxMs = Number.MAX_SAFE_INTEGER): Parse<number> => {
+  const form = 'a duration: seconds (e.g. 300) or with units (500ms, 30s, 5m, 1h)';
+  const bounds = `${minMs ? `, at least ${minMs / 1000}s` : ''}${maxMs < Number.MAX_SAFE_INTEGER ? `, at most ${maxMs / 1000}s` : ''}`;
+  return {
+    allowed: form + bounds,
+    parse: (raw) => {
+      const ms = parseDuration(raw);
+      return ms !== undefined && ms >= minMs && ms <= maxMs ? ms : undefined;
+    },
+    explain: (raw) => {
+      const ms = parseDuration(raw);
+      if (ms === undefined) return `expected ${form}${bounds}`;
+      if (ms < minMs) return `expected at least ${minMs / 1000}s (${raw} is ${ms / 1000}s)`;
+      return `expected at most ${maxMs / 1000}s (${raw} is ${ms / 1000}s)`;
+    },
+  };
+};
 const int = (min: number, max: number): Parse<number> => ({
   allowed: `a whole number from ${min} to ${max}`,
   parse: (raw) => /^\d+$/.test(raw) && +raw >= min && +raw <= max ? +raw : undefined,
@@ -59,13 +75,22 @@ const absPath: Parse<string> = {
   allowed: 'an absolute path',
   parse: (raw) => raw.startsWith('/') && !raw.split('/').includes('..') ? raw.replace(/\/+$/, '') || '/' : undefined,
 };
+const CRON_ALLOWED = 'a 5-field cron expression (minute hour day-of-month month day-of-week), e.g. "0 3 * * *"';
+/** Why a cron expression is refused: not 5 fields, not expressible as OnCalendar=, or never fires. */
+function cronProblem(raw: string): string | undefined {
+  const expr = raw.trim();
+  if (expr.split(/\s+/).length !== 5) return `expected ${CRON_ALLOWED}`;
+  // Valid for croner and expressible exactly as a systemd OnCalendar= (the timer runs it).
+  try { new Cron(expr, { paused: true }); cronToOnCalendar(expr); } catch (err) {
+    return err instanceof ConfigError ? err.allowed : `expected ${CRON_ALLOWED} (${(err as Error).message})`;
+  }
+  if (nextRun(expr) === null) return 'never fires: no date matches its day-of-month and month (e.g. 31 April, 30 February)';
+  return undefined;
+}
 const cron: Parse<string> = {
-  allowed: 'a 5-field cron expression (minute hour day-of-month month day-of-week), e.g. "0 3 * * *"',
-  parse: (raw) => {
-    if (raw.trim().split(/\s+/).length !== 5) return undefined;
-    // Valid for croner and expressible exactly as a systemd OnCalendar= (the timer runs it).
-    try { new Cron(raw, { paused: true }); cronToOnCalendar(raw.trim()); return raw.trim(); } catch { return undefined; }
-  },
+  allowed: CRON_ALLOWED,
+  parse: (raw) => cronProblem(raw) === undefined ? raw.trim() : undefined,
+  explain: (raw) => cronProblem(raw) ?? `expected ${CRON_ALLOWED}`,
 };
 const s3Bucket: Parse<string> = {
   allowed: 'a bucket name: 3-63 characters of a-z, 0-9, dot and hyphen (empty = local directory replica)',
@@ -107,7 +132,7 @@ const hostname: Parse<string> = {
 };
 
 function def<T>(key: string, group: string, dflt: string | undefined, doc: string, p: Parse<T>, secret = false): KeyDef<T> {
-  return { key, group, default: dflt, doc, allowed: p.allowed, parse: p.parse, secret };
+  return { key, group, default: dflt, doc, allowed: p.allowed, parse: p.parse, explain: p.explain, secret };
 }
 
 export const SCHEMA = {
@@ -125,8 +150,8 @@ export const SCHEMA = {
   RCLONE_FLAGS: def('RCLONE_FLAGS', 'Storage', '', 'Extra flags for every rclone call', text),
   LOCAL_REPLICA_PATH: def('LOCAL_REPLICA_PATH', 'Storage', '/var/backups/vwstream/replica', 'Directory replica used when S3_BUCKET is empty (kept by apt purge)', absPath),
   // Roles
-  NODE_ROLE: def('NODE_ROLE', 'Roles', 'primary', 'primary serves and uploads; secondary restores and follows', oneOf('primary', 'secondary')),
-  DEPLOYMENT_MODE: def('DEPLOYMENT_MODE', 'Roles', 'persistent', 'serverless = a secondary restores once and never refreshes', oneOf('persistent', 'serverless')),
+  NODE_ROLE: def('NODE_ROLE', 'Roles', 'primary', 'primary serves and uploads; secondary restores and follows', oneOf(['primary', 'secondary'])),
+  DEPLOYMENT_MODE: def('DEPLOYMENT_MODE', 'Roles', 'persistent', 'serverless = a secondary restores once and never refreshes', oneOf(['persistent', 'serverless'])),
   SECONDARY_SERVE: def('SECONDARY_SERVE', 'Roles', 'true', 'false = warm standby that does not run Vaultwarden until promoted', bool),
   PRIMARY_SYNC_INTERVAL: def('PRIMARY_SYNC_INTERVAL', 'Roles', '300', 'File mirror safety-net interval on a primary (seconds)', duration(1000)),
   SECONDARY_SYNC_INTERVAL: def('SECONDARY_SYNC_INTERVAL', 'Roles', '3600', 'Refresh interval of a secondary (seconds)', duration(1000)),
@@ -143,11 +168,11 @@ export const SCHEMA = {
   LITESTREAM_SHUTDOWN_TIMEOUT: def('LITESTREAM_SHUTDOWN_TIMEOUT', 'Litestream', '60', 'Bound of Litestream\'s final sync at shutdown (seconds)', duration(1000)),
   LITESTREAM_FORCE_PATH_STYLE: def('LITESTREAM_FORCE_PATH_STYLE', 'Litestream', undefined, 'Path-style S3 URLs; default true when S3_ENDPOINT is set', bool),
   LITESTREAM_SKIP_VERIFY: def('LITESTREAM_SKIP_VERIFY', 'Litestream', 'false', 'Skip TLS verification of the S3 endpoint (self-signed test servers only)', bool),
-  LITESTREAM_PROFILE: def('LITESTREAM_PROFILE', 'Litestream', 'standard', 'critical|standard|relaxed: snapshot 1h/6h/24h, retention 336h/168h/72h', oneOf('critical', 'standard', 'relaxed')),
+  LITESTREAM_PROFILE: def('LITESTREAM_PROFILE', 'Litestream', 'standard', 'critical|standard|relaxed: snapshot 1h/6h/24h, retention 336h/168h/72h', oneOf(['critical', 'standard', 'relaxed'])),
   // Backups
   BACKUP_ENABLED: def('BACKUP_ENABLED', 'Backups', 'false', 'Scheduled archive backups', bool),
   BACKUP_CRON: def('BACKUP_CRON', 'Backups', '0 3 * * *', 'Backup schedule (5-field cron, host time zone)', cron),
-  BACKUP_FORMAT: def('BACKUP_FORMAT', 'Backups', 'tar.gz', 'Archive format', oneOf('tar.gz', 'tar')),
+  BACKUP_FORMAT: def('BACKUP_FORMAT', 'Backups', 'tar.gz', 'Archive format', oneOf(['tar.gz', 'tar'])),
   BACKUP_PASSWORD: def('BACKUP_PASSWORD', 'Backups', '', 'Encrypt archives (openssl enc -aes-256-cbc -pbkdf2 compatible); empty = unencrypted', text, true),
   BACKUP_REMOTES: def('BACKUP_REMOTES', 'Backups', '', 'Comma list of rclone destinations remote:path', remoteList),
   BACKUP_RETENTION_DAYS: def('BACKUP_RETENTION_DAYS', 'Backups', '30', 'Delete archives older than this many days …', int(0, 36500)),
@@ -163,7 +188,7 @@ export const SCHEMA = {
   TAILSCALE_HOSTNAME: def('TAILSCALE_HOSTNAME', 'Tailscale', 'vaultwarden', 'Name on the tailnet', hostname),
   TAILSCALE_LOGIN_SERVER: def('TAILSCALE_LOGIN_SERVER', 'Tailscale', '', 'Control server URL (Headscale); empty = Tailscale', httpUrl),
   TAILSCALE_TAGS: def('TAILSCALE_TAGS', 'Tailscale', '', 'Comma list of tags to advertise', tags),
-  TAILSCALE_SERVE_MODE: def('TAILSCALE_SERVE_MODE', 'Tailscale', 'https', 'How tailscale serve exposes Vaultwarden', oneOf('https', 'tls-terminated-tcp')),
+  TAILSCALE_SERVE_MODE: def('TAILSCALE_SERVE_MODE', 'Tailscale', 'https', 'How tailscale serve exposes Vaultwarden', oneOf(['https', 'tls-terminated-tcp'])),
   TAILSCALE_SERVE_PORT: def('TAILSCALE_SERVE_PORT', 'Tailscale', '443', 'Port on the tailnet', port),
   TAILSCALE_FUNNEL: def('TAILSCALE_FUNNEL', 'Tailscale', 'false', 'Expose to the internet through Tailscale Funnel', bool),
   // Agent
@@ -175,7 +200,7 @@ export const SCHEMA = {
   ASIDE_RETENTION_DAYS: def('ASIDE_RETENTION_DAYS', 'Agent', '7', '… and every folder younger than this many days; older ones are pruned daily (0 = never prune)', int(0, 36500)),
   VERIFY_CRON: def('VERIFY_CRON', 'Agent', '0 4 * * 0', 'Restore drill schedule (5-field cron)', cron),
   METRICS_LISTEN: def('METRICS_LISTEN', 'Agent', 'off', 'Also serve /metrics over TCP at host:port', listenAddr),
-  LOG_LEVEL: def('LOG_LEVEL', 'Agent', 'info', 'Log level', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace')),
+  LOG_LEVEL: def('LOG_LEVEL', 'Agent', 'info', 'Log level', oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace'], { warning: 'warn' })),
   // Vaultwarden settings the agent must understand (all others pass through unchanged)
   ROCKET_PORT: def('ROCKET_PORT', 'Vaultwarden', '8000', 'Vaultwarden HTTP port (the agent checks /alive on it)', port),
   ROCKET_ADDRESS: def('ROCKET_ADDRESS', 'Vaultwarden', '0.0.0.0', 'Vaultwarden listen address', { allowed: 'an IP address', parse: (r) => /^[0-9a-fA-F.:]+$/.test(r) ? r : undefined }),
@@ -189,6 +214,6 @@ export const AGENT_PREFIXES = ['S3_', 'LITESTREAM_', 'BACKUP_', 'SYNC_', 'TAILSC
 
 export function checkKey<T>(def: KeyDef<T>, raw: string, where?: string): T {
   const v = def.parse(raw);
-  if (v === undefined) throw new ConfigError(def.key, def.secret ? '<hidden>' : raw, `expected ${def.allowed}`, where);
+  if (v === undefined) throw new ConfigError(def.key, def.secret ? '<hidden>' : raw, def.explain?.(raw) ?? `expected ${def.allowed}`, where);
   return v;
 }

@@ -1,8 +1,8 @@
-import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { startApiServers, type ApiServers } from '../api/server.ts';
-import type { Config, Role } from '../config/config.ts';
+import { vaultwardenBinProblem, type Config, type Role } from '../config/config.ts';
 import { drainBudgetOf } from '../config/budget.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { fileMirrorFor, restoreChecked, restoreOnStart } from '../replication/restore.ts';
@@ -49,10 +49,9 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
   let daemon: Daemon | undefined;
   try {
     await machine.enter('begin', 'checking the Vaultwarden binary');
-    try {
-      accessSync(cfg.vaultwardenBin, constants.X_OK);
-    } catch {
-      throw new AgentError(`VAULTWARDEN_BIN=${cfg.vaultwardenBin}: no executable Vaultwarden there`, {
+    const binProblem = vaultwardenBinProblem(cfg.vaultwardenBin); // the check check-config makes
+    if (binProblem) {
+      throw new AgentError(`VAULTWARDEN_BIN=${cfg.vaultwardenBin}: ${binProblem}`, {
         hint: `install Vaultwarden at ${cfg.vaultwardenBin} or set VAULTWARDEN_BIN in ${cfg.source}, then systemctl restart vwstream-agent`,
         exitCode: EXIT.CONFIG,
       });

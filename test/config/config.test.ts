@@ -6,7 +6,8 @@ import { ALL_KEYS, SCHEMA } from '../../agent/config/schema.ts';
 import { ConfigError } from '../../agent/errors.ts';
 
 const SRC = '/etc/vwstream/vwstream.env';
-const build = (text: string) => buildConfig(parseEnvFile(text, SRC), SRC);
+const NO_RCLONE_CONF = '/nonexistent/rclone.conf';
+const build = (text: string) => buildConfig(parseEnvFile(text, SRC), SRC, { dataFolder: '/var/lib/vaultwarden', rcloneConfigPath: NO_RCLONE_CONF });
 const S3 = 'S3_BUCKET=vault-bucket\nS3_ACCESS_KEY_ID=AKIA1234\nS3_SECRET_ACCESS_KEY=s3cr3t/with$dollar\n';
 
 function configError(text: string): ConfigError {
@@ -95,7 +96,7 @@ test('every key rejects a bad value with a message naming key, value and what is
     const e = configError(text);
     const def = SCHEMA[key as keyof typeof SCHEMA];
     assert.equal(e.key, key, `${key}: ${e.message}`);
-    assert.equal(e.message, `${key}=${def.secret ? '"<hidden>"' : JSON.stringify(value)} is not valid: expected ${def.allowed} (${SRC} line ${text.split('\n').findIndex((l) => l.startsWith(key + '=')) + 1})`);
+    assert.equal(e.message, `${key}=${def.secret ? '"<hidden>"' : JSON.stringify(value)} is not valid: ${def.explain?.(value) ?? `expected ${def.allowed}`} (${SRC} line ${text.split('\n').findIndex((l) => l.startsWith(key + '=')) + 1})`);
   }
 });
 
@@ -126,9 +127,11 @@ test('other keys pass to Vaultwarden unchanged; agent secrets do not', () => {
 });
 
 test('an unknown key with an agent prefix is reported as a likely typo', () => {
-  const c = build('LITESTREAM_SYNC_INTERVALL=1s\n');
-  assert.equal(c.warnings.length, 1);
-  assert.match(c.warnings[0]!, /^LITESTREAM_SYNC_INTERVALL .* is not a vwstream-agent setting/);
+  const c = build('LITESTREAM_SYNC_INTERVALL=1s\nS3_STORAGE_CLASS_XYZ=1\n');
+  assert.deepEqual(c.warnings, [
+    `LITESTREAM_SYNC_INTERVALL (${SRC} line 1) is not a vwstream-agent or Vaultwarden setting (it is passed to Vaultwarden, which ignores it); did you mean LITESTREAM_SYNC_INTERVAL?`,
+    `S3_STORAGE_CLASS_XYZ (${SRC} line 2) is not a vwstream-agent setting and is passed to Vaultwarden; is it a typo?`,
+  ]);
 });
 
 test('profiles set snapshot interval and retention; explicit values win', () => {
@@ -142,5 +145,5 @@ test('profiles set snapshot interval and retention; explicit values win', () => 
 
 test('backups enabled without a destination is an error', () => {
   assert.equal(configError('BACKUP_ENABLED=true').key, 'BACKUP_REMOTES');
-  assert.deepEqual(build('BACKUP_ENABLED=true\nBACKUP_REMOTES=S3:backups, offsite:vw\n').backup.remotes, ['S3:backups', 'offsite:vw']);
+  assert.deepEqual(build(S3 + 'BACKUP_ENABLED=true\nBACKUP_PASSWORD=pw12\nBACKUP_REMOTES=S3:backups, offsite:vw\nRCLONE_CONFIG_OFFSITE_TYPE=local\n').backup.remotes, ['S3:backups', 'offsite:vw']);
 });

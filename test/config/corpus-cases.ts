@@ -62,6 +62,13 @@ export const CORPUS: BadConfig[] = [
   { name: 'another database', env: 'DATABASE_URL=postgresql://vw:pw@db/vw\n', key: 'DATABASE_URL' },
   { name: 'WAL off', env: 'ENABLE_DB_WAL=false\n', key: 'ENABLE_DB_WAL', says: /Litestream replicates the WAL/ },
   { name: 'journal mode changed', env: 'DATABASE_CONN_INIT=PRAGMA journal_mode=DELETE;\n', key: 'DATABASE_CONN_INIT' },
+  { name: 'backup remote not defined', env: 'BACKUP_REMOTES=offsite:vault\n', key: 'BACKUP_REMOTES', says: /rclone remote "offsite" is not defined/ },
+  { name: 'snapshot interval beyond the retention', env: 'LITESTREAM_RETENTION=3h\n', key: 'LITESTREAM_SNAPSHOT_INTERVAL', says: /longer than LITESTREAM_RETENTION=3h/ },
+  { name: 'cron that never fires', env: 'BACKUP_CRON="0 0 31 4 *"\n', key: 'BACKUP_CRON', says: /never fires/ },
+  { name: 'cron nth weekday', env: 'VERIFY_CRON="0 3 * * 1#2"\n', key: 'VERIFY_CRON', says: /"1#2" cannot be expressed exactly by a systemd timer/ },
+  // key names
+  { name: 'agent key in lower case', env: 's3_bucket=my-vault\n', key: 's3_bucket', says: /keys are case-sensitive; did you mean S3_BUCKET\?/ },
+  { name: 'secret key in another case', env: 'S3_Secret_Access_Key=corpus-case-secret\n', key: 'S3_Secret_Access_Key', says: /did you mean S3_SECRET_ACCESS_KEY\?/, hidden: 'corpus-case-secret' },
   // env-file syntax, without printing the secret
   { name: 'unterminated quote in a secret', env: 'S3_BUCKET=vault-bucket\nS3_ACCESS_KEY_ID=AKIACORPUS\nS3_SECRET_ACCESS_KEY="corpus-unterminated-secret\n', key: 'S3_SECRET_ACCESS_KEY', says: /unterminated double quote/, hidden: 'corpus-unterminated-secret' },
   { name: 'a secret without =', env: 'BACKUP_PASSWORD corpus-password-no-equals\n', key: 'line 1', says: /BACKUP_PASSWORD …/, hidden: 'corpus-password-no-equals' },

@@ -18,7 +18,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 function checkConfig(env: string): { code: number | null; stdout: string; stderr: string } {
   const file = join(dir, 'vwstream.env');
   writeFileSync(file, env, { mode: 0o600 });
-  const r = spawnSync(process.execPath, ['--no-warnings', MAIN, 'check-config', '--config', file], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, timeout: 60_000 });
+  const r = spawnSync(process.execPath, ['--no-warnings', MAIN, 'check-config', '--config', file], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', RCLONE_CONFIG: join(dir, 'no-rclone.conf') }, timeout: 60_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -28,7 +28,7 @@ test('the corpus has at least 15 cases and covers every kind', () => {
 });
 
 test('a good file passes (the harness itself works)', () => {
-  const r = checkConfig('NODE_ROLE=primary\nBACKUP_ENABLED=true\nBACKUP_REMOTES=offsite:vw\nTAILSCALE_ENABLED=true\nTAILSCALE_FUNNEL=true\nTAILSCALE_SERVE_PORT=8443\n');
+  const r = checkConfig('NODE_ROLE=primary\nVAULTWARDEN_BIN=/bin/true\nBACKUP_ENABLED=true\nBACKUP_PASSWORD=corpus-pw\nBACKUP_REMOTES=offsite:vw\nRCLONE_CONFIG_OFFSITE_TYPE=local\nTAILSCALE_ENABLED=true\nTAILSCALE_FUNNEL=true\nTAILSCALE_SERVE_PORT=8443\n');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^config OK: /);
 });

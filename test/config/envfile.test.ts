@@ -1,39 +1,118 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
 import { formatEnvValue, parseEnvFile } from '../../agent/config/envfile.ts';
 import { ConfigError } from '../../agent/errors.ts';
+import { CORPUS_EXPECTED, CORPUS_FILE, SYSTEMD_DIVERGENT, VALUES } from './envfile-corpus.ts';
 
-test('parses plain, exported, quoted and commented lines', () => {
-  const env = parseEnvFile([
-    '# comment',
-    '',
-    'A=1',
-    'export B = two words ',
-    'C="quoted # not a comment \\"x\\" \\\\ \\n"',
-    "D='single $literal \\n'",
-    'E=value # trailing comment',
-    'F=',
-    'G=a#b',
-  ].join('\n'));
-  assert.deepEqual(Object.fromEntries([...env].map(([k, v]) => [k, v.value])), {
-    A: '1', B: 'two words', C: 'quoted # not a comment "x" \\ \n', D: 'single $literal \\n', E: 'value', F: '', G: 'a#b',
-  });
-  assert.equal(env.get('E')!.line, 7);
+const dir = mkdtempSync(join(tmpdir(), 'vws-envfile-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** What bash reads: `set -a; . file`, then each key's value (NUL-separated; unset = undefined). */
+function bashReads(text: string, keys: string[]): Record<string, string | undefined> {
+  const file = join(dir, `f${Math.random().toString(36).slice(2)}.env`);
+  writeFileSync(file, text);
+  const script = 'set -a; . "$1" 2>/dev/null; shift; for k in "$@"; do if [ "${!k+set}" = set ]; then printf "1%s\\0" "${!k}"; else printf "0\\0"; fi; done';
+  const r = spawnSync('bash', ['-c', script, 'bash', file, ...keys], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: '/nonexistent-home' } });
+  const parts = r.stdout.split('\0').slice(0, keys.length);
+  assert.equal(parts.length, keys.length, `bash printed ${parts.length} of ${keys.length} values: ${r.stderr}`);
+  return Object.fromEntries(keys.map((k, i) => [k, parts[i]!.startsWith('1') ? parts[i]!.slice(1) : undefined]));
+}
+const values = (env: Map<string, { value: string }>) => Object.fromEntries([...env].map(([k, v]) => [k, v.value]));
+
+test('the hand-written corpus: the parser reads what bash reads, with no warning but the duplicate', () => {
+  const env = parseEnvFile(CORPUS_FILE, 'corpus.env');
+  assert.deepEqual(values(env), CORPUS_EXPECTED);
+  assert.deepEqual(bashReads(CORPUS_FILE, Object.keys(CORPUS_EXPECTED)), CORPUS_EXPECTED);
+  const plainLines = CORPUS_FILE.split('\n').flatMap((l, i) => l.startsWith('PLAIN=') ? [i + 1] : []);
+  assert.deepEqual(env.warnings, [`PLAIN is set twice in corpus.env (lines ${plainLines[0]} and ${plainLines[1]}); the last one (line ${plainLines[1]}) wins, as for systemd and bash: remove the others`]);
+  assert.equal(env.get('PLAIN')!.line, plainLines[1]);
+  assert.equal(env.get('DQ_MULTI')!.line, CORPUS_FILE.split('\n').findIndex((l) => l.startsWith('DQ_MULTI=')) + 1);
+  assert.equal(env.get('UNQ_TRAIL')!.line, CORPUS_FILE.split('\n').findIndex((l) => l.startsWith('UNQ_TRAIL=')) + 1, 'line numbers count the lines of multi-line values');
 });
 
-test('a line that is not KEY=value names its line number', () => {
+test('formatEnvValue: parse(format(v)) = v and bash reads v, byte for byte, for every corpus value', () => {
+  const text = Object.entries(VALUES).map(([k, v]) => `${k}=${formatEnvValue(v)}`).join('\n') + '\n';
+  const env = parseEnvFile(text, 'formatted.env');
+  assert.deepEqual(values(env), VALUES);
+  assert.deepEqual(env.warnings, [], 'a formatted file needs no warning');
+  assert.deepEqual(bashReads(text, Object.keys(VALUES)), VALUES);
+  // A newline is written as a newline (systemd keeps "\n" as two characters), $ and ` escaped.
+  assert.equal(formatEnvValue('a\nb'), '"a\nb"');
+  assert.equal(formatEnvValue('$X `id` "q" \\'), '"\\$X \\`id\\` \\"q\\" \\\\"');
+  // parse → format → parse of the hand-written corpus.
+  const again = Object.entries(CORPUS_EXPECTED).map(([k, v]) => `${k}=${formatEnvValue(v)}`).join('\n');
+  assert.deepEqual(values(parseEnvFile(again)), CORPUS_EXPECTED);
+});
+
+test('a backslash in double quotes is kept before other characters, as bash and openssl see the password', () => {
+  const env = parseEnvFile('BACKUP_PASSWORD="a\\qb"\nB="\\n\\t"\n');
+  assert.equal(env.get('BACKUP_PASSWORD')!.value, 'a\\qb');
+  assert.equal(env.get('B')!.value, '\\n\\t');
+  assert.deepEqual(bashReads('BACKUP_PASSWORD="a\\qb"\nB="\\n\\t"\n', ['BACKUP_PASSWORD', 'B']), { BACKUP_PASSWORD: 'a\\qb', B: '\\n\\t' });
+});
+
+test('lines bash reads differently get a warning naming the line and the fix; bash really differs', () => {
+  const cases: { text: string; key: string; says: RegExp }[] = [
+    { text: 'X=1\nA=a$HOME\n', key: 'A', says: /^f line 2: bash reads A differently: it expands \$… in an unquoted value; systemd and the agent take it literally; write it in single quotes \(A='…'\)$/ },
+    { text: 'A=a`echo b`\n', key: 'A', says: /line 1: bash reads A differently: it runs `…` as a command/ },
+    { text: 'A="pa$USER"\n', key: 'A', says: /line 1: bash reads A differently: it expands \$… inside double quotes/ },
+    { text: 'A=a"b c"d\n', key: 'A', says: /line 1: bash reads A differently: it removes quotes in the middle of an unquoted value; systemd and the agent keep them; write it in single quotes/ },
+    { text: "A=it's\"x\"\n", key: 'A', says: /write it in double quotes with a backslash before each/ },
+    { text: 'A=two words\n', key: 'A', says: /line 1: bash reads A differently: it runs the text after a blank as a command/ },
+    { text: 'A=a;b\n', key: 'A', says: /line 1: bash reads A differently: it gives ; & \| < > \( \) a meaning/ },
+    { text: 'A=~/x\n', key: 'A', says: /line 1: bash reads A differently: it expands a leading ~/ },
+    { text: 'A = b\n', key: 'A', says: /line 1: bash does not allow blanks around "=" \(it runs A as a command\); write A=value/ },
+  ];
+  for (const c of cases) {
+    const env = parseEnvFile(c.text, 'f');
+    assert.ok(env.warnings.some((w) => c.says.test(w)), `${JSON.stringify(c.text)}: ${JSON.stringify(env.warnings)}`);
+    assert.notEqual(bashReads(c.text, [c.key])[c.key], env.get(c.key)!.value, `bash reads ${JSON.stringify(c.text)} the same: the warning is wrong`);
+  }
+  const semi = parseEnvFile('; a comment for systemd\nA=1\n', 'f');
+  assert.deepEqual(values(semi), { A: '1' });
+  assert.deepEqual(semi.warnings, ['f line 1: a line starting with ";" is a comment for systemd but an error for bash: start comments with "#"']);
+  assert.equal(spawnSync('bash', ['-c', '; a comment for systemd']).status, 2, 'bash fails on a ";" line');
+});
+
+test('lines systemd reads differently: the agent reading and the warning', () => {
+  const says: Record<string, RegExp> = {
+    'unquoted value with a comment': /^f line 1: bash reads D_COMMENT differently: it ends the value at " #" \(a comment\), as the agent does; systemd keeps the " # …" in the value; put the comment on its own line$/,
+    'comment after a closing quote': /^f line 1: systemd reads the text after the closing quote of D_QCOMMENT as part of the value; put the comment on its own line$/,
+    'comment ending in a backslash': /^f line 1: the comment ends with a backslash: systemd reads the next line as part of the comment, bash and the agent do not; remove the backslash$/,
+    'export prefix': /^f line 1: systemd's EnvironmentFile= ignores "export D_EXPORT=…" lines; write D_EXPORT=… \(the agent reads it as D_EXPORT\)$/,
+    'unquoted $ is literal': /expands \$…/,
+    'quotes in an unquoted value': /removes quotes/,
+  };
+  for (const c of SYSTEMD_DIVERGENT) {
+    const env = parseEnvFile(c.text, 'f');
+    assert.equal(env.get(c.key)?.value, c.agent, c.name);
+    assert.ok(env.warnings.some((w) => says[c.name]!.test(w)), `${c.name}: ${JSON.stringify(env.warnings)}`);
+  }
+});
+
+test('Windows line endings: values without the CR, one warning', () => {
+  const env = parseEnvFile('A=1\r\nB="two"\r\n', 'f');
+  assert.deepEqual(values(env), { A: '1', B: 'two' });
+  assert.deepEqual(env.warnings, ['f line 1: the file has Windows line endings (CR LF); bash keeps the CR in each value: convert it with dos2unix']);
+});
+
+test('a key set three times names every line', () => {
+  const env = parseEnvFile('A=1\nB=x\nA=2\n\nA=3\n', 'f');
+  assert.equal(env.get('A')!.value, '3');
+  assert.deepEqual(env.warnings, ['A is set 3 times in f (lines 1, 3 and 5); the last one (line 5) wins, as for systemd and bash: remove the others']);
+});
+
+test('a line that is not KEY=value names its line number; unterminated quotes and trailing text are errors', () => {
   assert.throws(() => parseEnvFile('A=1\nthis is wrong\n', '/etc/x.env'), (e: unknown) =>
     e instanceof ConfigError && e.message === '/etc/x.env line 2="this is wrong" is not valid: expected KEY=value with KEY made of letters, digits and _');
+  assert.throws(() => parseEnvFile('A="x\ny\nthis is wrong\n', '/etc/x.env'), /unterminated double quote \(\/etc\/x.env line 1\)/);
   assert.throws(() => parseEnvFile('1A=x'), ConfigError);
   assert.throws(() => parseEnvFile('A="open'), /unterminated double quote/);
   assert.throws(() => parseEnvFile("A='open"), /unterminated single quote/);
   assert.throws(() => parseEnvFile('A="x" y'), /unexpected text after the closing quote/);
-});
-
-test('formatEnvValue round-trips through the parser and escapes $ for systemd', () => {
-  for (const v of ['plain', 'with "quotes"', 'back\\slash', 'dollar $HOME ${X}', 'spaces  and # hash']) {
-    const line = `K=${formatEnvValue(v)}`;
-    assert.ok(!/[^\\]\$/.test(line.replace(/\\\\/g, '')), `unescaped $ in ${line}`);
-    assert.equal(parseEnvFile(line).get('K')!.value.replace(/\\\$/g, '$'), v.replace(/\\\$/g, '$'));
-  }
+  assert.throws(() => parseEnvFile('S3_SECRET_ACCESS_KEY="abc'), (e: unknown) => e instanceof ConfigError && !e.message.includes('abc'));
 });
