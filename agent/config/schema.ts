@@ -178,7 +178,7 @@ export const SCHEMA = {
   BACKUP_RETENTION_DAYS: def('BACKUP_RETENTION_DAYS', 'Backups', '30', 'Delete archives older than this many days …', int(0, 36500)),
   BACKUP_MIN_KEEP: def('BACKUP_MIN_KEEP', 'Backups', '3', '… but always keep this many newest', int(0, 100000)),
   BACKUP_ON_STARTUP: def('BACKUP_ON_STARTUP', 'Backups', 'false', 'Run one backup after start', bool),
-  BACKUP_SHUTDOWN_TIMEOUT: def('BACKUP_SHUTDOWN_TIMEOUT', 'Backups', '120', 'Time a running backup may take to finish at shutdown (seconds)', duration(1000)),
+  BACKUP_SHUTDOWN_TIMEOUT: def('BACKUP_SHUTDOWN_TIMEOUT', 'Backups', '90', 'Time a running backup may take to finish at shutdown (seconds)', duration(1000)),
   // Notifications
   NOTIFICATION_URL: def('NOTIFICATION_URL', 'Notifications', '', 'Pinged on success; URL + /fail on failure', httpUrl, true),
   NOTIFICATION_TIMEOUT: def('NOTIFICATION_TIMEOUT', 'Notifications', '10', 'Bound of one notification request (seconds)', duration(100, 300_000)),

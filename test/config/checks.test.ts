@@ -126,10 +126,14 @@ test('warnings: backups without a password, an auth key without Tailscale, a sto
   assert.deepEqual(c.warnings, [
     `BACKUP_ENABLED=true without BACKUP_PASSWORD: the archives hold rsa_key.pem and config.json unencrypted; set BACKUP_PASSWORD in ${SRC}`,
     `TAILSCALE_AUTHKEY is set (${SRC} line 3) but TAILSCALE_ENABLED is not true: Tailscale is not used; set TAILSCALE_ENABLED=true or remove the key`,
-    // The default BACKUP_SHUTDOWN_TIMEOUT=120 is cut to a third of 300 s (budget.ts).
+  ]);
+  // The defaults with backups enabled fit (a backup gets its 90 s, a third of 300 s at most).
+  assert.deepEqual(build('BACKUP_ENABLED=true\nBACKUP_REMOTES=/srv/b\nBACKUP_PASSWORD=pw-1234\n').warnings, []);
+  // BACKUP_SHUTDOWN_TIMEOUT=120 (the old default) is cut to a third of 300 s: said, with what each step gets.
+  assert.deepEqual(build('BACKUP_ENABLED=true\nBACKUP_REMOTES=/srv/b\nBACKUP_PASSWORD=pw-1234\nBACKUP_SHUTDOWN_TIMEOUT=120\n').warnings, [
     "STOP_GRACE_PERIOD=300s is less than the steps need (300s + 10s margin, and a backup may take at most a third): Vaultwarden stop 60s, Litestream final sync 60s, file upload 60s, backup 100s of the 120s asked; set STOP_GRACE_PERIOD=360 or lower the steps' timeouts (LITESTREAM_SHUTDOWN_TIMEOUT, SYNC_SHUTDOWN_TIMEOUT, BACKUP_SHUTDOWN_TIMEOUT)",
   ]);
-  assert.deepEqual(build('BACKUP_ENABLED=true\nBACKUP_REMOTES=/srv/b\nBACKUP_PASSWORD=pw-1234\nSTOP_GRACE_PERIOD=360\n').warnings, [], 'the suggested value is enough');
+  assert.deepEqual(build('BACKUP_ENABLED=true\nBACKUP_REMOTES=/srv/b\nBACKUP_PASSWORD=pw-1234\nBACKUP_SHUTDOWN_TIMEOUT=120\nSTOP_GRACE_PERIOD=360\n').warnings, [], 'the suggested value is enough');
   assert.deepEqual(build('STOP_GRACE_PERIOD=60').warnings, ["STOP_GRACE_PERIOD=60s is less than the steps need (180s + 10s margin): Vaultwarden stop 10s of the 60s it may need, Litestream final sync 20s of the 60s asked, file upload 20s of the 60s asked; set STOP_GRACE_PERIOD=190 or lower the steps' timeouts (LITESTREAM_SHUTDOWN_TIMEOUT, SYNC_SHUTDOWN_TIMEOUT)"]);
   assert.deepEqual(build('STOP_GRACE_PERIOD=190').warnings, []);
   assert.deepEqual(build('').warnings, [], 'the defaults fit');
