@@ -113,6 +113,7 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
             throw err;
           }
         },
+        replicaExists: async () => (await listGenerations(rt.litestreamConfig, rt.dbPath)).length > 0,
         local: () => {
           const l = inspectDb(rt.dbPath);
           return { exists: l.exists, intact: l.exists && l.intact, ...(l.exists && l.intact ? { digest: contentDigest(rt.dbPath) } : {}) };

@@ -1,5 +1,5 @@
 import type { Config, Role } from '../config/config.ts';
-import { replicaUrl } from '../config/config.ts';
+import { replicaMissingWarning, replicaUrl } from '../config/config.ts';
 import type { DrainBudget } from '../config/budget.ts';
 import { nextRun } from '../config/cron.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
@@ -103,7 +103,7 @@ export class Daemon {
     deps.bindLease(this.fencing);
     this.secondary = new Secondary({
       machine: this.machine, notifier: deps.notifier, units: this.units, systemd: deps.systemd, copy: deps.copy, state: deps.state, lease: deps.lease, clock,
-      settings: { serve: cfg.secondaryServe, serverless: cfg.deploymentMode === 'serverless', intervalMs: cfg.secondarySyncIntervalMs, maxSyncAgeMs: cfg.healthcheckMaxSyncAgeMs, leaseTtlMs: cfg.leaseTtlMs, replica: replicaUrl(cfg) },
+      settings: { serve: cfg.secondaryServe, serverless: cfg.deploymentMode === 'serverless', intervalMs: cfg.secondarySyncIntervalMs, maxSyncAgeMs: cfg.healthcheckMaxSyncAgeMs, leaseTtlMs: cfg.leaseTtlMs, replica: replicaUrl(cfg), replicaMissing: replicaMissingWarning({ ...cfg, role: 'secondary' }, false) ?? '' },
       notifyLocalChanges: (text) => deps.extras.notify('sync_error', text),
       pruneAside: () => deps.extras.pruneAside('after keeping local changes aside'),
       beat: () => this.beat(),

@@ -114,6 +114,8 @@ export interface StartupPort {
 export interface CopyPort {
   /** Restores the replica into a temporary file and checks it. */
   fetch(signal: AbortSignal): Promise<{ tmp: string; digest: string; users: number }>;
+  /** True when the replica holds at least one generation (throws when it cannot be read). */
+  replicaExists(): Promise<boolean>;
   /** The live database: absent, unreadable/corrupt (digest undefined), or its content digest. */
   local(): { exists: boolean; intact: boolean; digest?: string };
   keepAside(why: string): Promise<string>;

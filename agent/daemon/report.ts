@@ -100,7 +100,7 @@ export class Reporter {
       },
       verify: { cron: cfg.verifyCron, nextRun: nextRun(cfg.verifyCron)?.toISOString() ?? null, last: st.lastVerify ?? null },
       aside: await this.src.asideSummary(),
-      warnings: cfg.warnings,
+      warnings: this.d.secondary.replicaMissing ? [...cfg.warnings, this.d.secondary.replicaMissing] : cfg.warnings,
       tailscale: this.src.tailscale(),
     };
   }

@@ -15,6 +15,8 @@ export interface SecondarySettings {
   maxSyncAgeMs: number;
   leaseTtlMs: number;
   replica: string;
+  /** What to say when the replica does not exist yet (config.ts replicaMissingWarning). */
+  replicaMissing: string;
 }
 
 /** How long one refresh may keep the loop from going round before the watchdog counts it hung. */
@@ -33,6 +35,8 @@ export class Secondary {
   readonly counts = { swapped: 0, skipped: 0, localChangesKept: 0, failed: 0 };
   /** The last attempt, successful or not. */
   lastAttempt: RefreshRecord | null = null;
+  /** Set while the replica this secondary follows does not exist (a status warning). */
+  replicaMissing: string | null = null;
   private promoted = false;
   /** Refreshes (timer, promote) never overlap. */
   private busy: Promise<unknown> = Promise.resolve();
@@ -64,9 +68,14 @@ export class Secondary {
       this.d.beat();
       try {
         await this.d.step('restoring the copy', REFRESH_BOUND_MS, () => this.refresh('start', signal));
+        this.replicaMissing = null;
         break;
       } catch (err) {
         if (signal.aborted) return;
+        // Say once, as a warning, when there is nothing at all to follow (a prefix that does not match the primary's?).
+        const exists = await this.d.copy.replicaExists().catch(() => true);
+        if (!exists && this.replicaMissing === null) log.warn({ replica: settings.replica }, settings.replicaMissing);
+        this.replicaMissing = exists ? null : settings.replicaMissing;
         await machine.enter('restore', `secondary cannot restore yet: ${errorMessage(err)}; retrying`);
         if (!ready) { ready = true; await notifier.ready(`restoring: ${machine.detail}`); }
         await clock.sleep(10_000, signal);

@@ -34,6 +34,11 @@ interface World {
   leaseWaits: number;
   restoreFails: number;
   fetchFails: number;
+  /** The replica holds nothing (every fetch fails) until the test says otherwise. */
+  replicaAbsent: boolean;
+  /** The daemon under test, for hooks that look at it mid-run. */
+  daemon?: Daemon;
+  seen: Record<string, unknown>;
   vwDiesOnce: boolean;
   vwStartFails: number;
   restoreRefuses: boolean;
@@ -166,7 +171,7 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
   let w!: World;
   const get = () => w;
   w = {
-    calls: [], units: new Map(), hooks: {}, state: {} as PersistentState, leaseWaits: 0, restoreFails: 0, fetchFails: 0,
+    calls: [], units: new Map(), hooks: {}, state: {} as PersistentState, leaseWaits: 0, restoreFails: 0, fetchFails: 0, replicaAbsent: false, seen: {},
     vwDiesOnce: false, vwStartFails: 0, restoreRefuses: false, installFails: false, stateThrows: false, readyThrows: false,
     lease: new FakeLease(get), mirror: new FakeMirror(get), now: Date.parse('2026-12-01T12:00:00Z'),
   };
@@ -222,8 +227,10 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
         w.calls.push('copy:fetch');
         w.hooks['secondary-fetch']?.();
         if (w.fetchFails > 0) { w.fetchFails--; throw new Error('replica unreachable'); }
+        if (w.replicaAbsent) throw new Error('the replica holds no generations');
         return { tmp: '/tmp/x', digest: `d${w.calls.length}`, users: 2 };
       },
+      replicaExists: async () => { w.calls.push('copy:exists'); return !w.replicaAbsent; },
       local: () => ({ exists: true, intact: true, digest: w.state.secondaryDigest ?? 'd0' }),
       keepAside: async () => '/aside/local',
       install: async () => { w.calls.push('copy:install'); if (w.installFails) throw new Error('disk full'); },
@@ -243,6 +250,7 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
     extras: { startTailscale: async () => undefined, startAside: () => undefined, stopAside: () => undefined, pruneAside: async () => undefined, notify: () => undefined },
   };
   daemon = new Daemon(deps);
+  w.daemon = daemon;
   const running = daemon.run();
   // Once serving: the scenario's act, then (unless it ended the run) a stop.
   const watcher = (async () => {
@@ -393,6 +401,21 @@ const rows: Row[] = [
     states: ['restoring', 'serving', 'draining', 'stopped'], order: ['copy:fetch', 'copy:install', `start:${VW}`, 'ready:serving', 'stopping', `stop:${VW}`], never: [`start:${LS}`, 'files:shutdown'] },
   { name: 'secondary: replica unreachable at first, READY while retrying, then serving', role: 'secondary', setup: (w) => { w.fetchFails = 2; }, exit: 0,
     states: ['restoring', 'serving', 'draining', 'stopped'], order: ['ready:restoring', 'ready:serving'] },
+  { name: 'secondary: no replica yet → a status warning naming the replica while it waits, gone once restored', role: 'secondary', exit: 0,
+    setup: (w) => {
+      w.replicaAbsent = true;
+      let fetches = 0;
+      w.hooks['secondary-fetch'] = () => {
+        if (++fetches !== 3) return;
+        w.seen.missing = w.daemon!.secondary.replicaMissing;
+        w.replicaAbsent = false; // the primary's first upload
+      };
+    },
+    check: (d, w) => {
+      assert.match(String(w.seen.missing), /^NODE_ROLE=secondary but the replica file:\/\/\S+ does not exist yet: /);
+      assert.equal(d.secondary.replicaMissing, null, 'no warning once the copy is restored');
+    },
+    states: ['restoring', 'serving', 'draining', 'stopped'], order: ['copy:exists', 'ready:restoring', 'copy:exists', 'ready:serving'] },
   { name: 'secondary: stop during its restore', role: 'secondary', stopAt: 'secondary-fetch', exit: 0,
     states: ['restoring', 'draining', 'stopped'], never: [`start:${VW}`] },
   { name: 'secondary: a refresh failing after Vaultwarden stopped brings it back on the previous copy', role: 'secondary', env: 'SECONDARY_SYNC_INTERVAL=60s\n',

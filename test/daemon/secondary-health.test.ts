@@ -4,7 +4,7 @@ import { Secondary, type SecondarySettings } from '../../agent/daemon/secondary.
 
 /** The standby's refresh_age follows its own interval, not HEALTHCHECK_MAX_SYNC_AGE alone. */
 function secondaryAt(settings: Partial<SecondarySettings>, now: { t: number }): Secondary {
-  const s: SecondarySettings = { serve: true, serverless: false, intervalMs: 3_600_000, maxSyncAgeMs: 600_000, leaseTtlMs: 60_000, replica: 's3://b/p', ...settings };
+  const s: SecondarySettings = { serve: true, serverless: false, intervalMs: 3_600_000, maxSyncAgeMs: 600_000, leaseTtlMs: 60_000, replica: 's3://b/p', replicaMissing: '', ...settings };
   return new Secondary({
     settings: s, clock: { now: () => now.t, sleep: async () => undefined },
   } as unknown as ConstructorParameters<typeof Secondary>[0]);
