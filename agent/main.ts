@@ -91,10 +91,12 @@ await yargs(process.argv.slice(2))
   .alias('h', 'help')
   .wrap(Math.min(110, process.stdout.columns || 100))
   .middleware((a) => setJsonOutput(Boolean(a.json)))
+  // --config= (empty) is a usage error like --config with no value, not "the file '' is missing".
+  .check((a) => a.config !== '' || 'Not enough arguments following: config (an empty --config names no file)')
   .fail((msg, err, y) => {
-    if (err && err.name !== 'YError') throw err; // yargs' own parse errors (e.g. --config without a value) are usage
+    if (err instanceof Error && err.name !== 'YError') throw err; // yargs' own parse errors (e.g. --config without a value) are usage
     void y;
-    msg = msg || err?.message || 'bad usage';
+    msg = msg || (err instanceof Error ? err.message : typeof err === 'string' ? err : '') || 'bad usage';
     // yargs' suggestion alone ("Did you mean status?") does not say what was wrong.
     if (/^Did you mean /.test(msg)) {
       const argv = process.argv.slice(2);

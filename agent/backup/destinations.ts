@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import type { Config } from '../config/config.ts';
+import { DEFAULT_RCLONE_CONFIG, type Config } from '../config/config.ts';
 import { run, spawnPiped, type RunResult } from '../exec.ts';
 import { log, scrub } from '../log.ts';
 import { FanOut } from './fanout.ts';
@@ -36,7 +36,8 @@ export function rcloneEnvOf(cfg: Pick<Config, 's3' | 'rcloneRemoteName' | 'rclon
     if (cfg.s3.acl) env[`${p}ACL`] = cfg.s3.acl;
     if (cfg.s3.noCheckBucket) env[`${p}NO_CHECK_BUCKET`] = 'true';
   }
-  return { ...env, ...cfg.rcloneEnv };
+  // The rclone config file the units can read (not root's home: ProtectHome=yes); RCLONE_CONFIG in the env file wins.
+  return { RCLONE_CONFIG: DEFAULT_RCLONE_CONFIG, ...env, ...cfg.rcloneEnv };
 }
 
 /**

@@ -23,8 +23,11 @@ export function checkConfigCommand(args: { config: string; json: boolean; strict
       vaultwardenPort: cfg.rocketPort,
       warnings: cfg.warnings,
     };
-    if (args.json) printJson(summary);
-    else if (strictFailed) {
+    if (args.json) {
+      // A strict failure is an error like any other with --json ({"error": …}), the summary beside it.
+      const failure = `check-config --strict failed: ${cfg.warnings.length} warning${cfg.warnings.length === 1 ? '' : 's'} in ${cfg.source}`;
+      printJson(strictFailed ? { error: { message: failure, key: null, value: null, allowed: null, hint: 'fix every warning listed, then run check-config --strict again', exitCode: EXIT.CONFIG }, ...summary } : summary);
+    } else if (strictFailed) {
       for (const w of cfg.warnings) process.stderr.write(`warning: ${w}\n`);
       process.stderr.write(`vwstream-agent: check-config --strict failed: ${cfg.warnings.length} warning${cfg.warnings.length === 1 ? '' : 's'} in ${cfg.source}\n`);
     } else {

@@ -91,7 +91,7 @@ function checkVaultwardenKeys(env: Map<string, EnvEntry>, where: (k: string) => 
   if (dbUrl) {
     const path = dbUrl.value.replace(/^sqlite:\/\//, '');
     if (path !== `${dataFolder}/db.sqlite3`) {
-      throw new ConfigError('DATABASE_URL', dbUrl.value, `expected the data folder's SQLite file ${dataFolder}/db.sqlite3 (only SQLite is replicated); remove the line`, where('DATABASE_URL'));
+      throw new ConfigError('DATABASE_URL', dbUrl.value.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:<hidden>@'), `expected the data folder's SQLite file ${dataFolder}/db.sqlite3 (only SQLite is replicated); remove the line`, where('DATABASE_URL'));
     }
   }
   const wal = env.get('ENABLE_DB_WAL');
@@ -104,13 +104,22 @@ function checkVaultwardenKeys(env: Map<string, EnvEntry>, where: (k: string) => 
   }
 }
 
-/** rclone's default config file for the agent (root), or $RCLONE_CONFIG. */
-export const DEFAULT_RCLONE_CONFIG = '/root/.config/rclone/rclone.conf';
+/**
+ * The rclone config file the agent's rclone reads (RCLONE_CONFIG in its environment, an
+ * env-file RCLONE_CONFIG= wins). Not root's ~/.config/rclone/rclone.conf: the units run
+ * with ProtectHome=yes, so a remote defined there would work from a root shell and fail
+ * in every timer backup. /etc/vwstream is readable inside the units.
+ */
+export const DEFAULT_RCLONE_CONFIG = '/etc/vwstream/rclone.conf';
+/** Where an operator's own rclone config usually is: checked only to say why it is not used. */
+const ROOT_RCLONE_CONFIG = '/root/.config/rclone/rclone.conf';
 
 export interface BuildOptions {
   dataFolder: string;
-  /** rclone's config file whose [sections] define remotes; default $RCLONE_CONFIG or DEFAULT_RCLONE_CONFIG. */
+  /** rclone's config file whose [sections] define remotes; default RCLONE_CONFIG or DEFAULT_RCLONE_CONFIG. */
   rcloneConfigPath?: string;
+  /** Root's own rclone config (tests). */
+  rootRcloneConfigPath?: string;
 }
 
 /** Validates a parsed env file into a Config. Throws ConfigError naming the first bad key. */
@@ -178,7 +187,7 @@ export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: B
   const vaultwardenEnv: Record<string, string> = {};
   for (const [k, e] of env) {
     if (k in SCHEMA && !['ROCKET_PORT', 'ROCKET_ADDRESS'].includes(k)) continue;
-    if (k.startsWith('RCLONE_CONFIG_')) { rcloneEnv[k] = e.value; continue; }
+    if (k.startsWith('RCLONE_CONFIG_') || k === 'RCLONE_CONFIG') { rcloneEnv[k] = e.value; continue; }
     vaultwardenEnv[k] = e.value;
   }
   const rocketPort = get(S.ROCKET_PORT);
@@ -257,7 +266,7 @@ export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: B
     secrets: [],
   };
   cfg.secrets = collectSecrets(env);
-  crossChecks(cfg, env, where, paths.rcloneConfigPath ?? raw('RCLONE_CONFIG') ?? process.env.RCLONE_CONFIG ?? DEFAULT_RCLONE_CONFIG);
+  crossChecks(cfg, env, where, paths.rcloneConfigPath ?? raw('RCLONE_CONFIG') ?? DEFAULT_RCLONE_CONFIG, paths.rootRcloneConfigPath ?? ROOT_RCLONE_CONFIG);
   return cfg;
 }
 
@@ -298,7 +307,7 @@ export function rcloneConfigRemotes(path: string): string[] | null {
 }
 
 /** Settings that are each valid but wrong together (errors), or likely mistakes (warnings). */
-function crossChecks(cfg: Config, env: Map<string, EnvEntry>, where: (k: string) => string, rcloneConfigPath: string): void {
+function crossChecks(cfg: Config, env: Map<string, EnvEntry>, where: (k: string) => string, rcloneConfigPath: string, rootRcloneConfig: string): void {
   const given = (k: string) => env.get(k) !== undefined && env.get(k)!.value !== '';
   // BACKUP_REMOTES: every remote must be defined somewhere rclone looks.
   const remotes = cfg.backup.remotes.filter((d) => !d.startsWith('/')).map((d) => d.slice(0, d.indexOf(':')));
@@ -313,9 +322,12 @@ function crossChecks(cfg: Config, env: Map<string, EnvEntry>, where: (k: string)
     for (const r of remotes) {
       if (defined.has(envRemote(r)) || fromFile === null || fromFile.includes(r)) continue;
       const s3Hint = cfg.s3 ? `, or use the S3 remote ${cfg.rcloneRemoteName}:` : '';
-      throw new ConfigError('BACKUP_REMOTES', env.get('BACKUP_REMOTES')?.value, `rclone remote "${r}" is not defined: define it with RCLONE_CONFIG_${envRemote(r)}_TYPE=… (and its other RCLONE_CONFIG_${envRemote(r)}_* settings) in ${cfg.source} or as [${r}] in ${rcloneConfigPath}${s3Hint}`, where('BACKUP_REMOTES'));
+      const inRoot = rcloneConfigPath !== rootRcloneConfig && (rcloneConfigRemotes(rootRcloneConfig) ?? []).includes(r)
+        ? ` (it is in ${rootRcloneConfig}, which the agent's units cannot read: they run with ProtectHome=yes)` : '';
+      throw new ConfigError('BACKUP_REMOTES', env.get('BACKUP_REMOTES')?.value, `rclone remote "${r}" is not defined${inRoot}: define it with RCLONE_CONFIG_${envRemote(r)}_TYPE=… (and its other RCLONE_CONFIG_${envRemote(r)}_* settings) in ${cfg.source} or as [${r}] in ${rcloneConfigPath}${s3Hint}`, where('BACKUP_REMOTES'));
     }
     if (fromFile === null) cfg.warnings.push(`${rcloneConfigPath} cannot be read: BACKUP_REMOTES remotes defined there were not checked`);
+    if (/^\/(root|home|run\/user)(\/|$)/.test(rcloneConfigPath)) cfg.warnings.push(`RCLONE_CONFIG=${rcloneConfigPath} is under a home directory, which the agent's units cannot read (ProtectHome=yes): move it to ${DEFAULT_RCLONE_CONFIG}`);
   }
   // Litestream: a snapshot must exist within the retention window.
   const ls = cfg.litestream;
@@ -382,7 +394,7 @@ function collectSecrets(env: Map<string, EnvEntry>): string[] {
   const secretKeys = Object.values(SCHEMA).filter((d) => d.secret).map((d) => d.key);
   const out: string[] = [];
   for (const [k, e] of env) {
-    const isSecret = secretKeys.includes(k) || (!(k in SCHEMA) && /(SECRET|PASSWORD|PASS|TOKEN|_KEY|SKEY|AUTHKEY)$/.test(k));
+    const isSecret = secretKeys.includes(k) || isSecretKey(k); // case-blind: backup_password is a password too
     if (isSecret && e.value.length >= 4 && !/^(true|false|\d+)$/i.test(e.value)) out.push(e.value);
   }
   return out;

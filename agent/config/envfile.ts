@@ -13,17 +13,54 @@ const KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** A key whose value must never be shown, not even in an error (the journal keeps it). */
 export function isSecretKey(key: string): boolean {
-  if (key in SCHEMA) return Boolean(SCHEMA[key as keyof typeof SCHEMA].secret);
-  return /(SECRET|PASSWORD|PASS|TOKEN|_KEY|SKEY|AUTHKEY)$/.test(key);
+  // Case-blind: a miscased backup_password is still a password (its value goes into errors).
+  const k = key.toUpperCase();
+  if (k in SCHEMA) return Boolean(SCHEMA[k as keyof typeof SCHEMA].secret);
+  return /(SECRET|PASSWORD|PASS|TOKEN|_KEY|SKEY|AUTHKEY)$/.test(k);
 }
 const shown = (key: string, value: string) => isSecretKey(key) ? '<hidden>' : value;
 
 /** A line that is not KEY=value, as an error may show it: never a secret-looking part. */
 function shownLine(raw: string): string {
+  // Such a line may be the wrapped tail of a secret (or several words of one): only a
+  // first word that looks like a key (and not a secret's) is shown.
   const words = raw.trim().split(/\s+/);
-  if (words.length === 1) return `<hidden: ${raw.trim().length} characters>`; // e.g. a wrapped secret
-  return isSecretKey(words[0]!) ? `${words[0]} …` : raw;
+  const first = words[0]!.replace(/=.*$/, '');
+  if (words.length > 1 && KEY_RE.test(first)) return `${first} … (${raw.trim().length} characters)`;
+  return `<hidden: ${raw.trim().length} characters>`;
 }
+
+/**
+ * How vwstream-agent 0.1.0 read the value part of one line (after `KEY=`): unquoted
+ * values literal (backslashes kept) up to a ` #` comment; "…" with \n \t \r and \X → X;
+ * '…' literal. Kept to warn where this version reads an existing file differently
+ * (a password read differently no longer decrypts the archives made before).
+ */
+function legacyValue(rest: string): string | undefined {
+  // After a closing quote 0.1.0 allowed only a comment (anything else was an error).
+  const endsThere = (after: string) => after.trim() === '' || after.trim().startsWith('#');
+  rest = rest.trimStart();
+  if (rest.startsWith('"')) {
+    let v = '';
+    let j = 1;
+    for (; j < rest.length && rest[j] !== '"'; j++) {
+      if (rest[j] === '\\' && j + 1 < rest.length) {
+        const c = rest[++j]!;
+        v += c === 'n' ? '\n' : c === 't' ? '\t' : c === 'r' ? '\r' : c;
+      } else v += rest[j];
+    }
+    return j >= rest.length || !endsThere(rest.slice(j + 1)) ? undefined : v;
+  }
+  if (rest.startsWith("'")) {
+    const end = rest.indexOf("'", 1);
+    return end < 0 || !endsThere(rest.slice(end + 1)) ? undefined : rest.slice(1, end);
+  }
+  const hash = rest.search(/\s#/);
+  return (hash >= 0 ? rest.slice(0, hash) : rest).trim();
+}
+
+/** A line that starts an assignment, as a value running over lines may swallow it. */
+const ASSIGNMENT_LINE = /^[ \t]*(export[ \t]+)?[A-Za-z_][A-Za-z0-9_]*=/;
 
 const isNl = (c: string | undefined) => c === '\n' || c === '\r';
 const isBlank = (c: string | undefined) => c === ' ' || c === '\t';
@@ -181,7 +218,7 @@ export function parseEnvFile(text: string, source = 'env file'): EnvMap {
       if (isBlank(ch)) {
         let j = i;
         while (isBlank(text[j])) j++;
-        if (text[j] === '#' && bashQuote === null) {
+        if (text[j] === '#') {
           issues.add('comment');
           while (i < n && !isNl(text[i])) i++;
           break;
@@ -202,6 +239,24 @@ export function parseEnvFile(text: string, source = 'env file'): EnvMap {
       value += ch; trailing = -1; i++;
     }
     if (mode === 'unquoted' && trailing >= 0) value = value.slice(0, trailing);
+
+    if (line > startLine) {
+      // A value over several lines (a quote, or a backslash at the end of a line): fine for
+      // a PEM key, but an unclosed quote silently swallows the settings after it.
+      const taken = text.slice(lineStart, i).split(/\r?\n/);
+      const k = taken.findIndex((l, idx) => idx > 0 && ASSIGNMENT_LINE.test(l));
+      if (k > 0) {
+        const other = ASSIGNMENT_LINE.exec(taken[k]!)![0].replace(/^[ \t]*(export[ \t]+)?/, '').replace(/=$/, '');
+        throw new ConfigError(key, isSecretKey(key) ? '<hidden>' : shownLine(taken[0]!.slice(taken[0]!.indexOf('=') + 1)),
+          `its value runs on from line ${startLine} over line ${startLine + k} (${other}=…), which is a setting of its own: a quote is not closed or the line ends with a backslash; close the quote or remove the backslash (${source} line ${startLine})`);
+      }
+    } else {
+      const old = legacyValue(text.slice(e + 1, i));
+      if (old !== undefined && old !== value) {
+        const what = isSecretKey(key) ? '' : `: now ${JSON.stringify(value)}, was ${JSON.stringify(old)}`;
+        warn(startLine, `${key} is read differently than by vwstream-agent 0.1.0 (backslashes and escapes follow systemd's rules now${what}); if it is a password, archives and logins made before the upgrade used the old reading: write the value you mean in single quotes (${key}='…')`);
+      }
+    }
 
     if (issues.size > 0) {
       const why: string[] = [];

@@ -23,9 +23,11 @@ test('the S3 remote is derived from S3_* under RCLONE_REMOTE_NAME; RCLONE_CONFIG
     RCLONE_CONFIG_S3_MAIN_TYPE: 's3', RCLONE_CONFIG_S3_MAIN_PROVIDER: 'Minio', RCLONE_CONFIG_S3_MAIN_ACCESS_KEY_ID: 'AKIDEXAMPLE',
     RCLONE_CONFIG_S3_MAIN_SECRET_ACCESS_KEY: 'SECRETEXAMPLE', RCLONE_CONFIG_S3_MAIN_REGION: 'eu-west-1', RCLONE_CONFIG_S3_MAIN_ENDPOINT: 'http://127.0.0.1:9000',
     RCLONE_CONFIG_S3_MAIN_FORCE_PATH_STYLE: 'true', RCLONE_CONFIG_S3_MAIN_ACL: 'private', RCLONE_CONFIG_S3_MAIN_NO_CHECK_BUCKET: 'true',
-    RCLONE_CONFIG_OFFSITE_TYPE: 'local',
+    RCLONE_CONFIG_OFFSITE_TYPE: 'local', RCLONE_CONFIG: '/etc/vwstream/rclone.conf',
   });
-  assert.deepEqual(rcloneEnvOf({ s3: null, rcloneRemoteName: 'S3', rcloneEnv: {} }), {});
+  // rclone reads /etc/vwstream/rclone.conf (visible in the units), never root's home; the env file's RCLONE_CONFIG wins.
+  assert.deepEqual(rcloneEnvOf({ s3: null, rcloneRemoteName: 'S3', rcloneEnv: {} }), { RCLONE_CONFIG: '/etc/vwstream/rclone.conf' });
+  assert.deepEqual(rcloneEnvOf({ s3: null, rcloneRemoteName: 'S3', rcloneEnv: { RCLONE_CONFIG: '/srv/rclone.conf' } }), { RCLONE_CONFIG: '/srv/rclone.conf' });
   const ctx = rcloneContext({ s3: null, rcloneRemoteName: 'S3', rcloneEnv: {}, rcloneFlags: ' --transfers 2  --retries 1 ' });
   assert.deepEqual(ctx.flags, [...RCLONE_DEFAULT_FLAGS, '--transfers', '2', '--retries', '1']); // operator flags come last and win
   assert.equal(joinRemote('r:', 'a'), 'r:a');

@@ -91,3 +91,21 @@ test('needs root: exit 77 (as a user that cannot read the 0600 config)', { skip:
   assert.match(String(j.error.message), /can be read only by root/);
   assert.equal(j.error.exitCode, 77);
 });
+
+test('an empty --config= is a usage error (64), as --config with no value', () => {
+  for (const args of [['check-config', '--config='], ['check-config', '--config']]) {
+    const r = cli(args);
+    assert.equal(r.code, EXIT.USAGE, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^vwstream-agent: Not enough arguments following: config/);
+  }
+});
+
+test('check-config --strict --json with a warning: the error object (exit 78) with the summary and warnings beside it', () => {
+  const r = cli(['check-config', '--strict', '--json', '--config', envFile('strict.env', 'VAULTWARDEN_BIN=/bin/true\nLOGLEVEL=debug\n')]);
+  assert.equal(r.code, EXIT.CONFIG);
+  const j = JSON.parse(r.stdout) as { error: Record<string, unknown>; ok: boolean; warnings: string[] };
+  assert.equal(j.error.exitCode, 78);
+  assert.match(String(j.error.message), /^check-config --strict failed: 1 warning in /);
+  assert.equal(j.ok, false);
+  assert.match(j.warnings[0]!, /LOGLEVEL .*did you mean LOG_LEVEL\?/);
+});

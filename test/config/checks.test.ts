@@ -14,7 +14,7 @@ const SRC = '/etc/vwstream/vwstream.env';
 const dir = mkdtempSync(join(tmpdir(), 'vws-checks-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const NO_CONF = join(dir, 'missing-rclone.conf');
-const build = (text: string, rcloneConfigPath = NO_CONF): Config => buildConfig(parseEnvFile(text, SRC), SRC, { dataFolder: '/var/lib/vaultwarden', rcloneConfigPath });
+const build = (text: string, rcloneConfigPath = NO_CONF, rootRcloneConfigPath = NO_CONF): Config => buildConfig(parseEnvFile(text, SRC), SRC, { dataFolder: '/var/lib/vaultwarden', rcloneConfigPath, rootRcloneConfigPath });
 function configError(text: string, rcloneConfigPath = NO_CONF): ConfigError {
   try { build(text, rcloneConfigPath); } catch (e) { if (e instanceof ConfigError) return e; throw e; }
   assert.fail(`expected a ConfigError for:\n${text}`);
@@ -87,6 +87,14 @@ test('BACKUP_REMOTES: each remote must be defined (S3 remote, RCLONE_CONFIG_*_TY
   writeFileSync(conf, '[b2-vault]\ntype = b2\naccount = x\n\n [crypted] \ntype = crypt\n');
   assert.deepEqual(build(`${base}BACKUP_REMOTES=b2-vault:bucket,crypted:\n`, conf).backup.remotes, ['b2-vault:bucket', 'crypted:']);
   assert.match(configError(`${base}BACKUP_REMOTES=b2vault:bucket\n`, conf).message, /rclone remote "b2vault" is not defined/);
+  // Defined only in root's own rclone.conf: the units cannot read it (ProtectHome=yes); said why.
+  assert.throws(() => build(`${base}BACKUP_REMOTES=b2-vault:bucket\n`, NO_CONF, conf), (err: unknown) => err instanceof ConfigError
+    && err.message.includes(`rclone remote "b2-vault" is not defined (it is in ${conf}, which the agent's units cannot read: they run with ProtectHome=yes): define it with RCLONE_CONFIG_B2_VAULT_TYPE=…`));
+  // RCLONE_CONFIG in the env file names the file; under a home directory it is a warning.
+  const viaEnv = (text: string) => buildConfig(parseEnvFile(text, SRC), SRC, { dataFolder: '/var/lib/vaultwarden', rootRcloneConfigPath: NO_CONF });
+  assert.deepEqual(viaEnv(`${base}BACKUP_REMOTES=b2-vault:bucket\nRCLONE_CONFIG=${conf}\n`).rcloneEnv, { RCLONE_CONFIG: conf });
+  assert.deepEqual(viaEnv(`${base}BACKUP_REMOTES=/srv/b,x:y\nRCLONE_CONFIG_X_TYPE=local\nRCLONE_CONFIG=/root/rc.conf\n`).warnings,
+    ['RCLONE_CONFIG=/root/rc.conf is under a home directory, which the agent\'s units cannot read (ProtectHome=yes): move it to /etc/vwstream/rclone.conf']);
   // An unreadable rclone.conf: remotes not checked, said so.
   const unreadable = join(dir, 'conf-dir');
   mkdirSync(unreadable);
@@ -161,4 +169,13 @@ test('replicaMissingWarning: only a secondary without a replica', () => {
     'NODE_ROLE=secondary but the replica s3://vault-bucket/prod/db does not exist yet: there is nothing to restore or follow; check that S3_BUCKET and S3_PREFIX (or LOCAL_REPLICA_PATH) match the primary\'s, or start the primary first');
   assert.equal(replicaMissingWarning(build('NODE_ROLE=secondary'), true), undefined);
   assert.equal(replicaMissingWarning(build('NODE_ROLE=primary'), false), undefined);
+});
+
+test('secrets: a miscased secret key is collected for scrubbing; a DATABASE_URL password is never shown', () => {
+  const c = buildConfig(parseEnvFile('admin_token=tok-123456789\n', SRC), SRC, { dataFolder: '/var/lib/vaultwarden', rcloneConfigPath: NO_CONF, rootRcloneConfigPath: NO_CONF });
+  assert.ok(c.secrets.includes('tok-123456789'), 'admin_token is a token whatever its case');
+  const e = configError('DATABASE_URL=mysql://vw:dbpass99@db/vw\n');
+  assert.equal(e.key, 'DATABASE_URL');
+  assert.ok(!e.message.includes('dbpass99'), e.message);
+  assert.match(e.message, /^DATABASE_URL="mysql:\/\/vw:<hidden>@db\/vw" is not valid/);
 });

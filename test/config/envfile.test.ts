@@ -23,12 +23,17 @@ function bashReads(text: string, keys: string[]): Record<string, string | undefi
 }
 const values = (env: Map<string, { value: string }>) => Object.fromEntries([...env].map(([k, v]) => [k, v.value]));
 
-test('the hand-written corpus: the parser reads what bash reads, with no warning but the duplicate', () => {
+test('the hand-written corpus: the parser reads what bash reads, with no warning but the duplicate and what 0.1.0 read otherwise', () => {
   const env = parseEnvFile(CORPUS_FILE, 'corpus.env');
   assert.deepEqual(values(env), CORPUS_EXPECTED);
   assert.deepEqual(bashReads(CORPUS_FILE, Object.keys(CORPUS_EXPECTED)), CORPUS_EXPECTED);
   const plainLines = CORPUS_FILE.split('\n').flatMap((l, i) => l.startsWith('PLAIN=') ? [i + 1] : []);
-  assert.deepEqual(env.warnings, [`PLAIN is set twice in corpus.env (lines ${plainLines[0]} and ${plainLines[1]}); the last one (line ${plainLines[1]}) wins, as for systemd and bash: remove the others`]);
+  const lineOf = (k: string) => CORPUS_FILE.split('\n').findIndex((l) => l.startsWith(`${k}=`)) + 1;
+  // 0.1.0 read escapes its own way: those lines are said (the values are the new reading).
+  const changed = env.warnings.filter((w) => w.includes('is read differently than by vwstream-agent 0.1.0'));
+  assert.deepEqual(changed.map((w) => w.replace(/: .*/, '')), [`corpus.env line ${lineOf('DQ')}`, `corpus.env line ${lineOf('UNQ_ESC')}`]);
+  assert.match(changed[1]!, /: now "a b#c\$d\\"e", was "a\\\\ b\\\\#c\\\\\$d\\\\\\"e"\)/);
+  assert.deepEqual(env.warnings.filter((w) => !changed.includes(w)), [`PLAIN is set twice in corpus.env (lines ${plainLines[0]} and ${plainLines[1]}); the last one (line ${plainLines[1]}) wins, as for systemd and bash: remove the others`]);
   assert.equal(env.get('PLAIN')!.line, plainLines[1]);
   assert.equal(env.get('DQ_MULTI')!.line, CORPUS_FILE.split('\n').findIndex((l) => l.startsWith('DQ_MULTI=')) + 1);
   assert.equal(env.get('UNQ_TRAIL')!.line, CORPUS_FILE.split('\n').findIndex((l) => l.startsWith('UNQ_TRAIL=')) + 1, 'line numbers count the lines of multi-line values');
@@ -108,11 +113,42 @@ test('a key set three times names every line', () => {
 
 test('a line that is not KEY=value names its line number; unterminated quotes and trailing text are errors', () => {
   assert.throws(() => parseEnvFile('A=1\nthis is wrong\n', '/etc/x.env'), (e: unknown) =>
-    e instanceof ConfigError && e.message === '/etc/x.env line 2="this is wrong" is not valid: expected KEY=value with KEY made of letters, digits and _');
+    e instanceof ConfigError && e.message === '/etc/x.env line 2="this … (13 characters)" is not valid: expected KEY=value with KEY made of letters, digits and _');
   assert.throws(() => parseEnvFile('A="x\ny\nthis is wrong\n', '/etc/x.env'), /unterminated double quote \(\/etc\/x.env line 1\)/);
   assert.throws(() => parseEnvFile('1A=x'), ConfigError);
   assert.throws(() => parseEnvFile('A="open'), /unterminated double quote/);
   assert.throws(() => parseEnvFile("A='open"), /unterminated single quote/);
   assert.throws(() => parseEnvFile('A="x" y'), /unexpected text after the closing quote/);
   assert.throws(() => parseEnvFile('S3_SECRET_ACCESS_KEY="abc'), (e: unknown) => e instanceof ConfigError && !e.message.includes('abc'));
+});
+
+test('a quote left open (or a trailing backslash) that would swallow the next settings is an error naming both lines, never the value', () => {
+  const open = 'VAULTWARDEN_BIN=/bin/true\nADMIN_TOKEN="abc-secret\nS3_BUCKET=my-vault\nS3_ACCESS_KEY_ID=AK\nDOMAIN="https://vw.example.org"\n';
+  assert.throws(() => parseEnvFile(open, '/etc/x.env'), (e: unknown) => e instanceof ConfigError && e.key === 'ADMIN_TOKEN'
+    && e.message === 'ADMIN_TOKEN="<hidden>" is not valid: its value runs on from line 2 over line 3 (S3_BUCKET=…), which is a setting of its own: a quote is not closed or the line ends with a backslash; close the quote or remove the backslash (/etc/x.env line 2)');
+  assert.throws(() => parseEnvFile('BACKUP_PASSWORD=hunter2secret\\\nS3_BUCKET=my-vault\n'), (e: unknown) => e instanceof ConfigError && e.key === 'BACKUP_PASSWORD' && !e.message.includes('hunter2'));
+  assert.throws(() => parseEnvFile("NOTE='it is\n  export S3_BUCKET=b\nx'\n"), /over line 2 \(S3_BUCKET=…\)/);
+  // A value over lines that takes in no setting stays allowed (a PEM key, a note).
+  assert.equal(parseEnvFile('PEM="-----BEGIN X-----\nAAAA\n-----END X-----"\nB=1\n').get('PEM')!.value, '-----BEGIN X-----\nAAAA\n-----END X-----');
+});
+
+test('an unquoted value with a lone quote still ends at " #" (as 0.1.0 read it)', () => {
+  const env = parseEnvFile("SMTP_FROM_NAME=Bob's vault # shown in mails\nP=a\"b # c\"\n");
+  assert.equal(env.get('SMTP_FROM_NAME')!.value, "Bob's vault");
+  assert.equal(env.get('P')!.value, 'a"b');
+});
+
+test('a value 0.1.0 read otherwise is said, with both readings unless it is a secret', () => {
+  const env = parseEnvFile('BACKUP_PASSWORD=pa\\#ss-word\nSHARE=\\\\server\\share\nOK=plain\n', 'f');
+  assert.deepEqual(env.warnings, [
+    "f line 1: BACKUP_PASSWORD is read differently than by vwstream-agent 0.1.0 (backslashes and escapes follow systemd's rules now); if it is a password, archives and logins made before the upgrade used the old reading: write the value you mean in single quotes (BACKUP_PASSWORD='…')",
+    `f line 2: SHARE is read differently than by vwstream-agent 0.1.0 (backslashes and escapes follow systemd's rules now: now "\\\\servershare", was "\\\\\\\\server\\\\share"); if it is a password, archives and logins made before the upgrade used the old reading: write the value you mean in single quotes (SHARE='…')`,
+  ]);
+  assert.ok(!env.warnings.join('\n').includes('ss-word'), 'no part of the secret');
+});
+
+test('a miscased secret key is still a secret: its value is never in an error', () => {
+  for (const text of ['backup_password="hunter2secret\n', 'admin_token="hunter2secret" trailing\n']) {
+    assert.throws(() => parseEnvFile(text), (e: unknown) => e instanceof ConfigError && !e.message.includes('hunter2') && e.value === '<hidden>', text);
+  }
 });

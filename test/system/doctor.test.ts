@@ -123,7 +123,7 @@ test('doctor: all ok on RGW (conditional writes enforced); each broken setting �
   });
   assert.ok(!JSON.stringify(wrong.lines).includes(WRONG), 'the secret key is printed');
   assert.ok(!JSON.stringify(wrong.lines).includes(rgw.secretKey), 'the real secret key is printed');
-  await broken('typo key', { SYNC_INCLUDE_ATACHMENTS: 'false' }, { config: /SYNC_INCLUDE_ATACHMENTS \(\/etc\/vwstream\/vwstream\.env line \d+\) .*typo.*→ correct or remove that line/ });
+  await broken('typo key', { SYNC_INCLUDE_ATACHMENTS: 'false' }, { config: /SYNC_INCLUDE_ATACHMENTS \(\/etc\/vwstream\/vwstream\.env line \d+\) .*did you mean SYNC_INCLUDE_ATTACHMENTS\?.*→ correct or remove that line/ });
   await broken('VAULTWARDEN_BIN missing', { VAULTWARDEN_BIN: '/opt/vaultwarden/missing' }, { vaultwarden: /\/opt\/vaultwarden\/missing: no such file → install Vaultwarden at \/opt\/vaultwarden\/missing, or set VAULTWARDEN_BIN/ });
   await broken('web vault missing', {}, { 'web-vault': /no web vault at \/var\/lib\/vaultwarden\/web-vault\/ \(index\.html missing.*WEB_VAULT_ENABLED=false/ },
     () => h!.host.sh('mv /var/lib/vaultwarden/web-vault /var/lib/vaultwarden/web-vault.off').then(() => undefined),
