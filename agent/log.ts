@@ -31,6 +31,8 @@ export const MAX_VALUE_BYTES = 1024;
 const EXIT_DRAIN_MS = 300;
 /** The longest a line waits for journald's full queue (once per stall: a stuck journald costs one wait). */
 export const EAGAIN_WAIT_MS = 50;
+/** The most the EAGAIN waits may take in any one second (they block the event loop). */
+export const WAIT_BUDGET_MS = 100;
 const EAGAIN = 11;
 /** Keys of pino's own that are not fields: the level is VWSTREAM_LEVEL, msg and time are in MESSAGE. */
 const SKIP = new Set(['level', 'time', 'msg']);
@@ -193,6 +195,7 @@ export function createSink(mode: LogMode, out: { write(s: string): unknown }, ad
   const stats: LogStats = { mode, sent: 0, fallbacks: 0, lastError: 0 };
   const cell = new Int32Array(new SharedArrayBuffer(4));
   let stalled = false;
+  const budget = { since: 0, waited: 0 };
   return {
     stats,
     write(s: string): void {
@@ -203,12 +206,17 @@ export function createSink(mode: LogMode, out: { write(s: string): unknown }, ad
         // Queue full (net.unix.max_dgram_qlen: 512 under systemd, the kernel's 10 in a
         // container): give journald a moment to read, so a burst keeps its order and its
         // fields; once it did not catch up in time, no more waiting until a send works.
+        // The waits block the event loop (the lease renewal, the watchdog): at most
+        // WAIT_BUDGET_MS of them in any second, however many lines a burst holds.
         if (rc === EAGAIN && !stalled) {
-          const deadline = Date.now() + EAGAIN_WAIT_MS;
+          const now = Date.now();
+          if (now - budget.since >= 1000) { budget.since = now; budget.waited = 0; }
+          const deadline = now + Math.min(EAGAIN_WAIT_MS, WAIT_BUDGET_MS - budget.waited);
           while (rc === EAGAIN && Date.now() < deadline) {
             Atomics.wait(cell, 0, 0, 0.2);
             rc = addon.send(entry);
           }
+          budget.waited += Date.now() - now;
           if (rc === EAGAIN) stalled = true;
         }
         if (rc === 0) {

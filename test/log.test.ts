@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import {
-  createLogger, createSink, fieldName, prefixLines, isJournalStream, journalEntry, linePriority, MAX_FIELDS, MAX_VALUE_BYTES, scrub, setSecrets,
+  createLogger, createSink, fieldName, prefixLines, isJournalStream, journalEntry, linePriority, MAX_FIELDS, MAX_VALUE_BYTES, scrub, setSecrets, WAIT_BUDGET_MS,
   type JournalAddon,
 } from '../agent/log.ts';
 
@@ -330,4 +330,17 @@ sys.stdin.readline()`;
   } finally {
     child.kill();
   }
+});
+
+test('a slow journald that takes each line only after a wait: the waits stay within WAIT_BUDGET_MS per second', () => {
+  // Each line meets a full queue, and the queue frees only after ~20 ms: without a budget a
+  // burst of 50 lines would block the event loop for a second.
+  let freeAt = Date.now() + 20;
+  const addon: JournalAddon = { open: () => 0, send: () => { const now = Date.now(); if (now < freeAt) return 11; freeAt = now + 20; return 0; }, pending: () => 0 };
+  const { log, sink } = capture('journal', addon);
+  const t0 = Date.now();
+  for (let i = 0; i < 50; i++) log.info(`burst ${i}`);
+  const took = Date.now() - t0;
+  assert.ok(took < 250, `50 lines blocked for ${took} ms (budget ${WAIT_BUDGET_MS} ms per second)`);
+  assert.equal(sink.stats.sent + sink.stats.fallbacks, 50, 'every line kept: sent or on stdout');
 });

@@ -123,7 +123,7 @@ export class Fencing implements LeaseEvents {
     const st = this.machine.state;
     if (this.hooks.stopping() || !['starting', 'waiting', 'restoring', 'replicating', 'serving', 'degraded'].includes(st)) {
       // A drain (or a failure's) is under way: it goes on without Litestream; nothing restarts.
-      log.info({ was: this.suspended, state: st }, 'lease renewed again during the stop: the drain goes on without restarting Litestream');
+      log.info({ was: this.suspended, during: st }, 'lease renewed again during the stop: the drain goes on without restarting Litestream');
       return;
     }
     const starting = st !== 'serving' && st !== 'degraded';

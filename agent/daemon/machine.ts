@@ -88,7 +88,7 @@ export class StateMachine {
     this.history.push({ at: this.since, event, from, to, detail });
     if (this.history.length > 200) this.history.shift();
     const level = to === 'failed' || to === 'refused' || to === 'fenced' ? 'error' : to === 'degraded' ? 'warn' : 'info';
-    log[level]({ state: to, from, ...fields }, `${to}: ${detail}`);
+    log[level]({ ...fields, state: to, from }, `${to}: ${detail}`);
     await this.sink.status(`${to}: ${detail}`).catch(() => undefined);
     return true;
   }

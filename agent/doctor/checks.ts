@@ -32,7 +32,7 @@ export const CLOCK_FAIL_MS = 60_000;
 const ok = (check: string, detail: string): CheckResult => ({ check, level: 'ok', detail, fix: null });
 const warn = (check: string, detail: string, fix: string | null): CheckResult => ({ check, level: 'warn', detail, fix });
 const fail = (check: string, detail: string, fix: string): CheckResult => ({ check, level: 'fail', detail, fix });
-const sec = (ms: number) => `${Math.round(ms / 1000)} s`;
+const sec = (ms: number) => `${ms < 10_000 && ms % 1000 !== 0 ? (ms / 1000).toFixed(1) : Math.round(ms / 1000)} s`;
 
 /** What the checks touch outside themselves; tests pass fakes. */
 export interface DoctorEnv {
@@ -57,14 +57,35 @@ export interface S3ProbeResult {
 }
 
 /** Runs fn with a bound: a check that does not settle in time is a FAIL naming the bound. */
+/**
+ * Clean-ups (the scratch object's DELETE) still in flight when a check's bound cut it
+ * off: each has its own timeout, and runDoctor waits for them so nothing is left behind.
+ */
+const pendingCleanups = new Set<Promise<unknown>>();
+export function cleanupLater(p: Promise<unknown>): Promise<unknown> {
+  const q = p.catch(() => undefined).finally(() => pendingCleanups.delete(q));
+  pendingCleanups.add(q);
+  return q;
+}
+export async function awaitCleanups(): Promise<void> {
+  while (pendingCleanups.size > 0) await Promise.allSettled([...pendingCleanups]);
+}
+const CLEANUP_MS = 5_000;
+
 export async function bounded(check: string, ms: number, fn: (signal: AbortSignal) => Promise<CheckResult | CheckResult[]>, fix: string, what?: string): Promise<CheckResult[]> {
   const ac = new AbortController();
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<CheckResult[]>((resolve) => {
-    timer = setTimeout(() => { ac.abort(new Error(`no answer within ${sec(ms)}`)); resolve([fail(check, `${what ? `${what}: ` : ''}no answer within ${sec(ms)}`, fix)]); }, ms);
-  });
+  const work = fn(ac.signal).then((r) => (Array.isArray(r) ? r : [r]));
+  const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), ms); });
   try {
-    return await Promise.race([fn(ac.signal).then((r) => (Array.isArray(r) ? r : [r])), timeout]);
+    const r = await Promise.race([work, timeout]);
+    if (r !== 'timeout') return r;
+    // Cut off: abort, then give the check its clean-up (a scratch object's DELETE) before answering.
+    ac.abort(new Error(`no answer within ${sec(ms)}`));
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([work.catch(() => undefined), new Promise((res) => { grace = setTimeout(res, CLEANUP_MS + 1_000); })]);
+    clearTimeout(grace);
+    return [fail(check, `${what ? `${what}: ` : ''}no answer within ${sec(ms)}`, fix)];
   } catch (err) {
     return [fail(check, errorMessage(err), fix)];
   } finally {
@@ -273,14 +294,18 @@ export async function realS3Probe(s3: S3Settings, signal: AbortSignal, makeClien
     try {
       got = await timed(async () => (await client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: key }), { abortSignal: signal })).Body!.transformToString());
     } catch (err) {
-      await client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: key }), { abortSignal: signal }).catch(() => undefined);
+      // Not with `signal`: when the bound cut the GET off, it is aborted already.
+      await cleanupLater(client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: key }), { abortSignal: AbortSignal.timeout(CLEANUP_MS) }));
       throw err;
     }
-    const del = await timed(() => client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: key }), { abortSignal: signal }));
+    const del = await timed(() => client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: key }), { abortSignal: signal })).catch(async (err) => {
+      await cleanupLater(client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: key }), { abortSignal: AbortSignal.timeout(CLEANUP_MS) }));
+      throw err;
+    });
     if (got.v !== body) throw new Error(`read back ${got.v.length} bytes that differ from the ${body.length} written to ${key}`);
     let conditional: S3ProbeResult['conditional'];
     try {
-      conditional = await new S3LeaseStore(s3, client).probe(signal);
+      conditional = await new S3LeaseStore(s3, client).probe(signal, cleanupLater);
     } catch (err) {
       if (signal.aborted) throw err;
       conditional = { error: describeS3Error(err) };
@@ -448,6 +473,7 @@ export async function runDoctor(configPath: string, env: DoctorEnv, load: (p: st
   const rest = (await Promise.all([...cfgChecks, disk, timers])).flat();
   const oneLine = (t: string) => scrub(t).split('\n').map((l) => l.trim()).filter(Boolean).join(' | ');
   const results = [...configResults, ...rest, socketResult].map((r) => ({ ...r, detail: oneLine(r.detail), fix: r.fix === null ? null : oneLine(r.fix) }));
+  await awaitCleanups();
   return { results, configLoaded: cfg !== null, ms: env.now() - t0 };
 }
 

@@ -157,7 +157,8 @@ export class S3LeaseStore implements LeaseStore {
    * enforces preconditions refuses the second (412, or 409 on AWS under concurrency); one
    * that ignores them (fauxqs, s3rver) overwrites. The probe object is deleted afterwards.
    */
-  async probe(signal?: AbortSignal): Promise<ConditionalSupport> {
+  /** `track` is handed the clean-up DELETE (its own 5 s bound, not `signal`, which may be aborted already). */
+  async probe(signal?: AbortSignal, track: (p: Promise<unknown>) => Promise<unknown> = (p) => p.catch(() => undefined)): Promise<ConditionalSupport> {
     const key = [this.key.split('/').slice(0, -1).join('/'), `.vwstream-probe-${randomBytes(8).toString('hex')}`].filter(Boolean).join('/');
     const put = (n: number) => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: `probe ${n}`, IfNoneMatch: '*' }), { abortSignal: signal });
     try {
@@ -171,7 +172,7 @@ export class S3LeaseStore implements LeaseStore {
         throw err;
       }
     } finally {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }).catch(() => undefined);
+      await track(this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: AbortSignal.timeout(5_000) }));
     }
   }
 }

@@ -204,9 +204,10 @@ test('no S3_BUCKET: the directory replica writable → ok (scratch file removed)
 test('bounded: a check that hangs is a FAIL after its bound, and its signal is aborted', async () => {
   let aborted = false;
   const t0 = Date.now();
-  const r = await bounded('s3', 200, (signal) => new Promise(() => { signal.addEventListener('abort', () => { aborted = true; }); }), 'check S3', 's3://vault/');
+  // A hung request that honours its signal (as the SDK's and rclone's do): the FAIL comes right after the bound.
+  const r = await bounded('s3', 200, (signal) => new Promise((_, reject) => { signal.addEventListener('abort', () => { aborted = true; reject(signal.reason); }); }), 'check S3', 's3://vault/');
   assert.ok(Date.now() - t0 < 1_000, `took ${Date.now() - t0} ms`);
-  assert.deepEqual(r, [{ check: 's3', level: 'fail', detail: 's3://vault/: no answer within 0 s', fix: 'check S3' }]);
+  assert.deepEqual(r, [{ check: 's3', level: 'fail', detail: 's3://vault/: no answer within 0.2 s', fix: 'check S3' }]);
   assert.equal(aborted, true);
   const thrown = await bounded('x', 1_000, async () => { throw new Error('boom'); }, 'fix it');
   assert.equal(thrown[0]!.detail, 'boom');
@@ -392,4 +393,32 @@ test('runDoctor: promote\'s role-override file wins over NODE_ROLE for the timer
   const promoted = await runDoctor(cfgPath, { ...env, agentStatus: async () => ({ state: 'serving' }) });
   // The socket is absent in this fake, so the state is unknown: "not serving yet" is a warning, not ok.
   assert.deepEqual(promoted.results.filter((x) => x.check === 'timer').map((x) => x.level), ['warn', 'warn']);
+});
+
+test('S3 frozen after the scratch PUT: the bound cuts the check off, and the scratch object is still deleted before doctor ends', async () => {
+  const { createServer } = await import('node:http');
+  const { awaitCleanups, bounded, realS3Probe } = await import('../../agent/doctor/checks.ts');
+  const seen: string[] = [];
+  const hung: import('node:http').ServerResponse[] = [];
+  const srv = createServer((req, res) => {
+    seen.push(`${req.method} ${req.url?.replace(/\?.*/, '')}`);
+    req.resume();
+    if (req.method === 'PUT') { res.writeHead(200, { ETag: '"x"', Date: new Date().toUTCString() }); res.end(); return; }
+    if (req.method === 'GET') { hung.push(res); return; } // never answers
+    res.writeHead(204); res.end();
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  try {
+    const port = (srv.address() as { port: number }).port;
+    const s3 = { provider: 'Other', bucket: 'b', endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', accessKeyId: 'AK', secretAccessKey: 'SK', prefix: 'vw', acl: undefined, noCheckBucket: true, forcePathStyle: true, skipVerify: false };
+    const r = await bounded('s3', 800, (signal) => realS3Probe(s3, signal).then(() => ({ check: 's3', level: 'ok' as const, detail: '', fix: null })), 'fix');
+    assert.equal(r[0]!.level, 'fail');
+    await awaitCleanups();
+    const put = seen.find((x) => x.startsWith('PUT '))!;
+    assert.ok(put, JSON.stringify(seen));
+    assert.ok(seen.includes(put.replace(/^PUT/, 'DELETE')), `the scratch object is deleted: ${JSON.stringify(seen)}`);
+  } finally {
+    for (const res of hung) res.destroy();
+    srv.close();
+  }
 });
