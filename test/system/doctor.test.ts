@@ -104,12 +104,12 @@ test('doctor: all ok on RGW (conditional writes enforced); each broken setting â
   console.log(`# doctor (all ok, text) in ${text.ms} ms:\n${text.out.replace(/^/gm, '#   ')}`);
 
   // One thing broken at a time; only that check FAILs.
-  const broken = async (what: string, over: Record<string, string>, expect: Record<string, RegExp>, prep?: () => Promise<void>, undo?: () => Promise<void>) => {
+  const broken = async (what: string, over: Record<string, string>, expect: Record<string, RegExp>, prep?: () => Promise<void>, undo?: () => Promise<void>, code = 1) => {
     await writeEnv(h!.host, { ...env, ...over });
     await prep?.();
     const r = await doctor(h!);
     await undo?.();
-    assert.equal(r.code, 1, `${what}: exit ${r.code}\n${show(r.lines)}`);
+    assert.equal(r.code, code, `${what}: exit ${r.code}\n${show(r.lines)}`);
     const f = failing(r.lines);
     assert.deepEqual(f.map((l) => l.check).sort(), Object.keys(expect).sort(), `${what}:\n${show(r.lines)}`);
     for (const [c, re] of Object.entries(expect)) assert.match(`${f.find((l) => l.check === c)!.detail} â†’ ${f.find((l) => l.check === c)!.fix}`, re, what);
@@ -128,7 +128,9 @@ test('doctor: all ok on RGW (conditional writes enforced); each broken setting â
   await broken('web vault missing', {}, { 'web-vault': /no web vault at \/var\/lib\/vaultwarden\/web-vault\/ \(index\.html missing.*WEB_VAULT_ENABLED=false/ },
     () => h!.host.sh('mv /var/lib/vaultwarden/web-vault /var/lib/vaultwarden/web-vault.off').then(() => undefined),
     () => h!.host.sh('mv /var/lib/vaultwarden/web-vault.off /var/lib/vaultwarden/web-vault').then(() => undefined));
-  await broken('backup remote that does not exist', { BACKUP_REMOTES: `S3:${BUCKET}/backups,offsite:vault` }, { 'remote offsite:vault': /rclone has no remote "offsite".*â†’ define it: RCLONE_CONFIG_OFFSITE_TYPE=/ });
+  // An undefined remote is a config error (78, as at start): the config line says which and how to define it.
+  await broken('backup remote that does not exist', { BACKUP_REMOTES: `S3:${BUCKET}/backups,offsite:vault` },
+    { config: /BACKUP_REMOTES="S3:vault-doctor\/backups,offsite:vault" is not valid: rclone remote "offsite" is not defined: define it with RCLONE_CONFIG_OFFSITE_TYPE=/ }, undefined, undefined, 78);
   await writeEnv(h.host, env);
 
   // The agent stopped: doctor still runs; what the agent runs is "not running", not a failure.
