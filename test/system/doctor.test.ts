@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { startRgw, type S3Server } from './harness.ts';
+import { s3ClientFor, startRgw, type S3Server } from './harness.ts';
 import { agentHost, s3Env, startAgentQuick, waitFor, waitServing, writeEnv, type AgentHost } from './common.ts';
 
 interface Line { check: string; ok: boolean; level: 'ok' | 'warn' | 'fail'; detail: string; fix: string | null }
@@ -22,11 +22,7 @@ let h: AgentHost | undefined;
 let client: S3Client;
 before(async () => {
   rgw = await startRgw();
-  client = new S3Client({
-    region: 'us-east-1', endpoint: rgw.endpoint, forcePathStyle: true, maxAttempts: 1,
-    credentials: { accessKeyId: rgw.accessKey, secretAccessKey: rgw.secretKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  client = s3ClientFor(rgw);
 });
 after(async () => {
   client?.destroy();

@@ -1,6 +1,7 @@
 // System-test harness: real Debian 12 hosts under systemd-nspawn, an S3 emulator (fauxqs) or a Ceph RGW on
 // loopback, and helpers for the Vaultwarden stand-in (test/fixtures/vaultwarden-standin.mjs).
 // Must run as root.
+import { S3Client } from '@aws-sdk/client-s3';
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -686,6 +687,15 @@ function reapStaleRgw(): void {
  * losing conditional PUT in a race may answer 500. pause()/resume() stop and continue
  * radosgw only (an S3 outage that hangs); the cluster below keeps running.
  */
+/** A client of a test S3 server (path style, one attempt, checksums only where required). */
+export function s3ClientFor(s3: Pick<S3Server, 'endpoint' | 'accessKey' | 'secretKey'>): S3Client {
+  return new S3Client({
+    region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, maxAttempts: 1,
+    credentials: { accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+}
+
 export async function startRgw(): Promise<S3Server> {
   installHooks();
   fs.mkdirSync(HOSTS_DIR, { recursive: true });

@@ -17,7 +17,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { startRgw, type Host, type S3Server } from './harness.ts';
+import { s3ClientFor, startRgw, type Host, type S3Server } from './harness.ts';
 import { agentHost, journalTail, s3Env, startAgentQuick, statusJson, userUuids, waitDbSynced, waitFilesSynced, waitFor, type AgentHost } from './common.ts';
 
 const AGENT = 'vwstream-agent.service';
@@ -31,11 +31,7 @@ let rgw: S3Server;
 let client: S3Client;
 before(async () => {
   rgw = await startRgw();
-  client = new S3Client({
-    region: 'us-east-1', endpoint: rgw.endpoint, forcePathStyle: true, maxAttempts: 1,
-    credentials: { accessKeyId: rgw.accessKey, secretAccessKey: rgw.secretKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  client = s3ClientFor(rgw);
 });
 after(async () => {
   for (const h of hosts) await h.host.destroy().catch(() => undefined);

@@ -11,15 +11,9 @@ import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, PutObjectComm
 import { LeaseKeeper } from '../../agent/replication/lease-keeper.ts';
 import { S3LeaseStore, newLease, type Identity } from '../../agent/replication/lease.ts';
 import type { S3Settings } from '../../agent/config/config.ts';
-import { startRgw, startS3, type S3Server } from './harness.ts';
+import { s3ClientFor, startRgw, startS3, type S3Server } from './harness.ts';
 
-function clientFor(s3: S3Server): S3Client {
-  return new S3Client({
-    region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, maxAttempts: 1,
-    credentials: { accessKeyId: s3.accessKey, secretAccessKey: s3.secretKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED',
-  });
-}
+const clientFor = s3ClientFor;
 const settings = (bucket: string, prefix: string) => ({ bucket, prefix }) as S3Settings;
 const status = (e: unknown) => (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
 async function putStatus(c: S3Client, input: ConstructorParameters<typeof PutObjectCommand>[0]): Promise<number> {
