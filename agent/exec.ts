@@ -17,6 +17,9 @@ export interface RunOptions {
   timeoutMs?: number;
   input?: string;
   cwd?: string;
+  /** Run as this user (the agent is root). */
+  uid?: number;
+  gid?: number;
   /** Throw on non-zero exit (default true). */
   reject?: boolean;
   /** Called with each line the child writes to stdout or stderr, as it comes (progress). */
@@ -26,7 +29,7 @@ export interface RunOptions {
 export interface RunResult { stdout: string; stderr: string; exitCode: number; timedOut: boolean }
 
 /** What every child gets: the explicit env, a hard timeout (SIGTERM, SIGKILL 5 s later), no throwing. */
-function baseOptions(opts: Pick<RunOptions, 'env' | 'timeoutMs' | 'cwd'>) {
+function baseOptions(opts: Pick<RunOptions, 'env' | 'timeoutMs' | 'cwd' | 'uid' | 'gid'>) {
   return {
     env: { ...BASE_ENV, ...opts.env },
     extendEnv: false,
@@ -36,6 +39,8 @@ function baseOptions(opts: Pick<RunOptions, 'env' | 'timeoutMs' | 'cwd'>) {
     reject: false,
     stripFinalNewline: true,
     ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   };
 }
 

@@ -17,6 +17,7 @@ import { restoreCommand } from './cli/restore.ts';
 import { runDaemon } from './cli/run.ts';
 import { asideListCommand, asidePruneCommand } from './cli/aside.ts';
 import { healthCommand, statusCommand } from './cli/status.ts';
+import { vaultwardenInstallCommand, vaultwardenRollbackCommand } from './cli/vaultwarden.ts';
 import { PATHS } from './paths.ts';
 import { reportError, setJsonOutput, wantsJson, type GlobalArgs } from './cli/common.ts';
 import { AgentError } from './errors.ts';
@@ -80,6 +81,31 @@ await yargs(process.argv.slice(2))
       )
       .epilogue('Exit codes: 0 ok, 1 failed (the folder cannot be read), 64 usage, 77 not root, 78 config.'),
     (a) => asideListCommand(g(a)),
+  )
+  .command(
+    'vaultwarden',
+    'Vaultwarden itself: install it from its official image (no Docker needed) and roll an upgrade back',
+    (y) => y
+      .command(
+        'install',
+        `Install Vaultwarden and its web vault from an OCI image (default VAULTWARDEN_IMAGE, Docker Hub's vaultwarden/server) into ${PATHS.vaultwardenDir}/<version>, every blob checked against its sha256; switched to atomically, the previous version kept for rollback, older ones removed. Nothing changes on a failure. It runs from the agent's next start (the database is snapshotted before it migrates)`,
+        (yy) => yy
+          .version(false)
+          .option('version', { type: 'string', requiresArg: true, describe: 'The version (the image tag), e.g. 1.32.7; default VAULTWARDEN_VERSION, else latest' })
+          .option('image', { type: 'string', requiresArg: true, describe: 'An image reference instead of VAULTWARDEN_IMAGE, e.g. vaultwarden/server:1.32.7 or registry.example/vw@sha256:…' })
+          .epilogue('Exit codes: 0 ok, 1 failed (registry unreachable, unknown tag, no linux/amd64, digest mismatch, disk full: nothing changed), 64 usage, 77 not root, 78 config.'),
+        (a) => vaultwardenInstallCommand({ ...g(a), ...(a.version ? { version: String(a.version) } : {}), ...(a.image ? { image: a.image } : {}) }),
+      )
+      .command(
+        'rollback',
+        'Undo the last upgrade: drain, put back the previous version and the snapshot taken before the upgrade (the newer database is kept aside), start. Refused (65) when rows changed since the upgrade unless --force',
+        (yy) => yy
+          .option('force', { type: 'boolean', default: false, describe: 'Roll back even though rows were written since the upgrade (they stay in the newer database, kept aside)' })
+          .epilogue('Exit codes: 0 ok, 1 failed, 64 usage, 65 refused (writes since the upgrade; --force), 77 not root, 78 config.'),
+        (a) => vaultwardenRollbackCommand({ ...g(a), force: a.force }),
+      )
+      .demandCommand(1, 'Name a vaultwarden command: install or rollback'),
+    () => undefined,
   )
   // Hidden: prints the bash completion script (the package ships it, made at build time).
   .completion('completion', false)

@@ -30,6 +30,8 @@ export const PATHS = {
   /** Written by `promote`: the role that overrides NODE_ROLE (delete it to undo). */
   roleOverride: '/var/lib/vwstream/role-override',
   litestreamBin: '/usr/lib/vwstream-agent/bin/litestream',
+  /** Vaultwarden versions installed from its image: `<version>/` each, `current` and `previous` links. */
+  vaultwardenDir: '/var/lib/vwstream/vaultwarden',
   defaultVaultwardenBin: '/usr/bin/vaultwarden',
 } as const;
 

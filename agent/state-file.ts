@@ -20,6 +20,26 @@ export interface PersistentState {
   lastDbSync?: string;
   /** The last restore drill (`vwstream-agent verify`): its one-line verdict. */
   lastVerify?: { at: string; ok: boolean; summary: string; ms: number };
+  vaultwarden?: VaultwardenState;
+}
+
+/** Which Vaultwarden ran on this database, and the way back from its last upgrade. */
+export interface VaultwardenState {
+  /** The version the agent last started on this host's database (what answered /alive). */
+  lastRan?: { version: string; at: string; bin: string };
+  /** The last upgrade: the snapshot taken before `to` first started, and the row marker taken once it answered. */
+  upgrade?: { from: string | null; to: string; at: string; snapshot: string; bytes: number; ms: number; marker?: string };
+  /** After a rollback: VAULTWARDEN_VERSION still naming `version` does not upgrade again until the pin changes. */
+  hold?: { version: string; since: string; runs: string };
+  lastRollback?: { at: string; from: string; to: string; newerKeptAt: string; forced: boolean; changedRows: number | null };
+  /** The last failed install at start (VAULTWARDEN_VERSION), for its back-off. */
+  pullFailure?: { image: string; at: string; failures: number; error: string };
+}
+
+/** Changes the `vaultwarden` part of the state (read-modify-write under the state's lock). */
+export async function updateVaultwardenState(change: (v: VaultwardenState) => VaultwardenState, path: string = PATHS.stateFile): Promise<VaultwardenState> {
+  const next = await mutateState((s) => ({ ...s, vaultwarden: change({ ...s.vaultwarden }) }), path);
+  return next.vaultwarden ?? {};
 }
 
 export function readState(path: string = PATHS.stateFile): PersistentState {

@@ -1,3 +1,4 @@
+import type { VaultwardenReport } from '../vaultwarden/lifecycle.ts';
 import type { TailscaleReport } from '../tailscale/tailscale.ts';
 
 /** The daemon's state, as `status` prints it and as STATUS= carries it. */
@@ -60,7 +61,7 @@ export interface StatusReport {
   roleOverride: string | null;
   backup: { enabled: boolean; cron: string; nextRun: string | null; last: { at: string; ok: boolean; name: string; detail: string } | null };
   units: Record<string, UnitSummary>;
-  vaultwarden: { url: string; alive: boolean };
+  vaultwarden: { url: string; alive: boolean } & Partial<VaultwardenReport>;
   litestream: {
     snapshotInterval: string; retention: string; syncInterval: string; profile: string;
     /** Effective values set explicitly (LITESTREAM_SNAPSHOT_INTERVAL / LITESTREAM_RETENTION) instead of by the profile. */

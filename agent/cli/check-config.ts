@@ -1,6 +1,8 @@
-import { checkVaultwardenBin, replicaUrl } from '../config/config.ts';
+import { replicaUrl } from '../config/config.ts';
 import { formatHuman } from '../config/duration.ts';
-import { EXIT } from '../errors.ts';
+import { ConfigError, EXIT } from '../errors.ts';
+import { chooseVaultwarden } from '../vaultwarden/choose.ts';
+import { chosenBinProblem } from '../vaultwarden/start.ts';
 import { configFor, printJson, runCommand } from './common.ts';
 
 /**
@@ -10,7 +12,9 @@ import { configFor, printJson, runCommand } from './common.ts';
 export function checkConfigCommand(args: { config: string; json: boolean; strict?: boolean }): Promise<never> {
   return runCommand(async () => {
     const cfg = configFor(args);
-    checkVaultwardenBin(cfg);
+    const vw = chooseVaultwarden(cfg);
+    const binProblem = chosenBinProblem(cfg, vw);
+    if (binProblem) throw new ConfigError(binProblem.key, binProblem.value, `${binProblem.message}: ${binProblem.hint}`);
     const strictFailed = Boolean(args.strict) && cfg.warnings.length > 0;
     const summary = {
       ok: !strictFailed,
@@ -19,7 +23,8 @@ export function checkConfigCommand(args: { config: string; json: boolean; strict
       role: cfg.role,
       replica: replicaUrl(cfg),
       litestream: { profile: cfg.litestream.profile, syncInterval: formatHuman(cfg.litestream.syncIntervalMs), snapshotInterval: formatHuman(cfg.litestream.snapshotIntervalMs), retention: formatHuman(cfg.litestream.retentionMs) },
-      vaultwardenBin: cfg.vaultwardenBin,
+      vaultwardenBin: vw.bin,
+      vaultwarden: { source: vw.source, bin: vw.bin, version: vw.installed?.version ?? null, pin: cfg.vaultwarden.version ?? null, image: cfg.vaultwarden.image },
       vaultwardenPort: cfg.rocketPort,
       warnings: cfg.warnings,
     };

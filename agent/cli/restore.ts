@@ -34,7 +34,7 @@ export function progressPrinter(): ((p: RestoreProgress) => void) | undefined {
 const FILES_AS_OF_NOW = 'files: the file mirror keeps no history, so attachments, sends and keys cannot be rolled back; they are taken as of now';
 
 /** Stops the agent (an orderly drain) when it runs; returns whether it ran. */
-async function drainAgent(cfg: Config, say: (l: string) => void): Promise<{ wasRunning: boolean; systemd: Systemd | undefined }> {
+export async function drainAgent(cfg: Config, say: (l: string) => void): Promise<{ wasRunning: boolean; systemd: Systemd | undefined }> {
   let systemd: Systemd | undefined;
   try { systemd = await Systemd.connect(); } catch { /* no systemd (tests, chroots): the API check below decides */ }
   const active = systemd ? (await systemd.state(UNITS.agent)).activeState : undefined;
@@ -71,7 +71,7 @@ export function writerRefusal(states: { unit: string; activeState: string }[]): 
  * vwstream-litestream still runs. The agent, if it was running, is started again first
  * (nothing was changed, it serves the previous data). Without systemd there is nothing to ask.
  */
-async function refuseWhileWritersRun(systemd: Systemd | undefined, wasRunning: boolean, say: (l: string) => void): Promise<void> {
+export async function refuseWhileWritersRun(systemd: Systemd | undefined, wasRunning: boolean, say: (l: string) => void): Promise<void> {
   if (!systemd) return;
   const states = [];
   for (const unit of WRITERS) states.push({ unit, activeState: (await systemd.state(unit)).activeState });
@@ -84,7 +84,7 @@ async function refuseWhileWritersRun(systemd: Systemd | undefined, wasRunning: b
   throw refusal;
 }
 
-async function startAgent(systemd: Systemd, say: (l: string) => void): Promise<string> {
+export async function startAgent(systemd: Systemd, say: (l: string) => void): Promise<string> {
   say('starting vwstream-agent again');
   return systemd.start(UNITS.agent, 300_000);
 }

@@ -3,6 +3,7 @@ import type { HealthReport, StatusReport } from '../api/types.ts';
 import { humanBytes } from '../aside.ts';
 import { EXIT } from '../errors.ts';
 import { ago, printJson, runCommand } from './common.ts';
+import { formatVaultwardenReport, type VaultwardenReport } from '../vaultwarden/lifecycle.ts';
 
 export function formatStatus(s: StatusReport): string {
   const lines = [
@@ -12,6 +13,7 @@ export function formatStatus(s: StatusReport): string {
     `  last DB sync   ${ago(s.lastDbSync)}`,
     `  last file sync ${ago(s.lastFileSync)} → ${s.files.remote}${s.files.lastReport ? ` (last pass: ${s.files.lastReport.uploaded} uploaded, ${s.files.lastReport.unchanged} unchanged, ${s.files.lastReport.conflicts ? `${s.files.lastReport.conflicts} kept under a conflict name, ` : ''}${s.files.lastReport.errors} errors)` : ''}${s.files.unreadable?.length ? `\n  CANNOT READ ${s.files.unreadable.join(', ')}: no remote copy is deleted until it reads again` : ''}`,
     `  vaultwarden    ${s.vaultwarden.url} ${s.vaultwarden.alive ? '(alive)' : '(not answering)'}`,
+    ...(s.vaultwarden.source ? formatVaultwardenReport(s.vaultwarden as VaultwardenReport) : []),
     `  litestream     profile ${s.litestream.profile}, sync ${s.litestream.syncInterval}, snapshots ${s.litestream.snapshotInterval}, retention ${s.litestream.retention}${s.litestream.overrides?.length ? ` (${s.litestream.overrides.join(', ')} set explicitly)` : ''}`,
   ];
   if (s.tailscale?.enabled) lines.push(`  tailscale      ${s.tailscale.up ? `${s.tailscale.address} ${s.tailscale.url ?? ''} (${s.tailscale.serve})` : `NOT UP: ${s.tailscale.error ?? s.tailscale.backendState ?? 'starting'}`}`);

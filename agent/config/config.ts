@@ -56,7 +56,17 @@ export interface Config {
     enabled: boolean; authKey: string; hostname: string; loginServer: string | undefined; tags: string[];
     serveMode: 'https' | 'tls-terminated-tcp'; servePort: number; funnel: boolean;
   };
+  /** The operator's VAULTWARDEN_BIN, or its default (see `vaultwarden` for what runs). */
   vaultwardenBin: string;
+  vaultwarden: {
+    /** VAULTWARDEN_BIN is set in the config: the operator's binary runs, nothing is installed. */
+    binGiven: boolean;
+    /** VAULTWARDEN_VERSION: the pin installed at start. */
+    version: string | undefined;
+    /** VAULTWARDEN_IMAGE as written. */
+    image: string;
+    registryAuth: { username: string; password: string } | undefined;
+  };
   stopGracePeriodMs: number;
   leaseTtlMs: number;
   healthcheckMaxSyncAgeMs: number;
@@ -252,6 +262,12 @@ export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: B
       funnel: get(S.TAILSCALE_FUNNEL),
     },
     vaultwardenBin,
+    vaultwarden: {
+      binGiven: raw('VAULTWARDEN_BIN') !== undefined,
+      version: get(S.VAULTWARDEN_VERSION, true),
+      image: get(S.VAULTWARDEN_IMAGE),
+      registryAuth: raw('VAULTWARDEN_REGISTRY_USERNAME') ? { username: raw('VAULTWARDEN_REGISTRY_USERNAME')!, password: raw('VAULTWARDEN_REGISTRY_PASSWORD') ?? '' } : undefined,
+    },
     stopGracePeriodMs: get(S.STOP_GRACE_PERIOD),
     leaseTtlMs: get(S.LEASE_TTL),
     healthcheckMaxSyncAgeMs: get(S.HEALTHCHECK_MAX_SYNC_AGE),
@@ -345,6 +361,27 @@ function crossChecks(cfg: Config, env: Map<string, EnvEntry>, where: (k: string)
   }
   const budget = stopGraceWarning(cfg);
   if (budget) cfg.warnings.push(budget);
+  vaultwardenSourceChecks(cfg, env, where);
+}
+
+/** VAULTWARDEN_BIN (the operator's binary) or VAULTWARDEN_VERSION/VAULTWARDEN_IMAGE (installed by the agent), not both. */
+function vaultwardenSourceChecks(cfg: Config, env: Map<string, EnvEntry>, where: (k: string) => string): void {
+  const vw = cfg.vaultwarden;
+  if (vw.binGiven && vw.version) {
+    throw new ConfigError('VAULTWARDEN_VERSION', vw.version, `VAULTWARDEN_BIN=${cfg.vaultwardenBin} is set too: the agent runs the operator's binary and installs nothing; remove one of the two lines`, where('VAULTWARDEN_VERSION'));
+  }
+  const tag = /^(?:.*\/)?[^/:@]+:([^/@]+)(?:@|$)/.exec(vw.image)?.[1];
+  const digest = vw.image.includes('@sha256:');
+  if (vw.version && (digest || (tag && tag !== vw.version))) {
+    throw new ConfigError('VAULTWARDEN_IMAGE', vw.image, `it names ${digest ? 'a digest' : `the tag ${tag}`} and VAULTWARDEN_VERSION=${vw.version} another pin; give the image without a tag (the version is its tag)${digest ? ', or keep the digest and remove VAULTWARDEN_VERSION' : ''}`, where('VAULTWARDEN_IMAGE'));
+  }
+  const given = (k: string) => env.get(k) !== undefined && env.get(k)!.value !== '';
+  if (given('VAULTWARDEN_REGISTRY_PASSWORD') && !given('VAULTWARDEN_REGISTRY_USERNAME')) {
+    throw new ConfigError('VAULTWARDEN_REGISTRY_USERNAME', '', 'a value is required when VAULTWARDEN_REGISTRY_PASSWORD is set', where('VAULTWARDEN_REGISTRY_PASSWORD'));
+  }
+  if (vw.binGiven && (given('VAULTWARDEN_IMAGE'))) {
+    cfg.warnings.push(`VAULTWARDEN_IMAGE is set (${where('VAULTWARDEN_IMAGE')}) but VAULTWARDEN_BIN=${cfg.vaultwardenBin} is the operator's binary: the image is used only by \`vwstream-agent vaultwarden install\`, and what it installs runs once VAULTWARDEN_BIN is removed`);
+  }
 }
 
 /** STOP_GRACE_PERIOD shorter than its steps: what each step gets instead (budget.ts). */

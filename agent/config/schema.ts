@@ -75,6 +75,18 @@ const absPath: Parse<string> = {
   allowed: 'an absolute path',
   parse: (raw) => raw.startsWith('/') && !raw.split('/').includes('..') ? raw.replace(/\/+$/, '') || '/' : undefined,
 };
+/** A Vaultwarden release as its image tags name it: 1.32.7, 1.33.0-rc1. */
+const vwVersion: Parse<string> = {
+  allowed: 'a Vaultwarden version like 1.32.7 (a tag of VAULTWARDEN_IMAGE; empty = no pin)',
+  parse: (raw) => /^v?\d+\.\d+\.\d+(?:[-+.][0-9A-Za-z][0-9A-Za-z.+-]*)?$/.test(raw) ? raw.replace(/^v/, '') : undefined,
+};
+const IMAGE_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+const IMAGE_RE = new RegExp(`^(?:[A-Za-z0-9.-]+(?::\\d{1,5})?/|\\[[0-9A-Fa-f:]+\\](?::\\d{1,5})?/)?${IMAGE_COMPONENT}(?:/${IMAGE_COMPONENT})*(?::\\w[\\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`);
+/** An image reference as docker takes it: [registry[:port]/]name[:tag][@sha256:digest]. */
+const imageRef: Parse<string> = {
+  allowed: 'an image reference like vaultwarden/server, ghcr.io/dani-garcia/vaultwarden or registry.example:5000/vw/server@sha256:<64 hex>',
+  parse: (raw) => IMAGE_RE.test(raw) ? raw : undefined,
+};
 const CRON_ALLOWED = 'a 5-field cron expression (minute hour day-of-month month day-of-week), e.g. "0 3 * * *"';
 /** Why a cron expression is refused: not 5 fields, not expressible as OnCalendar=, or never fires. */
 function cronProblem(raw: string): string | undefined {
@@ -192,7 +204,11 @@ export const SCHEMA = {
   TAILSCALE_SERVE_PORT: def('TAILSCALE_SERVE_PORT', 'Tailscale', '443', 'Port on the tailnet', port),
   TAILSCALE_FUNNEL: def('TAILSCALE_FUNNEL', 'Tailscale', 'false', 'Expose to the internet through Tailscale Funnel', bool),
   // Agent
-  VAULTWARDEN_BIN: def('VAULTWARDEN_BIN', 'Agent', '/usr/bin/vaultwarden', 'The Vaultwarden server binary (installed by the operator)', absPath),
+  VAULTWARDEN_BIN: def('VAULTWARDEN_BIN', 'Agent', '/usr/bin/vaultwarden', 'A Vaultwarden binary installed by the operator; unset = the version `vaultwarden install` put in /var/lib/vwstream/vaultwarden (else /usr/bin/vaultwarden)', absPath),
+  VAULTWARDEN_VERSION: def('VAULTWARDEN_VERSION', 'Agent', '', 'Pin: the Vaultwarden version to run, installed from VAULTWARDEN_IMAGE at start when another one is installed', vwVersion),
+  VAULTWARDEN_IMAGE: def('VAULTWARDEN_IMAGE', 'Agent', 'vaultwarden/server', 'The OCI image Vaultwarden is installed from (Docker Hub unless it names a registry)', imageRef),
+  VAULTWARDEN_REGISTRY_USERNAME: def('VAULTWARDEN_REGISTRY_USERNAME', 'Agent', '', 'User for the image registry (empty = anonymous)', text),
+  VAULTWARDEN_REGISTRY_PASSWORD: def('VAULTWARDEN_REGISTRY_PASSWORD', 'Agent', '', 'Password or token for the image registry', text, true),
   STOP_GRACE_PERIOD: def('STOP_GRACE_PERIOD', 'Agent', '300', 'Upper bound of the whole drain at stop (seconds)', duration(10_000, 3_600_000)),
   LEASE_TTL: def('LEASE_TTL', 'Agent', '60', 'Lifetime of the primary lease; a dead holder\'s lease expires after it', duration(5_000, 600_000)),
   HEALTHCHECK_MAX_SYNC_AGE: def('HEALTHCHECK_MAX_SYNC_AGE', 'Agent', '600', 'Health fails when the last DB or file sync is older (seconds)', duration(1000)),

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { startApiServers, type ApiServers } from '../api/server.ts';
-import { vaultwardenBinProblem, type Config, type Role } from '../config/config.ts';
+import type { Config, Role } from '../config/config.ts';
 import { drainBudgetOf } from '../config/budget.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { fileMirrorFor, restoreChecked, restoreOnStart } from '../replication/restore.ts';
@@ -18,7 +18,7 @@ import { waitReplicaConfirmed } from '../replication/confirm.ts';
 import { asideFolder, createDbFile, installRestored, prepareRuntime, removeDbCopy, setAside } from '../replication/runtime.ts';
 import { RestorableWindow } from '../replication/window.ts';
 import { s3Client } from '../files/store.ts';
-import { bumpCounter, readState, updateState } from '../state-file.ts';
+import { bumpCounter, readState, updateState, updateVaultwardenState } from '../state-file.ts';
 import { Systemd } from '../systemd/dbus.ts';
 import { backupLocalPaths, renderDropins, writeDropins } from '../systemd/dropins.ts';
 import { Notifier } from '../systemd/notify.ts';
@@ -29,6 +29,11 @@ import { StateMachine } from './machine.ts';
 import { startMetricsListener, Watchdog } from './observe.ts';
 import { realClock, type LeaseEvents } from './ports.ts';
 import { Reporter, diskCheck } from './report.ts';
+import { installVaultwarden } from '../vaultwarden/install.ts';
+import { VaultwardenLifecycle, vaultwardenReport } from '../vaultwarden/lifecycle.ts';
+import { realInstallDeps, versionOf } from '../vaultwarden/source.ts';
+import { chosenBinProblem, prepareVaultwarden, webVaultProblem } from '../vaultwarden/start.ts';
+import { VersionStore } from '../vaultwarden/versions.ts';
 
 /**
  * The composition root: checks what must hold before anything starts, prepares the
@@ -39,7 +44,8 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
   const notifier = new Notifier(notifySocket);
   const machine = new StateMachine(notifier);
   let stopEarly: string | null = null;
-  onDaemon({ requestStop: (s) => { stopEarly = s; } });
+  const early = new AbortController(); // a stop while Vaultwarden is being installed at start
+  onDaemon({ requestStop: (s) => { stopEarly = s; early.abort(new DOMException(`stop requested (${s})`, 'AbortError')); } });
   const roleOverride = readRoleOverride();
   const role: Role = (roleOverride as Role | null) ?? cfg.role;
   let systemd: Systemd | undefined;
@@ -49,10 +55,25 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
   let daemon: Daemon | undefined;
   try {
     await machine.enter('begin', 'checking the Vaultwarden binary');
-    const binProblem = vaultwardenBinProblem(cfg.vaultwardenBin); // the check check-config makes
+    const store = new VersionStore();
+    const vw = await prepareVaultwarden(cfg, {
+      store,
+      install: (req) => installVaultwarden(req, realInstallDeps(cfg, store)),
+      readState: () => readState().vaultwarden ?? {},
+      updateState: (change) => updateVaultwardenState(change),
+      extendTimeout: (ms, text) => { void notifier.extendTimeout(ms, text); },
+      sleep: (ms, signal) => sleepAbortable(ms, signal),
+      now: () => Date.now(),
+      signal: early.signal,
+    });
+    const binProblem = chosenBinProblem(cfg, vw); // the check check-config makes
     if (binProblem) {
-      throw new AgentError(`VAULTWARDEN_BIN=${cfg.vaultwardenBin}: ${binProblem}`, {
-        hint: `install Vaultwarden at ${cfg.vaultwardenBin} or set VAULTWARDEN_BIN in ${cfg.source}, then systemctl restart vwstream-agent`,
+      throw new AgentError(`${binProblem.key}=${binProblem.value}: ${binProblem.message}`, { hint: `${binProblem.hint}, then systemctl restart vwstream-agent`, exitCode: EXIT.CONFIG });
+    }
+    const webProblem = webVaultProblem(cfg, store);
+    if (webProblem) {
+      throw new AgentError(webProblem, {
+        hint: `put the web vault there, set WEB_VAULT_FOLDER in ${cfg.source} to where it is, WEB_VAULT_ENABLED=false to run without it, or vwstream-agent vaultwarden install (it brings its web vault)`,
         exitCode: EXIT.CONFIG,
       });
     }
@@ -75,6 +96,10 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
       onRegained: () => relay.to?.onRegained(),
     });
     const mirror = fileMirrorFor(cfg);
+    const lifecycle = new VaultwardenLifecycle({
+      prepared: vw, probe: versionOf, dbPath: rt.dbPath, asideRoot: PATHS.asideDir,
+      readState: () => readState().vaultwarden ?? {}, updateState: (change) => updateVaultwardenState(change), now: () => new Date(),
+    });
     const aside = new AsideKeeper(PATHS.asideDir, cfg.aside);
     const tailscale = new Tailscale(cfg);
     const sd = systemd;
@@ -102,6 +127,8 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
           try { return JSON.parse(await readFile(PATHS.finalSync, 'utf8')) as { confirmed: boolean; detail: string }; } catch { return undefined; }
         },
         asideFolder: (why) => asideFolder(why),
+        beforeVaultwarden: () => lifecycle.beforeStart(),
+        vaultwardenStarted: () => lifecycle.started(),
       },
       copy: {
         fetch: async () => {
@@ -145,6 +172,7 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
       restorable: () => restorable.current(),
       diskCheck: (dbBytes) => diskCheck(PATHS.dataFolder, dbBytes),
       litestreamText: () => fetchMetrics(rt.metricsAddr).then((m) => m.text, () => null),
+      vaultwarden: () => vaultwardenReport(vw, store, readState().vaultwarden ?? {}, cfg.vaultwarden),
     });
     watchdog = Watchdog.fromEnv(notifier, () => d.isResponsive());
     // Reads for group vwstream on agent.sock; promote and sync on the root-only control.sock.
@@ -167,6 +195,10 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
     return await d.run();
   } catch (err) {
     // Before the daemon ran: nothing was started by this run.
+    if (early.signal.aborted && !daemon) {
+      log.info(`stopped (${stopEarly}) before anything was started`);
+      return EXIT.OK;
+    }
     const e = err instanceof AgentError ? err : new AgentError(errorMessage(err), { cause: err });
     await machine.enter(e.exitCode === EXIT.REFUSED ? 'refuse' : 'fail', e.message, e.hint ? { hint: e.hint } : {});
     process.stderr.write(`vwstream-agent: ${e.message}${e.hint ? `; ${e.hint}` : ''}\n`);
@@ -179,6 +211,13 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
     metricsServer?.close();
     systemd?.disconnect();
   }
+}
+
+function sleepAbortable(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+  });
 }
 
 function aliveUrl(cfg: Config): string {

@@ -225,9 +225,19 @@ export class Daemon {
     if (signal.aborted) return false;
 
     await this.machine.enter('replicate', 'starting Vaultwarden');
-    if (!(await this.units.isActive(UNITS.vaultwarden))) await this.units.start(UNITS.vaultwarden);
+    let startedHere = false;
+    if (!(await this.units.isActive(UNITS.vaultwarden))) {
+      if (startup.beforeVaultwarden) await this.step('the snapshot before a Vaultwarden upgrade', 30 * 60_000, () => startup.beforeVaultwarden!());
+      if (signal.aborted) return false;
+      await this.units.start(UNITS.vaultwarden);
+      startedHere = true;
+    }
     await this.units.waitAlive(120_000, signal);
     if (signal.aborted) return false;
+    if (startedHere && startup.vaultwardenStarted) {
+      await this.step('recording the Vaultwarden that runs', 10 * 60_000, () => startup.vaultwardenStarted!())
+        .catch((err) => log.warn({ err: errorMessage(err) }, `could not record the Vaultwarden version that runs: ${errorMessage(err)}`));
+    }
     await this.deps.extras.startTailscale(signal);
 
     const detail = this.restore?.decision.action === 'new-vault' ? `new vault: no replica at ${replicaUrl(cfg)}` : `replicating to ${replicaUrl(cfg)}`;

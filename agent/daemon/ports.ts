@@ -108,6 +108,10 @@ export interface StartupPort {
   /** The final-sync verdict Litestream's ExecStop wrote, if any. */
   readFinalSync(): Promise<{ confirmed: boolean; detail: string } | undefined>;
   asideFolder(why: string): string;
+  /** Before Vaultwarden's unit starts on the live database (the snapshot before an upgrade); throws to refuse the start. */
+  beforeVaultwarden?(): Promise<void>;
+  /** Once Vaultwarden answers on the live database (what ran; the marker after an upgrade). */
+  vaultwardenStarted?(): Promise<void>;
 }
 
 /** The secondary's copy of the replica (restore into a temporary file, compare, swap). */

@@ -10,6 +10,7 @@ import { VERSION } from '../version.ts';
 import type { Daemon } from './daemon.ts';
 import { renderMetrics } from './metrics.ts';
 import { logStats } from '../log.ts';
+import type { VaultwardenReport } from '../vaultwarden/lifecycle.ts';
 
 /** What reporting reads beside the daemon's modules (host-wide facts). */
 export interface ReportSources {
@@ -21,6 +22,8 @@ export interface ReportSources {
   diskCheck(dbBytes: number): Promise<HealthCheck>;
   /** Litestream's own /metrics text, or null. */
   litestreamText(): Promise<string | null>;
+  /** Which Vaultwarden runs, where it came from, the rollback point. */
+  vaultwarden?(): VaultwardenReport;
 }
 
 /**
@@ -86,7 +89,7 @@ export class Reporter {
       },
       lastDrain: d.lastDrain ? { complete: d.lastDrain.complete, at: d.lastDrain.at, detail: d.lastDrain.detail } : null,
       units: d.units.units,
-      vaultwarden: { url: d.units.aliveUrl.replace(/\/alive$/, ''), alive: d.units.vaultwardenAlive },
+      vaultwarden: { url: d.units.aliveUrl.replace(/\/alive$/, ''), alive: d.units.vaultwardenAlive, ...this.src.vaultwarden?.() },
       litestream: {
         profile: cfg.litestream.profile,
         syncInterval: formatHuman(cfg.litestream.syncIntervalMs),

@@ -13,6 +13,8 @@ import { s3Client } from '../files/store.ts';
 import { scrub } from '../log.ts';
 import { API_GROUP, PATHS, UNITS } from '../paths.ts';
 import { S3LeaseStore, type ConditionalSupport } from '../replication/lease.ts';
+import { chooseVaultwarden, vaultwardenEnvOf } from '../vaultwarden/choose.ts';
+import { VersionStore } from '../vaultwarden/versions.ts';
 
 /**
  * `vwstream-agent doctor`: each check says ok, warn (not fatal) or FAIL with the fix.
@@ -36,7 +38,7 @@ const sec = (ms: number) => `${ms < 10_000 && ms % 1000 !== 0 ? (ms / 1000).toFi
 
 /** What the checks touch outside themselves; tests pass fakes. */
 export interface DoctorEnv {
-  paths: { dataFolder: string; stateDir: string; socket: string; controlSocket: string; dbFile: string; roleOverride: string };
+  paths: { dataFolder: string; stateDir: string; socket: string; controlSocket: string; dbFile: string; roleOverride: string; vaultwardenDir?: string };
   run(file: string, args: string[], opts: RunOptions): Promise<RunResult>;
   now(): number;
   /** A GET to http://host:port/path; null when the connection was refused. */
@@ -118,7 +120,7 @@ const isFalse = (v: string | undefined) => v !== undefined && /^(false|0|no|off)
 
 export async function checkVaultwarden(cfg: Pick<Config, 'vaultwardenBin'>, env: Pick<DoctorEnv, 'run' | 'paths'>): Promise<CheckResult> {
   const bin = cfg.vaultwardenBin;
-  const fixBin = `install Vaultwarden at ${bin}, or set VAULTWARDEN_BIN in the config to where it is`;
+  const fixBin = `vwstream-agent vaultwarden install, or install Vaultwarden at ${bin}, or set VAULTWARDEN_BIN in the config to where it is`;
   let st;
   try {
     st = await stat(bin);
@@ -450,9 +452,17 @@ export async function runDoctor(configPath: string, env: DoctorEnv, load: (p: st
   const agentActive = (await env.run('systemctl', ['is-active', UNITS.agent], { timeoutMs: 5_000, reject: false }).catch(() => ({ stdout: '' } as RunResult))).stdout.trim() === 'active';
   const cfgChecks: Promise<CheckResult[]>[] = [];
   if (cfg) {
-    const fixVw = `check VAULTWARDEN_BIN (${cfg.vaultwardenBin})`;
-    cfgChecks.push(bounded('vaultwarden', NET_TIMEOUT_MS, () => checkVaultwarden(cfg, env), fixVw));
-    cfgChecks.push(bounded('web-vault', NET_TIMEOUT_MS, () => checkWebVault(cfg, env), 'check WEB_VAULT_FOLDER'));
+    // The binary and web vault the unit would run (VAULTWARDEN_BIN, or the installed version).
+    const store = new VersionStore(env.paths.vaultwardenDir ?? PATHS.vaultwardenDir);
+    const choice = chooseVaultwarden(cfg, store);
+    const pinPending = choice.source === 'default' && cfg.vaultwarden.version !== undefined && !cfg.vaultwarden.binGiven;
+    const fixVw = choice.source === 'operator' ? `check VAULTWARDEN_BIN (${choice.bin})` : `check ${choice.bin} (vwstream-agent vaultwarden install)`;
+    if (pinPending) {
+      cfgChecks.push(Promise.resolve([warn('vaultwarden', `VAULTWARDEN_VERSION=${cfg.vaultwarden.version} is not installed yet: the agent installs it from ${cfg.vaultwarden.image} at its next start`, 'vwstream-agent vaultwarden install, or restart the agent')]));
+    } else {
+      cfgChecks.push(bounded('vaultwarden', NET_TIMEOUT_MS, () => checkVaultwarden({ vaultwardenBin: choice.bin }, env), fixVw));
+      cfgChecks.push(bounded('web-vault', NET_TIMEOUT_MS, () => checkWebVault({ vaultwardenEnv: vaultwardenEnvOf(cfg, store) }, env), 'check WEB_VAULT_FOLDER'));
+    }
     cfgChecks.push(bounded('port', NET_TIMEOUT_MS, () => checkPort(cfg, env), `check what listens on ROCKET_PORT ${cfg.rocketPort}`));
     if (cfg.s3) {
       const s3cfg = { ...cfg, s3: cfg.s3 };
