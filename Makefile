@@ -36,6 +36,7 @@ apt-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	  case "$$missing" in *docker-registry*) systemctl disable --now docker-registry >/dev/null 2>&1 || true;; esac; \
 	fi
 
 $(NPM_STAMP): package.json package-lock.json | apt-deps
