@@ -16,7 +16,7 @@ RPM := dist/vwstream-agent-$(VERSION).x86_64.rpm
 # Build and test tools taken from apt when missing (npm only bootstraps node_modules;
 # everything then runs on the Node 22 from node_modules).
 APT_PKGS := systemd-container debootstrap dpkg-dev fakeroot binutils gcc libc6-dev rclone sqlite3 curl \
-  rpm rpmlint lintian ansible-core ansible-lint ceph-mon ceph-osd radosgw ceph-common
+  rpm rpmlint lintian ansible-core ansible-lint ceph-mon ceph-osd radosgw ceph-common docker-registry
 NPM_STAMP := node_modules/.vwstream-npm-stamp
 # Everything the package is made of: a change rebuilds the .deb.
 PKG_INPUTS := package.json package-lock.json scripts/bundle.mjs \
@@ -36,6 +36,7 @@ apt-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	  case "$$missing" in *docker-registry*) systemctl disable --now docker-registry >/dev/null 2>&1 || true;; esac; \
 	fi
 
 $(NPM_STAMP): package.json package-lock.json | apt-deps
