@@ -74,6 +74,11 @@ start() {
 
   echo "demo: installing the Vaultwarden stand-in (test fixture) and $(basename "$DEB")"
   install -m 0755 "$STANDIN" "$DIR/usr/bin/vaultwarden"
+  # Like Vaultwarden, the stand-in exits at start without a web vault (web-vault/ in its
+  # working directory, the data folder): a one-page one.
+  install -d "$DIR/var/lib/vaultwarden/web-vault"
+  printf '<!doctype html>\n<title>vwstream demo</title>\n<p>Web vault of the Vaultwarden stand-in (test fixture, not Vaultwarden).</p>\n' \
+    >"$DIR/var/lib/vaultwarden/web-vault/index.html"
   install -d "$DIR/root/demo"; install -m 0644 "$DEB" "$DIR/root/demo/"
   if ! in_host env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       "/root/demo/$(basename "$DEB")"; then

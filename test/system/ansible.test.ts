@@ -57,6 +57,8 @@ test('role: converges on a fresh host, second run changed=0, a new setting resta
         S3_BUCKET: 'vault-ansible', S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: 'ansible-key', S3_PREFIX: 'fleet/vw',
         ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: port, LOG_LEVEL: logLevel, BACKUP_ENABLED: false,
         DOMAIN: 'https://vault.example.test',
+        // The stand-in alone is installed, no web vault: without this it exits at start, as Vaultwarden does.
+        WEB_VAULT_ENABLED: false,
       },
       vwstream_agent_env_secret: { S3_SECRET_ACCESS_KEY: SECRET },
       vwstream_agent_health_delay: 2,

@@ -6,8 +6,9 @@
  * VAULTWARDEN_BIN missing, the web vault missing, a backup remote that does not exist. With
  * the agent stopped doctor still runs; with RGW frozen (SIGSTOP) it ends within its bound.
  *
- * The stand-in does not itself refuse to start without a web vault (the real Vaultwarden
- * does): doctor checks the rule statically, so the host gets a web-vault/index.html.
+ * The stand-in, as Vaultwarden does, refuses to start without a web vault: the host gets a
+ * web-vault/index.html in the data folder and the config names WEB_VAULT_FOLDER (so the
+ * test config does not turn the web vault off).
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -63,6 +64,7 @@ test('doctor: all ok on RGW (conditional writes enforced); each broken setting â
   const base = {
     ...s3Env(rgw, BUCKET, 'dr/vw'), LEASE_TTL: '30',
     BACKUP_ENABLED: 'true', BACKUP_REMOTES: `S3:${BUCKET}/backups`, BACKUP_PASSWORD: 'doctor-backup-password',
+    WEB_VAULT_FOLDER: 'web-vault/',
   };
   h = await agentHost('vws-dr-a', base);
   const env = { ...base, ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(h.port) };
@@ -82,7 +84,7 @@ test('doctor: all ok on RGW (conditional writes enforced); each broken setting â
   }
   const byCheck = (ls: Line[], c: string) => ls.find((l) => l.check === c)!;
   assert.match(byCheck(good.lines, 'conditional-writes').detail, /^enforced \(a second PUT with If-None-Match: \* answered 412\)/);
-  assert.match(byCheck(good.lines, 'vaultwarden').detail, /Vaultwarden 1\.32\.7-standin/);
+  assert.match(byCheck(good.lines, 'vaultwarden').detail, /^\/usr\/bin\/vaultwarden: Vaultwarden 1\.32\.7$/);
   assert.match(byCheck(good.lines, 'port').detail, new RegExp(`Vaultwarden answers on 127\\.0\\.0\\.1:${h.port}`));
   assert.match(byCheck(good.lines, 'socket').detail, /660 root:vwstream\) answers: state serving/);
   const timers = good.lines.filter((l) => l.check === 'timer').map((l) => l.detail);

@@ -98,6 +98,9 @@ describe('file mirror on hosts', () => {
     const host = await bootHost('vws-fl-new');
     hosts.push(host);
     await installStandin(host);
+    // It has Vaultwarden, so a web vault too: the stand-in, as Vaultwarden does, exits without
+    // one, and the package's default config does not turn it off.
+    await host.sh('mkdir -p /var/lib/vaultwarden/web-vault && echo "<html>web vault</html>" > /var/lib/vaultwarden/web-vault/index.html');
     await installPackage(host, debPath());
     const vw = standin(host, 8000);
     await waitFor('the new vault serves', 60_000, async () => ((await statusJson(host)).state === 'serving' ? true : undefined), host);

@@ -141,6 +141,7 @@ test('Vaultwarden stand-in in a host under systemd (Node 22 copied in, no packag
     const port = await freePort();
     await host.exec(['systemd-run', '--unit=standin', '--property=Type=exec',
       '--setenv=DATA_FOLDER=/var/lib/standin', `--setenv=ROCKET_PORT=${port}`, '--setenv=ROCKET_ADDRESS=127.0.0.1',
+      '--setenv=WEB_VAULT_ENABLED=false',
       '/usr/bin/vaultwarden']);
     const vw = standin(host, port);
     const deadline = Date.now() + 30_000;
@@ -159,7 +160,7 @@ test('Vaultwarden stand-in in a host under systemd (Node 22 copied in, no packag
     assert.equal((await host.exec(['sqlite3', '/var/lib/standin/db.sqlite3', 'PRAGMA journal_mode; SELECT count(*) FROM users;'])).stdout, 'wal\n5');
     assert.equal((await host.exec(['stat', '-c', '%a', '/var/lib/standin/rsa_key.pem'])).stdout, '600');
     assert.equal((await host.exec(['openssl', 'rsa', '-in', '/var/lib/standin/rsa_key.pem', '-check', '-noout'])).stdout, 'RSA key ok');
-    for (const d of ['attachments', 'sends', 'icon_cache']) await host.exec(['test', '-d', `/var/lib/standin/${d}`]);
+    for (const d of ['attachments', 'sends', 'icon_cache', 'tmp']) await host.exec(['test', '-d', `/var/lib/standin/${d}`]);
 
     // SIGTERM: clean exit 0, the database closed (WAL checkpointed away)
     await host.exec(['systemctl', 'stop', 'standin']);

@@ -833,13 +833,21 @@ export async function installStandin(host: Host): Promise<void> {
 }
 
 export interface StandinCounts { users: number; ciphers: number; attachments: number }
+/** All of GET /__standin/counts: also the devices rows, the stand-in's version and its applied migrations. */
+export interface StandinCountsAll extends StandinCounts { devices: number; version: string; migrations: number }
 export interface StandinClient {
   /** Inserts n users, one committed transaction each; resolves after the last commit. Returns their uuids. */
   addUsers(n: number): Promise<string[]>;
   addCiphers(n: number): Promise<string[]>;
   /** Uploads `bytes` random bytes as attachment NAME (to the newest cipher); returns its sha256 (checked). */
   addAttachment(name: string, bytes: number): Promise<string>;
+  /** users, ciphers, attachments (exactly these keys: tests compare them whole). */
   counts(): Promise<StandinCounts>;
+  countsAll(): Promise<StandinCountsAll>;
+  /** A login as `email` (the user created if missing) on `device` (else a new one); returns the device id. */
+  login(email: string, device?: string): Promise<string>;
+  /** The versions in __diesel_schema_migrations, in order. */
+  migrations(): Promise<string[]>;
   alive(): Promise<boolean>;
   integrity(): Promise<string>;
   url: string;
@@ -877,7 +885,16 @@ export function standin(_host: Host, port: number): StandinClient {
       if (r.sha256 !== sha) throw new Error(`stand-in stored attachment ${name} with sha256 ${r.sha256}, sent ${sha}`);
       return sha;
     },
-    counts: () => call<StandinCounts>('GET', '/__standin/counts'),
+    async counts() {
+      const c = await call<StandinCountsAll>('GET', '/__standin/counts');
+      return { users: c.users, ciphers: c.ciphers, attachments: c.attachments };
+    },
+    countsAll: () => call<StandinCountsAll>('GET', '/__standin/counts'),
+    async login(email, device) {
+      const q = `email=${encodeURIComponent(email)}${device ? `&device=${encodeURIComponent(device)}` : ''}`;
+      return (await call<{ device: string }>('POST', `/__standin/login?${q}`)).device;
+    },
+    migrations: () => call<string[]>('GET', '/__standin/migrations'),
     async integrity() {
       return (await call<{ result: string }>('GET', '/__standin/integrity')).result;
     },

@@ -61,7 +61,8 @@ function env(s3: S3Server, prefix: string): Record<string, string> {
 
 /** The config as an operator may leave it: world-readable (0644), which the agent warns about. */
 async function writeConfig(h: AgentHost, vars: Record<string, string>, mode = 0o600): Promise<void> {
-  const all = { ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(h.port), ...vars };
+  // WEB_VAULT_ENABLED=false: the stand-in is installed without a web vault (see writeEnv).
+  const all = { ROCKET_ADDRESS: '127.0.0.1', ROCKET_PORT: String(h.port), WEB_VAULT_ENABLED: 'false', ...vars };
   await h.host.writeFile('/etc/vwstream/vwstream.env', Object.entries(all).map(([k, v]) => `${k}=${v}`).join('\n') + '\n', mode);
 }
 
