@@ -86,10 +86,10 @@ test('every key rejects a bad value with a message naming key, value and what is
     TAILSCALE_ENABLED: 'yep', TAILSCALE_HOSTNAME: 'bad_name!', TAILSCALE_LOGIN_SERVER: 'headscale', TAILSCALE_TAGS: 'vault', TAILSCALE_SERVE_MODE: 'http',
     TAILSCALE_SERVE_PORT: '70000', TAILSCALE_FUNNEL: 'open', VAULTWARDEN_BIN: 'vaultwarden', STOP_GRACE_PERIOD: '5', LEASE_TTL: '1',
     HEALTHCHECK_MAX_SYNC_AGE: 'old', VERIFY_CRON: 'weekly', METRICS_LISTEN: '9101', LOG_LEVEL: 'verbose', ROCKET_PORT: '0', ROCKET_ADDRESS: 'localhost',
-    ASIDE_MIN_KEEP: '0', ASIDE_RETENTION_DAYS: '30d',
+    ASIDE_MIN_KEEP: '0', ASIDE_RETENTION_DAYS: '30d', VAULTWARDEN_VERSION: 'latest', VAULTWARDEN_IMAGE: 'Vaultwarden Server',
   };
   const base = S3; // so S3_* keys are checked in their live path
-  const untested = ALL_KEYS.map((d) => d.key).filter((k) => !(k in bad) && !['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'RCLONE_FLAGS', 'BACKUP_PASSWORD', 'TAILSCALE_AUTHKEY'].includes(k));
+  const untested = ALL_KEYS.map((d) => d.key).filter((k) => !(k in bad) && !['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'RCLONE_FLAGS', 'BACKUP_PASSWORD', 'TAILSCALE_AUTHKEY', 'VAULTWARDEN_REGISTRY_USERNAME', 'VAULTWARDEN_REGISTRY_PASSWORD'].includes(k));
   assert.deepEqual(untested, [], 'every validated key has a bad example');
   for (const [key, value] of Object.entries(bad)) {
     const text = key === 'S3_BUCKET' ? `${key}=${value}\nS3_ACCESS_KEY_ID=a\nS3_SECRET_ACCESS_KEY=b\n` : `${base}${key}=${value}\n`;
@@ -98,6 +98,21 @@ test('every key rejects a bad value with a message naming key, value and what is
     assert.equal(e.key, key, `${key}: ${e.message}`);
     assert.equal(e.message, `${key}=${def.secret ? '"<hidden>"' : JSON.stringify(value)} is not valid: ${def.explain?.(value) ?? `expected ${def.allowed}`} (${SRC} line ${text.split('\n').findIndex((l) => l.startsWith(key + '=')) + 1})`);
   }
+});
+
+test('Vaultwarden from an image: the pin, the image, credentials, and not together with VAULTWARDEN_BIN', () => {
+  const c = build('VAULTWARDEN_VERSION=v1.33.0\nVAULTWARDEN_IMAGE=127.0.0.1:5000/vw/server\nVAULTWARDEN_REGISTRY_USERNAME=bot\nVAULTWARDEN_REGISTRY_PASSWORD=reg-secret-77\n');
+  assert.deepEqual(c.vaultwarden, { binGiven: false, version: '1.33.0', image: '127.0.0.1:5000/vw/server', registryAuth: { username: 'bot', password: 'reg-secret-77' } });
+  assert.ok(c.secrets.includes('reg-secret-77'));
+  assert.equal(build('').vaultwarden.image, 'vaultwarden/server');
+  assert.equal(build('VAULTWARDEN_BIN=/opt/vw/vaultwarden\n').vaultwarden.binGiven, true);
+  const both = configError('VAULTWARDEN_BIN=/opt/vw/vaultwarden\nVAULTWARDEN_VERSION=1.32.7\n');
+  assert.equal(both.key, 'VAULTWARDEN_VERSION');
+  assert.match(both.message, /VAULTWARDEN_BIN=\/opt\/vw\/vaultwarden is set too.*remove one of the two lines/);
+  assert.match(configError('VAULTWARDEN_VERSION=1.32.7\nVAULTWARDEN_IMAGE=vaultwarden/server:1.30.0\n').message, /names the tag 1\.30\.0 and VAULTWARDEN_VERSION=1\.32\.7 another pin/);
+  assert.equal(build('VAULTWARDEN_VERSION=1.32.7\nVAULTWARDEN_IMAGE=vaultwarden/server:1.32.7\n').vaultwarden.version, '1.32.7');
+  assert.equal(configError('VAULTWARDEN_REGISTRY_PASSWORD=x\n').key, 'VAULTWARDEN_REGISTRY_USERNAME');
+  assert.match(build('VAULTWARDEN_BIN=/opt/vw/vaultwarden\nVAULTWARDEN_IMAGE=ghcr.io/dani-garcia/vaultwarden\n').warnings.join('\n'), /VAULTWARDEN_IMAGE is set .* but VAULTWARDEN_BIN=\/opt\/vw\/vaultwarden is the operator's binary/);
 });
 
 test('a bad value of an unused S3 key is still an error', () => {

@@ -37,7 +37,7 @@ export async function writeEnv(host: Host, env: Record<string, string>): Promise
   // (<WEB_VAULT_FOLDER>/index.html). installStandin puts the program alone at
   // /usr/bin/vaultwarden, so unless the test says where the web vault is (or runs an image
   // version, which brings one), Vaultwarden is told to run without it.
-  if (!('WEB_VAULT_ENABLED' in env || 'WEB_VAULT_FOLDER' in env || 'VAULTWARDEN_VERSION' in env)) env = { ...env, WEB_VAULT_ENABLED: 'false' };
+  if (!('WEB_VAULT_ENABLED' in env || 'WEB_VAULT_FOLDER' in env || 'VAULTWARDEN_VERSION' in env || 'VAULTWARDEN_IMAGE' in env)) env = { ...env, WEB_VAULT_ENABLED: 'false' };
   const text = Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n') + '\n';
   await host.writeFile('/etc/vwstream/vwstream.env', text, 0o600);
 }
