@@ -72,6 +72,9 @@ export class ImageTree {
   private touched = new Set<string>();
   private layerName = '';
   private skippedLinks = 0;
+  /** The error that stopped the current layer (the tar stream may only report "premature close"). */
+  failure: AgentError | undefined;
+  private pending: Promise<void> = Promise.resolve();
 
   constructor(dir: string) {
     this.dir = dir.replace(/\/+$/, '') || '/';
@@ -88,17 +91,25 @@ export class ImageTree {
   layer(name: string): Extract {
     this.layerName = name;
     this.touched = new Set();
+    this.failure = undefined;
     const extract = tar.extract();
     extract.on('entry', (h: Header, stream: Source, next: (err?: Error | null) => void) => {
-      this.entry(h, stream).then(() => next(), (err: unknown) => {
+      this.pending = this.entry(h, stream).then(() => next(), (err: unknown) => {
         stream.resume();
-        next(this.wrap(err, h.name) as Error);
+        const wrapped = this.wrap(err, h.name);
+        this.failure ??= wrapped;
+        next(wrapped);
       });
     });
     return extract;
   }
 
-  private wrap(err: unknown, entry: string): unknown {
+  /** Resolves when the entry being written is done (a destroyed tar stream does not wait for it). */
+  async idle(): Promise<void> {
+    await this.pending;
+  }
+
+  private wrap(err: unknown, entry: string): AgentError {
     if (err instanceof AgentError) return err;
     const code = errCode(err);
     if (code === 'ENOSPC' || code === 'EDQUOT') {

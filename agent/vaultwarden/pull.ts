@@ -132,7 +132,7 @@ async function applyLayer(client: RegistryClient, tree: ImageTree, layer: Descri
     for await (const chunk of client.blob(layer, name)) {
       onBytes(chunk.length);
       // Refused or out of space: no point reading on. A gzip/tar error: read on, hashing.
-      if (broken instanceof AgentError) break;
+      if (tree.failure || broken instanceof AgentError) break;
       if (broken !== undefined || input.destroyed) continue;
       if (!input.write(chunk)) {
         await new Promise<void>((resolve) => {
@@ -145,10 +145,13 @@ async function applyLayer(client: RegistryClient, tree: ImageTree, layer: Descri
   } catch (err) {
     input.destroy();
     await done;
+    await tree.idle();
     throw err;
   }
   input.end();
   await done;
+  await tree.idle();
+  if (tree.failure) throw tree.failure;
   if (broken !== undefined) {
     if (broken instanceof AgentError) throw broken;
     throw new AgentError(`${name} is not a valid gzip'd tar: ${errorMessage(broken)}`, { cause: broken });

@@ -255,3 +255,28 @@ test('the destination must be an empty folder; progress is reported, throttled, 
     assert.deepEqual(last, { layer: 2, layers: 2, layerBytes: image.blobs.get(image.layers[1]!)!.length, layerTotal: image.blobs.get(image.layers[1]!)!.length, totalBytes: total, total });
   });
 });
+
+test('a full disk is one line naming the folder and the entry', async (t) => {
+  const mnt = fresh();
+  const { spawnSync } = await import('node:child_process');
+  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=128k', 'tmpfs', mnt]);
+  if (m.status !== 0) { t.skip(`cannot mount a small tmpfs here (root needed): ${m.stderr.toString().trim()}`); return; }
+  try {
+    const dest = join(mnt, 'stage');
+    mkdirSync(dest);
+    await withFake(image, {}, async (f) => {
+      await assert.rejects(pullVaultwarden(parseImageRef(`${f.hostPort}/${REPO}:1.32.7`), dest), (err: unknown) => {
+        assert.ok(err instanceof AgentError);
+        assert.equal(err.message, `no space left on device writing ${dest} (vaultwarden in layer 1 of 2 (${image.layers[0]}): ENOSPC)`);
+        return true;
+      });
+    });
+  } finally {
+    spawnSync('umount', [mnt]);
+  }
+});
+
+test('a registry host that does not resolve', async () => {
+  await assert.rejects(pullVaultwarden(parseImageRef('registry.nonexistent.invalid/vw/server:1'), fresh(), { timeoutMs: 5000 }),
+    /^AgentError: registry registry\.nonexistent\.invalid is unreachable: (ENOTFOUND|EAI_AGAIN) \(GET manifest registry\.nonexistent\.invalid\/vw\/server:1\)$/);
+});
