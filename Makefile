@@ -23,7 +23,7 @@ PKG_INPUTS := package.json package-lock.json scripts/bundle.mjs \
   $(shell find agent units packaging docs -type f 2>/dev/null)
 
 .PHONY: all deps apt-deps typecheck build deb rpm lint-packages test test-unit \
-  test-system test-root demo demo-stop clean bench-files bench-backup bench-log config-table
+  test-system test-root demo demo-stop clean bench-files bench-backup bench-log bench-upgrade config-table
 
 all: deb
 
@@ -120,6 +120,12 @@ bench-files: deps
 # Size: BENCH_MIB (data folder total, default 1024). Needs /usr/bin/time (package time).
 bench-backup: deps
 	$(NODE) bench/backup.ts
+
+# An upgrade's safety net on a 100 MiB database (BENCH_DB_MIB): the snapshot before
+# Vaultwarden migrates (VACUUM INTO + integrity_check) and the row marker, against
+# sqlite3 .backup + integrity_check by hand.
+bench-upgrade: deps
+	$(NODE) bench/upgrade.ts
 
 # Logging: µs per log call under systemd in a test host, native journal protocol vs stdout
 # with <N> prefixes vs plain stdout; flood and paced. Size: BENCH_LOG_N (default 5000).

@@ -11,7 +11,8 @@ import { ConfigError, errorMessage } from '../errors.ts';
 import { run as runProcess, type RunOptions, type RunResult } from '../exec.ts';
 import { s3Client } from '../files/store.ts';
 import { scrub } from '../log.ts';
-import { API_GROUP, PATHS, UNITS } from '../paths.ts';
+import { API_GROUP, PATHS, SERVICE_USER, UNITS } from '../paths.ts';
+import { lookupUser } from '../replication/runtime.ts';
 import { S3LeaseStore, type ConditionalSupport } from '../replication/lease.ts';
 import { chooseVaultwarden, vaultwardenEnvOf } from '../vaultwarden/choose.ts';
 import { VersionStore } from '../vaultwarden/versions.ts';
@@ -116,6 +117,15 @@ export function checkConfig(path: string, load: (p: string) => Config = loadConf
 // ---------------------------------------------------------------------------------------
 // 2. Vaultwarden binary and web vault
 
+function serviceIds(): { uid?: number; gid?: number } {
+  try {
+    const ids = lookupUser(SERVICE_USER);
+    return { uid: ids.uid, gid: ids.gid };
+  } catch {
+    return {};
+  }
+}
+
 const isFalse = (v: string | undefined) => v !== undefined && /^(false|0|no|off)$/i.test(v.trim());
 
 export async function checkVaultwarden(cfg: Pick<Config, 'vaultwardenBin'>, env: Pick<DoctorEnv, 'run' | 'paths'>): Promise<CheckResult> {
@@ -134,7 +144,8 @@ export async function checkVaultwarden(cfg: Pick<Config, 'vaultwardenBin'>, env:
   } catch {
     return fail('vaultwarden', `${bin} is not executable (mode ${(st.mode & 0o777).toString(8)})`, `chmod 755 ${bin}`);
   }
-  const r = await env.run(bin, ['--version'], { timeoutMs: 5_000, reject: false, cwd: env.paths.dataFolder });
+  // As the service user, as the unit runs it: a binary is never run as root to ask its version.
+  const r = await env.run(bin, ['--version'], { timeoutMs: 5_000, reject: false, cwd: '/', ...serviceIds() });
   const line = (r.stdout || r.stderr).split('\n').map((l) => l.trim()).find(Boolean) ?? '';
   if (r.timedOut) return fail('vaultwarden', `${bin} --version did not finish within 5 s`, `check that ${bin} is Vaultwarden (VAULTWARDEN_BIN)`);
   if (r.exitCode !== 0) return fail('vaultwarden', `${bin} --version exited ${r.exitCode}${line ? `: ${line}` : ''}`, `check that ${bin} is Vaultwarden and runs on this host (VAULTWARDEN_BIN)`);

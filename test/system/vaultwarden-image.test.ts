@@ -95,11 +95,13 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   assert.equal(st.vaultwarden.installed.digest, img.indexDigest);
   assert.match(st.vaultwarden.installed.image, /vaultwarden-standin\/server:1\.32\.7$/);
   assert.equal(st.vaultwarden.rollbackPoint, null, 'a new vault: nothing to snapshot');
-  assert.match(await a.readFile('/run/vwstream/vaultwarden.env'), new RegExp(`^WEB_VAULT_FOLDER=${VW_DIR}/1\\.32\\.7/web-vault/$`, 'm'));
+  assert.match(await a.readFile('/run/vwstream/vaultwarden.env'), new RegExp(`^WEB_VAULT_FOLDER="${VW_DIR}/1\\.32\\.7/web-vault/"$`, 'm'));
   const index = await (await fetch(`http://127.0.0.1:${port}/`)).text();
   assert.equal(sha(index), sha(await a.readFile(`${VW_DIR}/1.32.7/web-vault/index.html`)), 'the web vault is served');
   await vw.addUsers(20);
-  await vw.login('alice@example.test');
+  await vw.login('alice@example.test'); // a login writes (devices) and adds alice
+  const base = (await vw.counts()).users;
+  assert.equal(base, 21);
   await waitDbSynced(a, Date.now());
 
   // Faults: nothing changes, Vaultwarden keeps serving.
@@ -140,7 +142,7 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   assert.equal(rp.from, '1.32.7');
   assert.equal(rp.to, '1.33.0');
   assert.match(rp.snapshot, /^\/var\/lib\/vwstream\/aside\/\d{4}-\d\d-\d\dT[\d-]+Z-vaultwarden-upgrade$/);
-  assert.equal(await users(a, `${rp.snapshot}/db.sqlite3`), 20);
+  assert.equal(await users(a, `${rp.snapshot}/db.sqlite3`), base);
   assert.ok(!(await migrations(a, `${rp.snapshot}/db.sqlite3`)).includes(SSO), 'the snapshot predates the migration');
   assert.ok((await migrations(a, '/var/lib/vaultwarden/db.sqlite3')).includes(SSO), '1.33.0 migrated the live database');
   const order = (await a.journal(['-u', 'vwstream-agent', '-u', 'vwstream-vaultwarden', '-o', 'cat', '--since', `@${since}`])).split('\n');
@@ -169,10 +171,10 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   st = await statusJson(a);
   assert.equal(st.vaultwarden.running, '1.32.7');
   assert.equal(st.vaultwarden.held, '1.33.0');
-  assert.equal((await vw.counts()).users, 20, 'the snapshot is live: the 3 later users are not');
+  assert.equal((await vw.counts()).users, base, 'the snapshot is live: the 3 later users are not');
   assert.ok(!(await migrations(a, '/var/lib/vaultwarden/db.sqlite3')).includes(SSO));
   const kept = (await a.exec(['sh', '-c', 'ls -d /var/lib/vwstream/aside/*-vaultwarden-rollback'])).stdout.trim();
-  assert.equal(await users(a, `${kept}/db.sqlite3`), 23, 'the newer database is kept aside');
+  assert.equal(await users(a, `${kept}/db.sqlite3`), base + 3, 'the newer database is kept aside');
   await vw.addUsers(1);
   await waitDbSynced(a, Date.now());
   const gensAfter = (JSON.parse((await cli(a, "generations", "--json")).stdout) as { generations: unknown[] }).generations;
@@ -204,8 +206,8 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   await waitServing(b);
   console.log(`# new host: start with VAULTWARDEN_VERSION=1.32.7 (install at start after the back-off, restore) until serving: ${Date.now() - t} ms`);
   const vb = standin(b, portB);
-  assert.equal((await vb.counts()).users, 21);
+  assert.equal((await vb.counts()).users, base + 1);
   assert.equal(sha(await b.readFile('/var/lib/vaultwarden/rsa_key.pem')), rsaA, 'the restored host has the primary\'s RSA key');
   assert.equal((await b.exec(['sha256sum', `${VW_DIR}/1.32.7/vaultwarden`])).stdout.split(' ')[0], reg.binSha('1.32.7'));
-  assert.match(await b.readFile('/run/vwstream/vaultwarden.env'), new RegExp(`^VAULTWARDEN_BIN=${VW_DIR}/1\\.32\\.7/vaultwarden$`, 'm'));
+  assert.match(await b.readFile('/run/vwstream/vaultwarden.env'), new RegExp(`^VAULTWARDEN_BIN="${VW_DIR}/1\\.32\\.7/vaultwarden"$`, 'm'));
 });
