@@ -26,14 +26,30 @@ export interface PersistentState {
 /** Which Vaultwarden ran on this database, and the way back from its last upgrade. */
 export interface VaultwardenState {
   /** The version the agent last started on this host's database (what answered /alive). */
-  lastRan?: { version: string; at: string; bin: string };
+  lastRan?: { version: string; at: string; bin: string; migrations?: string | null };
   /** The last upgrade: the snapshot taken before `to` first started, and the row marker taken once it answered. */
   upgrade?: { from: string | null; to: string; at: string; snapshot: string; bytes: number; ms: number; marker?: string };
+  /** A rollback under way (written before the database is replaced): a start finishes it. */
+  rollingBack?: RollbackRecord;
   /** After a rollback: VAULTWARDEN_VERSION still naming `version` does not upgrade again until the pin changes. */
   hold?: { version: string; since: string; runs: string };
   lastRollback?: { at: string; from: string; to: string; newerKeptAt: string; forced: boolean; changedRows: number | null };
   /** The last failed install at start (VAULTWARDEN_VERSION), for its back-off. */
   pullFailure?: { image: string; at: string; failures: number; error: string };
+}
+
+export interface RollbackRecord {
+  /** The newer version rolled back from, and the one that runs after. */
+  from: string;
+  to: string;
+  at: string;
+  snapshot: string;
+  /** contentDigest of the snapshot: the live database equals it once the replacement is done. */
+  snapshotDigest: string;
+  hold: boolean;
+  forced: boolean;
+  changedRows: number | null;
+  newerKeptAt?: string;
 }
 
 /** Changes the `vaultwarden` part of the state (read-modify-write under the state's lock). */

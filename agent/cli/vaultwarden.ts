@@ -11,10 +11,13 @@ import { PATHS } from '../paths.ts';
 import { effectiveRole } from '../replication/restore.ts';
 import { performRestoreOp, isRecordedCopy } from '../replication/restore-op.ts';
 import { removeDbCopy } from '../replication/runtime.ts';
-import { readState, updateVaultwardenState } from '../state-file.ts';
+import { contentDigest } from '../replication/inspect.ts';
+import { finishRollback } from '../vaultwarden/rollback.ts';
+import { readState, updateVaultwardenState, type RollbackRecord } from '../state-file.ts';
 import { imageToPull, installVaultwarden, type InstallResult, type PullProgressLike } from '../vaultwarden/install.ts';
 import { realInstallDeps } from '../vaultwarden/source.ts';
-import { SNAPSHOT_FILE, compareRows, describeChanges, readMarker, rowDigests, type RowChanges } from '../vaultwarden/upgrade.ts';
+import { SNAPSHOT_FILE, compareRows, describeChanges, migrationsFingerprint, readMarker, rowDigests, type RowChanges } from '../vaultwarden/upgrade.ts';
+import { compareVersions } from '../vaultwarden/lifecycle.ts';
 import { VersionStore } from '../vaultwarden/versions.ts';
 import { configFor, printJson, requireRoot, runCommand, type GlobalArgs } from './common.ts';
 import { daemonRunning, runtimeFor } from './offline.ts';
@@ -59,6 +62,12 @@ export function vaultwardenInstallCommand(args: InstallArgs): Promise<never> {
     if (pin && args.image) throw new AgentError(`VAULTWARDEN_VERSION=${pin} in ${cfg.source} pins a version of VAULTWARDEN_IMAGE; --image would be replaced by it at the next start`, { hint: 'remove the pin, or set VAULTWARDEN_IMAGE and VAULTWARDEN_VERSION in the config', exitCode: EXIT.CONFIG });
     const image = args.image ?? cfg.vaultwarden.image;
     const ref = imageToPull(image, version);
+    const ran = readState().vaultwarden?.lastRan;
+    if (version && ran && compareVersions(version, ran.version) < 0 && existsSync(PATHS.dbFile) && ran.migrations === migrationsFingerprint(PATHS.dbFile)) {
+      throw new AgentError(`Vaultwarden ${version} is older than ${ran.version}, which last ran on this database and migrated it; nothing was changed`, {
+        hint: 'vwstream-agent vaultwarden rollback goes back to the database of before the upgrade with the older version',
+      });
+    }
     const store = new VersionStore();
     const before = store.current();
     const progress = progressLine(ref);
@@ -91,10 +100,19 @@ export function vaultwardenInstallCommand(args: InstallArgs): Promise<never> {
 
 export interface RollbackArgs extends GlobalArgs { force: boolean }
 
-/** Rows written since the upgrade (against the marker taken when the new version first answered), or null when unknown. */
-function changesSinceUpgrade(marker: string | undefined, dbPath: string): Promise<RowChanges | null> {
-  if (!marker || !existsSync(marker)) return Promise.resolve(null);
-  return readMarker(marker).then((then) => compareRows(then, rowDigests(dbPath)));
+/** Rows written since the upgrade (against the marker taken when the new version first answered), or null when that cannot be told. */
+async function changesSinceUpgrade(marker: string | undefined, dbPath: string): Promise<RowChanges | null> {
+  if (!marker || !existsSync(marker)) return null;
+  return compareRows(await readMarker(marker), rowDigests(dbPath));
+}
+
+function refusal(changes: RowChanges | null, up: { to: string; at: string; from: string | null }, from: string, when: string): AgentError {
+  const what = changes
+    ? `${describeChanges(changes)} changed since the upgrade to ${up.to} at ${up.at}${when}, as far as row hashes tell: the snapshot of ${up.from ?? from} does not have them`
+    : `whether rows changed since the upgrade to ${up.to} at ${up.at} cannot be told (no row marker: ${up.to} never answered, or the marker was not written)`;
+  return new AgentError(`${what}; nothing was changed`, {
+    hint: 'vwstream-agent vaultwarden rollback --force goes back all the same (the newer database is kept aside, never deleted)', exitCode: EXIT.REFUSED,
+  });
 }
 
 export function vaultwardenRollbackCommand(args: RollbackArgs): Promise<never> {
@@ -108,57 +126,55 @@ export function vaultwardenRollbackCommand(args: RollbackArgs): Promise<never> {
     const snapshot = join(up.snapshot, SNAPSHOT_FILE);
     if (!existsSync(snapshot)) throw new AgentError(`the snapshot taken before the upgrade to ${up.to} (${up.snapshot}) is gone (kept-aside retention: ASIDE_RETENTION_DAYS)`, { hint: 'restore --timestamp with a time before the upgrade, after installing the older version (vwstream-agent vaultwarden install --version …)' });
     if (cfg.vaultwarden.binGiven) {
-      throw new AgentError(`VAULTWARDEN_BIN=${cfg.vaultwardenBin} is your own binary: the agent cannot put the previous version back`, { hint: `put Vaultwarden ${up.from ?? 'of before the upgrade'} back at ${cfg.vaultwardenBin} yourself and restore ${snapshot} (vwstream-agent restore --backup does not take it); or remove VAULTWARDEN_BIN and install with vwstream-agent vaultwarden install` });
+      throw new AgentError(`VAULTWARDEN_BIN=${cfg.vaultwardenBin} is your own binary: the agent cannot put the previous version back`, { hint: `put Vaultwarden ${up.from ?? 'of before the upgrade'} back at ${cfg.vaultwardenBin} yourself, stop the agent and copy ${snapshot} over /var/lib/vaultwarden/db.sqlite3 (owner vaultwarden, mode 0660); or remove VAULTWARDEN_BIN and use vwstream-agent vaultwarden install` });
     }
     if (effectiveRole(cfg) === 'secondary') throw new AgentError('this host is a secondary: roll back on the primary (the secondaries follow its replica)');
     const store = new VersionStore();
-    const from = up.from ?? store.previous()?.version;
-    if (!from) throw new AgentError(`the version that ran before ${up.to} is not known on this host (the database came from another host) and no previous version is installed`, { hint: 'vwstream-agent vaultwarden install --version <that version> would switch to it without the database: restore the snapshot by hand' });
+    const from = up.from && !up.from.startsWith('sha256:') ? up.from : store.previous()?.version;
+    if (!from) throw new AgentError(`the version that ran before ${up.to} is not known on this host (the database came from another host) and no previous version is installed`, { hint: `stop the agent, install that version (vwstream-agent vaultwarden install --version …) and copy ${snapshot} over /var/lib/vaultwarden/db.sqlite3 by hand` });
     const rt = await runtimeFor(cfg);
 
     // 1. What would be lost: rows written since the new version first answered.
     const changes = await changesSinceUpgrade(up.marker, rt.dbPath);
-    if (changes && changes.total > 0 && !args.force) {
-      throw new AgentError(`${describeChanges(changes)} changed since the upgrade to ${up.to} at ${up.at}, as far as row hashes tell: the snapshot of ${up.from ?? from} does not have them; nothing was changed`, {
-        hint: 'vwstream-agent vaultwarden rollback --force goes back all the same (the newer database is kept aside, never deleted)', exitCode: EXIT.REFUSED,
-      });
-    }
-    // 2. The version to go back to, fetched first if it was pruned (nothing else changes yet).
+    if ((changes === null || changes.total > 0) && !args.force) throw refusal(changes, up, from, '');
+    // 2. The version to go back to, fetched first if it was removed (nothing else changes yet).
     if (!store.get(from)) {
       say(`Vaultwarden ${from} is not installed any more: installing it from ${imageToPull(cfg.vaultwarden.image, from)} first`);
       await installVaultwarden({ image: cfg.vaultwarden.image, version: from, switch: false }, realInstallDeps(cfg, store));
     }
     say(`rolling back Vaultwarden ${up.to} → ${from}: the database of ${up.at} (${humanBytes(up.bytes)})${changes ? `; ${describeChanges(changes)} changed since` : ''}`);
-    // 3. Drain, then the snapshot as the live database (a recorded operation: a crash is finished by the next start).
+    // 3. Drain; writes during the drain count too.
     const { wasRunning, systemd } = await drainAgent(cfg, say);
     const prepared = `${rt.dbPath.slice(0, rt.dbPath.lastIndexOf('/'))}/.vwstream-rollback-${process.pid}.sqlite3`;
     try {
       await refuseWhileWritersRun(systemd, wasRunning, say);
+      const after = await changesSinceUpgrade(up.marker, rt.dbPath);
+      if (!args.force && (after === null || after.total > 0)) {
+        const again = wasRunning && systemd ? await startAgent(systemd, say).catch((e: unknown) => errorMessage(e)) : undefined;
+        if (again !== undefined && again !== 'done') say(`vwstream-agent did not start again (${again}): journalctl -u vwstream-agent`);
+        throw refusal(after, up, from, ' (written while the agent drained)');
+      }
+      // 4. The record first: a crash from here on is finished (or dropped) by the next start.
       await copyFile(snapshot, prepared);
       await chmod(prepared, 0o660);
       await chown(prepared, rt.ids.uid, rt.ids.gid);
+      const rec: RollbackRecord = {
+        from: up.to, to: from, at: new Date().toISOString(), snapshot: up.snapshot, snapshotDigest: contentDigest(prepared),
+        hold: cfg.vaultwarden.version === up.to, forced: args.force, changedRows: (after ?? changes)?.total ?? null,
+      };
+      await updateVaultwardenState((v) => ({ ...v, rollingBack: rec }));
       const op = await performRestoreOp({
         kind: 'operator', describe: `the snapshot before the upgrade to Vaultwarden ${up.to} (${up.at})`, source: up.snapshot, dbPath: rt.dbPath, prepared,
         operatorChoice: true, reason: `rolled back Vaultwarden ${up.to} → ${from} by the operator`, asideReason: 'vaultwarden-rollback',
       }, rt.ids);
-      await store.switchTo(from);
-      const now = new Date().toISOString();
-      const hold = cfg.vaultwarden.version === up.to;
-      await updateVaultwardenState((v) => {
-        const { upgrade: _, ...rest } = v;
-        return {
-          ...rest,
-          lastRan: { version: from, at: now, bin: store.get(from)!.bin },
-          ...(hold ? { hold: { version: up.to, since: now, runs: from } } : {}),
-          lastRollback: { at: now, from: up.to, to: from, newerKeptAt: op.asideDir ?? '', forced: args.force, changedRows: changes?.total ?? null },
-        };
-      });
+      rec.newerKeptAt = op.asideDir ?? '';
+      await finishRollback(rec, { store, dbPath: rt.dbPath, updateState: (c) => updateVaultwardenState(c), now: () => new Date() });
       const started = wasRunning && systemd ? await startAgent(systemd, say).catch((e: unknown) => errorMessage(e)) : undefined;
       if (args.json) {
-        printJson({ rolledBack: true, from: up.to, to: from, snapshot: up.snapshot, newerKeptAt: op.asideDir, changedRows: changes?.total ?? null, held: hold ? up.to : null, agentRestarted: started ?? null });
+        printJson({ rolledBack: true, from: up.to, to: from, snapshot: up.snapshot, newerKeptAt: op.asideDir, changedRows: rec.changedRows, held: rec.hold ? up.to : null, agentRestarted: started ?? null });
       } else {
         say(`Vaultwarden ${from} and the database of ${up.at} are in place; the newer database is kept at ${op.asideDir} (never deleted)`);
-        if (hold) say(`VAULTWARDEN_VERSION=${up.to} still names the newer version: the agent keeps ${from} until you change it (VAULTWARDEN_VERSION=${from} to stay, or a newer version)`);
+        if (rec.hold) say(`VAULTWARDEN_VERSION=${up.to} still names the newer version: the agent keeps ${from} until you change it (VAULTWARDEN_VERSION=${from} to stay, or a newer version)`);
         say('files (attachments, sends) are not rolled back: the ones added since the upgrade stay');
         if (started === undefined) say('start it: systemctl start vwstream-agent (Litestream continues from the restored database as a new generation)');
         else if (started === 'done') say('vwstream-agent serves it again; Litestream continues from the restored database as a new generation');
@@ -171,5 +187,3 @@ export function vaultwardenRollbackCommand(args: RollbackArgs): Promise<never> {
     }
   });
 }
-
-

@@ -3,6 +3,7 @@ import { readFile, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { startApiServers, type ApiServers } from '../api/server.ts';
 import type { Config, Role } from '../config/config.ts';
+import { parseEnvFile } from '../config/envfile.ts';
 import { drainBudgetOf } from '../config/budget.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { fileMirrorFor, restoreChecked, restoreOnStart } from '../replication/restore.ts';
@@ -34,6 +35,7 @@ import { VaultwardenLifecycle, vaultwardenReport } from '../vaultwarden/lifecycl
 import { realInstallDeps, versionOf } from '../vaultwarden/source.ts';
 import { chosenBinProblem, prepareVaultwarden, webVaultProblem } from '../vaultwarden/start.ts';
 import { VersionStore } from '../vaultwarden/versions.ts';
+import { recoverRollback } from '../vaultwarden/rollback.ts';
 
 /**
  * The composition root: checks what must hold before anything starts, prepares the
@@ -56,6 +58,8 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
   try {
     await machine.enter('begin', 'checking the Vaultwarden binary');
     const store = new VersionStore();
+    // A rollback interrupted by a crash: finished (or dropped) before a version is chosen.
+    await recoverRollback(readState().vaultwarden ?? {}, { store, dbPath: PATHS.dbFile, updateState: (change) => updateVaultwardenState(change), now: () => new Date() });
     const vw = await prepareVaultwarden(cfg, {
       store,
       install: (req) => installVaultwarden(req, realInstallDeps(cfg, store)),
@@ -82,7 +86,10 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
     log.info({ instance: me.instance, machineId: me.machineId, bootId: me.bootId, file: PATHS.instanceFile }, `agent instance ${me.instance} (${me.instanceCreated ? 'new in this boot' : 'kept from an earlier run in this boot'})`);
     const budget = drainBudgetOf(cfg);
     systemd = await Systemd.connect();
-    const rt = await prepareRuntime(cfg);
+    // What the unit ran last (before this start rewrites its environment): a running
+    // Vaultwarden of another binary is not adopted (the switch goes through the snapshot).
+    const ranBin = versionBinInEnv();
+    const rt = await prepareRuntime(cfg, vw);
     if (await writeDropins(renderDropins(budget, cfg.primarySyncIntervalMs, cfg.backup.enabled ? cfg.backup.cron : undefined, cfg.verifyCron, cfg.s3 ? undefined : cfg.localReplicaPath, cfg.backup.enabled ? backupLocalPaths(cfg.backup.remotes, cfg.rcloneEnv) : []))) await systemd.reload();
     if (budget.scaled) log.warn({ budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${budget.vaultwardenMs} ms, litestream ${budget.litestreamMs} ms, files ${budget.filesMs} ms`);
 
@@ -127,6 +134,7 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
           try { return JSON.parse(await readFile(PATHS.finalSync, 'utf8')) as { confirmed: boolean; detail: string }; } catch { return undefined; }
         },
         asideFolder: (why) => asideFolder(why),
+        vaultwardenChanged: ranBin !== undefined && ranBin !== vw.bin,
         beforeVaultwarden: () => lifecycle.beforeStart(),
         vaultwardenStarted: () => lifecycle.started(),
       },
@@ -210,6 +218,15 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
     api?.close();
     metricsServer?.close();
     systemd?.disconnect();
+  }
+}
+
+/** VAULTWARDEN_BIN of the unit's environment file as it is now (what a running Vaultwarden was started with). */
+function versionBinInEnv(): string | undefined {
+  try {
+    return parseEnvFile(readFileSync(PATHS.vaultwardenEnv, 'utf8')).get('VAULTWARDEN_BIN')?.value;
+  } catch {
+    return undefined;
   }
 }
 

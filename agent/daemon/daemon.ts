@@ -178,6 +178,11 @@ export class Daemon {
       // The agent restarted while both kept running: the live database is in use and replicated.
       this.restore = { decision: { action: 'keep', reason: 'Vaultwarden and Litestream were already running; adopted them' }, ms: 0 };
       log.info('Vaultwarden and Litestream already running: adopting them (no restore decision on a live database)');
+      if (startup.vaultwardenChanged) {
+        // Another binary is to run: it starts below, after the check (and snapshot) an upgrade needs.
+        log.info('the running Vaultwarden was started with another binary than this start chose: stopping it to start the chosen one');
+        await this.units.stop(UNITS.vaultwarden, 60_000);
+      }
       if (startup.litestreamConfigChanged) {
         log.info('litestream.yml changed: restarting Litestream to load it');
         await this.units.stop(UNITS.litestream, cfg.litestream.shutdownTimeoutMs);
@@ -317,7 +322,12 @@ export class Daemon {
           signal,
           excused: (unit) => unit === UNITS.litestream && this.fencing.suspended !== null, // stopped on purpose
           onDown: async (unit, what) => { await this.machine.enter('degrade', `${what}; restarting it`, { unit }); },
-          onBack: async (unit) => { await this.machine.enter('serve', `${unit} restarted; replicating to ${replicaUrl(this.deps.cfg)}`); },
+          onBack: async (unit) => {
+            await this.machine.enter('serve', `${unit} restarted; replicating to ${replicaUrl(this.deps.cfg)}`);
+            if (unit === UNITS.vaultwarden) await this.deps.startup.vaultwardenStarted?.().catch((err) => log.warn({ err: errorMessage(err) }, `could not record the Vaultwarden version that runs: ${errorMessage(err)}`));
+          },
+          // A restart runs the version check (and the snapshot if the binary changed in place).
+          beforeStart: async (unit) => { if (unit === UNITS.vaultwarden) await this.deps.startup.beforeVaultwarden?.(); },
         });
       }
       if (tick % 5 === 0) await this.units.checkAlive();

@@ -108,6 +108,8 @@ export interface StartupPort {
   /** The final-sync verdict Litestream's ExecStop wrote, if any. */
   readFinalSync(): Promise<{ confirmed: boolean; detail: string } | undefined>;
   asideFolder(why: string): string;
+  /** A running Vaultwarden was started with another binary than the one this start chose (not adopted: restarted through beforeVaultwarden). */
+  readonly vaultwardenChanged?: boolean;
   /** Before Vaultwarden's unit starts on the live database (the snapshot before an upgrade); throws to refuse the start. */
   beforeVaultwarden?(): Promise<void>;
   /** Once Vaultwarden answers on the live database (what ran; the marker after an upgrade). */

@@ -87,7 +87,7 @@ export class UnitSupervisor {
    * stopped on purpose) is restarted after a back-off; `onDown`/`onBack` report it.
    * Throws when a unit used up its restart budget.
    */
-  async poll(units: readonly string[], opts: { excused: (unit: string) => boolean; signal: AbortSignal; onDown: (unit: string, what: string) => Promise<void>; onBack: (unit: string) => Promise<void> }): Promise<void> {
+  async poll(units: readonly string[], opts: { excused: (unit: string) => boolean; signal: AbortSignal; onDown: (unit: string, what: string) => Promise<void>; onBack: (unit: string) => Promise<void>; beforeStart?: (unit: string) => Promise<void> }): Promise<void> {
     for (const unit of units) {
       const s = await this.systemd.state(unit).catch(() => undefined);
       if (!s) continue;
@@ -106,6 +106,7 @@ export class UnitSupervisor {
       if (opts.signal.aborted) return;
       if (opts.excused(unit)) continue; // stopped on purpose meanwhile (lease suspended): not restarted
       try {
+        await opts.beforeStart?.(unit);
         await this.start(unit);
         if (opts.excused(unit)) { await this.kill(unit); continue; } // suspended while it started
         if (unit === UNITS.vaultwarden) await this.waitAlive(120_000, opts.signal);

@@ -27,11 +27,28 @@ export function chooseVaultwarden(cfg: Pick<Config, 'vaultwardenBin' | 'vaultwar
   return { source: 'default', bin: PATHS.defaultVaultwardenBin };
 }
 
-/** The environment for the unit: cfg.vaultwardenEnv with the chosen binary and its web vault. */
-export function vaultwardenEnvOf(cfg: Pick<Config, 'vaultwardenBin' | 'vaultwarden' | 'vaultwardenEnv'>, store?: VersionStore): Record<string, string> {
-  const choice = chooseVaultwarden(cfg, store);
+/** The environment for the unit: cfg.vaultwardenEnv with the chosen binary (default: chosen now) and its web vault. */
+export function vaultwardenEnvOf(cfg: Pick<Config, 'vaultwardenBin' | 'vaultwarden' | 'vaultwardenEnv'>, store?: VersionStore, chosen?: VaultwardenChoice): Record<string, string> {
+  const choice = chosen ?? chooseVaultwarden(cfg, store);
   const env: Record<string, string> = { ...cfg.vaultwardenEnv, VAULTWARDEN_BIN: choice.bin };
   const ownWebVault = 'WEB_VAULT_FOLDER' in cfg.vaultwardenEnv || /^(false|0|no|off)$/i.test(cfg.vaultwardenEnv.WEB_VAULT_ENABLED ?? '');
   if (choice.webVault && !ownWebVault) env.WEB_VAULT_FOLDER = `${choice.webVault}/`;
+  return env;
+}
+
+/**
+ * For a command other than the agent's start rewriting the unit's environment: the
+ * binary and web vault stay what the agent chose at its start (`previous`, the file as
+ * it is). Only the agent's start switches them, after the snapshot an upgrade needs: a
+ * command must never make a restart of the unit run a version that was not checked.
+ */
+export function keptVaultwardenEnv(cfg: Pick<Config, 'vaultwardenBin' | 'vaultwarden' | 'vaultwardenEnv'>, previous: Map<string, { value: string }> | undefined, store?: VersionStore): Record<string, string> {
+  const env = vaultwardenEnvOf(cfg, store);
+  const bin = previous?.get('VAULTWARDEN_BIN')?.value;
+  if (!bin) return env;
+  env.VAULTWARDEN_BIN = bin;
+  const web = previous?.get('WEB_VAULT_FOLDER')?.value;
+  if (web !== undefined && !('WEB_VAULT_FOLDER' in cfg.vaultwardenEnv)) env.WEB_VAULT_FOLDER = web;
+  else if (web === undefined && !('WEB_VAULT_FOLDER' in cfg.vaultwardenEnv)) delete env.WEB_VAULT_FOLDER;
   return env;
 }

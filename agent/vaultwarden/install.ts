@@ -51,7 +51,16 @@ export function imageToPull(image: string, version?: string): string {
   return hasTag ? image : `${image}:latest`;
 }
 
-export async function installVaultwarden(req: InstallRequest, deps: { store: VersionStore; pull: PullFn; probe: ProbeFn; now?: () => Date }): Promise<InstallResult> {
+export interface InstallDeps {
+  store: VersionStore;
+  pull: PullFn;
+  probe: ProbeFn;
+  /** Versions in use that pruning must keep (what runs now, what last ran on the database). */
+  inUse?: () => (string | undefined)[];
+  now?: () => Date;
+}
+
+export async function installVaultwarden(req: InstallRequest, deps: InstallDeps): Promise<InstallResult> {
   const { store } = deps;
   const started = Date.now();
   const release = store.lock();
@@ -61,7 +70,7 @@ export async function installVaultwarden(req: InstallRequest, deps: { store: Ver
     const switchTo = async (v: string) => (doSwitch ? store.switchTo(v) : { previous: before, changed: false });
     if (req.version && store.get(req.version)) {
       const sw = await switchTo(req.version);
-      const pruned = doSwitch ? await store.prune() : [];
+      const pruned = doSwitch ? await store.prune(deps.inUse?.() ?? []) : [];
       return { installed: store.get(req.version)!, previous: sw.changed ? before : undefined, downloaded: false, switched: sw.changed, pruned, pullMs: 0, ms: Date.now() - started };
     }
     const ref = imageToPull(req.image, req.version);
@@ -81,7 +90,7 @@ export async function installVaultwarden(req: InstallRequest, deps: { store: Ver
       if (existing && existing.digest === pulled.digest) {
         await rm(staging, { recursive: true, force: true });
         const sw = await switchTo(version);
-        const pruned = doSwitch ? await store.prune() : [];
+        const pruned = doSwitch ? await store.prune(deps.inUse?.() ?? []) : [];
         return { installed: existing, previous: sw.changed ? before : undefined, downloaded: true, switched: sw.changed, pruned, pullMs, ms: Date.now() - started, pulled };
       }
       const installed = await store.commit(staging, {
@@ -89,7 +98,7 @@ export async function installVaultwarden(req: InstallRequest, deps: { store: Ver
         installedAt: (deps.now?.() ?? new Date()).toISOString(), versionLine: line, files: pulled.files, bytes: pulled.bytes,
       });
       const sw = await switchTo(version);
-      const pruned = doSwitch ? await store.prune() : [];
+      const pruned = doSwitch ? await store.prune(deps.inUse?.() ?? []) : [];
       return { installed, previous: sw.changed ? before : undefined, downloaded: true, switched: sw.changed, pruned, pullMs, ms: Date.now() - started, pulled };
     } catch (err) {
       await rm(staging, { recursive: true, force: true }).catch(() => undefined);

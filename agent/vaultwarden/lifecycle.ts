@@ -4,13 +4,15 @@
  * once it answers, the record of what runs and the row marker a rollback compares with.
  * And what `status` shows of it.
  */
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { humanBytes } from '../aside.ts';
+import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
 import type { VaultwardenState } from '../state-file.ts';
 import type { PreparedVaultwarden } from './start.ts';
-import { MARKER_FILE, hasVaultwardenData, rowDigests, takeUpgradeSnapshot, writeMarker } from './upgrade.ts';
+import { MARKER_FILE, SNAPSHOT_FILE, hasVaultwardenData, migrationsFingerprint, rowDigests, takeUpgradeSnapshot, writeMarker } from './upgrade.ts';
 import type { VersionStore } from './versions.ts';
 
 export interface LifecycleDeps {
@@ -27,7 +29,7 @@ export interface LifecycleDeps {
 
 export class VaultwardenLifecycle {
   private readonly deps: LifecycleDeps;
-  /** The version about to start / running (from its --version). */
+  /** What is about to start / runs: its version, or `sha256:<12 hex>` of a binary that does not say it. */
   version: string | undefined;
   private pendingMarker: string | null = null;
 
@@ -35,33 +37,72 @@ export class VaultwardenLifecycle {
     this.deps = deps;
   }
 
-  /** Before Vaultwarden's unit starts on the live database: snapshot when the version changes. Throws when it cannot. */
-  async beforeStart(): Promise<void> {
-    const { prepared, dbPath } = this.deps;
-    this.version = await this.deps.probe(prepared.bin).catch((err: unknown) => {
-      log.warn({ bin: prepared.bin, err: String(err) }, `could not read the version of ${prepared.bin}; no snapshot is taken before it starts`);
+  /** The binary's version (--version as the service user), else a digest of the file: never "unknown". */
+  private async identify(bin: string): Promise<string> {
+    const v = await this.deps.probe(bin).catch((err: unknown) => {
+      log.warn({ bin, err: errorMessage(err) }, `could not read the version of ${bin} (${errorMessage(err)}); it is told apart by its digest`);
       return undefined;
     });
-    const to = this.version;
-    if (!to) return;
-    const last = this.deps.readState().lastRan?.version ?? null;
-    if (last === to) return;
-    if (!hasVaultwardenData(dbPath)) {
-      log.info({ version: to }, `Vaultwarden ${to} starts on a new database: no snapshot needed`);
-      return;
+    if (v) return v;
+    try {
+      return `sha256:${createHash('sha256').update(readFileSync(bin)).digest('hex').slice(0, 12)}`;
+    } catch (err) {
+      throw new AgentError(`cannot read ${bin}: ${errorMessage(err)}`, { cause: err });
     }
-    log.info({ from: last, to }, `Vaultwarden ${last ?? '(version that last ran not known on this host)'} → ${to}: taking a snapshot before it migrates the database`);
-    const snap = await takeUpgradeSnapshot(dbPath, last, to, this.deps.asideRoot, this.deps.now());
-    await this.deps.updateState((v) => ({ ...v, upgrade: { from: last, to, at: snap.at, snapshot: snap.dir, bytes: snap.bytes, ms: snap.ms } }));
-    this.pendingMarker = snap.dir;
-    log.info({ from: last, to, snapshot: snap.dir, bytes: snap.bytes, ms: snap.ms, counts: snap.counts }, `snapshot before the upgrade to ${to}: ${snap.dir} (${humanBytes(snap.bytes)}, integrity ok, ${snap.ms} ms); vwstream-agent vaultwarden rollback goes back to it`);
   }
 
-  /** Once Vaultwarden answers: it ran on this database; after an upgrade, the row marker. */
+  /**
+   * Before Vaultwarden's unit starts on the live database (also before a restart of the
+   * unit): when what starts is not what last ran on this database, a snapshot first.
+   * Throws (the start is refused) when it cannot be taken, or for an older version on a
+   * database a newer one migrated.
+   */
+  async beforeStart(): Promise<void> {
+    const { prepared, dbPath } = this.deps;
+    const to = await this.identify(prepared.bin);
+    this.version = to;
+    const st = this.deps.readState();
+    const last = st.lastRan;
+    const at = this.deps.now().toISOString();
+    const record = (migrations: string | null) => this.deps.updateState((v) => ({ ...v, lastRan: { version: to, at, bin: prepared.bin, migrations } }));
+    if (!hasVaultwardenData(dbPath)) {
+      if (last?.version !== to) log.info({ version: to }, `Vaultwarden ${to} starts on a new database: no snapshot needed`);
+      await record(null);
+      return;
+    }
+    // What last ran here ran on this database only if its migrations are this database's
+    // (a restore, a promotion or a rollback replaced it otherwise); null = it had not answered yet.
+    const fp = migrationsFingerprint(dbPath);
+    const sameDb = last !== undefined && (last.migrations === null || last.migrations === undefined || last.migrations === fp);
+    const from = sameDb ? last!.version : null;
+    if (from === to) return;
+    if (from && compareVersions(to, from) < 0) {
+      throw new AgentError(`Vaultwarden ${to} is older than ${from}, which last ran on this database and migrated it: an older version on a newer schema can damage the vault`, {
+        hint: `go back with vwstream-agent vaultwarden rollback (the snapshot taken before the upgrade), or run ${from} again (VAULTWARDEN_VERSION=${from} or vwstream-agent vaultwarden install --version ${from})`,
+        exitCode: EXIT.CONFIG,
+      });
+    }
+    const up = st.upgrade;
+    if (up && up.to === to && up.from === from && existsSync(join(up.snapshot, SNAPSHOT_FILE))) {
+      log.info({ snapshot: up.snapshot }, `Vaultwarden ${to}: the snapshot before this upgrade exists already (${up.snapshot}); not taken again`);
+    } else {
+      log.info({ from, to }, `Vaultwarden ${from ?? '(version that last ran on this database not known here)'} → ${to}: taking a snapshot before it migrates the database`);
+      const snap = await takeUpgradeSnapshot(dbPath, from, to, this.deps.asideRoot, this.deps.now());
+      await this.deps.updateState((v) => ({ ...v, upgrade: { from, to, at: snap.at, snapshot: snap.dir, bytes: snap.bytes, ms: snap.ms } }));
+      this.pendingMarker = snap.dir;
+      log.info({ from, to, snapshot: snap.dir, bytes: snap.bytes, ms: snap.ms, counts: snap.counts }, `snapshot before the upgrade to ${to}: ${snap.dir} (${humanBytes(snap.bytes)}, integrity ok, ${snap.ms} ms); vwstream-agent vaultwarden rollback goes back to it`);
+    }
+    // Recorded before it starts: a start that migrates and dies before answering does not
+    // take a second "before" snapshot of the migrated database.
+    await record(null);
+  }
+
+  /** Once Vaultwarden answers: the migrations it left (this database's fingerprint); after an upgrade, the row marker. */
   async started(): Promise<void> {
     const to = this.version;
     if (!to) return;
-    await this.deps.updateState((v) => ({ ...v, lastRan: { version: to, at: this.deps.now().toISOString(), bin: this.deps.prepared.bin } }));
+    const fp = hasVaultwardenData(this.deps.dbPath) ? migrationsFingerprint(this.deps.dbPath) : null;
+    await this.deps.updateState((v) => (v.lastRan?.version === to ? { ...v, lastRan: { ...v.lastRan, migrations: fp } } : v));
     const dir = this.pendingMarker;
     this.pendingMarker = null;
     if (!dir || !existsSync(dir)) return;
@@ -71,6 +112,22 @@ export class VaultwardenLifecycle {
     await this.deps.updateState((v) => (v.upgrade?.snapshot === dir ? { ...v, upgrade: { ...v.upgrade, marker } } : v));
     log.info({ marker, ms: Date.now() - t }, `Vaultwarden ${to} answers after its migrations; rows marked for the rollback check (${Date.now() - t} ms)`);
   }
+}
+
+/** -1, 0, 1 for two x.y.z versions (a suffix compares as text after the numbers); 0 when either is not a version. */
+export function compareVersions(a: string, b: string): number {
+  const pa = /^(\d+)\.(\d+)\.(\d+)(.*)$/.exec(a);
+  const pb = /^(\d+)\.(\d+)\.(\d+)(.*)$/.exec(b);
+  if (!pa || !pb) return 0;
+  for (let i = 1; i <= 3; i++) {
+    const d = Number(pa[i]) - Number(pb[i]);
+    if (d !== 0) return Math.sign(d);
+  }
+  // 1.33.0-rc1 < 1.33.0
+  if (pa[4] === pb[4]) return 0;
+  if (!pa[4]) return 1;
+  if (!pb[4]) return -1;
+  return pa[4]! < pb[4]! ? -1 : 1;
 }
 
 export interface VaultwardenReport {

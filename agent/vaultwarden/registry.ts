@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { AgentError } from '../errors.ts';
 import { log } from '../log.ts';
-import { formatImageRef, registryBaseUrl, type ImageRef } from './image-ref.ts';
+import { formatImageRef, isLoopbackRegistry, registryBaseUrl, type ImageRef } from './image-ref.ts';
 
 /**
  * A pull-only client of the Registry HTTP API v2 (Docker Hub, GHCR, distribution, …) on
@@ -240,6 +240,10 @@ export class RegistryClient {
       url = new URL(realm);
     } catch {
       throw new AgentError(`registry ${this.base.host} named a token realm that is not a URL: ${JSON.stringify(realm)}`);
+    }
+    // Credentials (and tokens) travel over HTTPS only, unless the realm is on this host's loopback.
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackRegistry(url.host))) {
+      throw new AgentError(`registry ${this.base.host} named a token realm over ${url.protocol.replace(':', '')} (${url.origin}): refused, ${this.auth ? 'the registry password' : 'a token'} would travel unencrypted`);
     }
     if (params.service) url.searchParams.set('service', params.service);
     url.searchParams.set('scope', `repository:${this.repository}:pull`);

@@ -2,12 +2,16 @@
  * The real parts behind install.ts's PullFn and ProbeFn: the registry client (pull.ts)
  * and `--version` run as Vaultwarden's own user (the binary is not trusted with root).
  */
+import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Config } from '../config/config.ts';
-import { SERVICE_USER } from '../paths.ts';
+import { parseEnvFile } from '../config/envfile.ts';
+import { AgentError } from '../errors.ts';
+import { PATHS, SERVICE_USER } from '../paths.ts';
 import { lookupUser } from '../replication/runtime.ts';
+import { readState } from '../state-file.ts';
 import { parseImageRef } from './image-ref.ts';
-import type { ProbeFn, PullFn } from './install.ts';
+import type { InstallDeps, ProbeFn, PullFn } from './install.ts';
 import { pullVaultwarden } from './pull.ts';
 import { probeVersion } from './upgrade.ts';
 import { VersionStore } from './versions.ts';
@@ -19,12 +23,14 @@ export function registryPull(auth: Config['vaultwarden']['registryAuth']): PullF
   };
 }
 
+/** The vaultwarden user's ids; as root without that user nothing is run (never as root). */
 function serviceUser(): { uid?: number; gid?: number } {
   try {
     const ids = lookupUser(SERVICE_USER);
     return { uid: ids.uid, gid: ids.gid };
-  } catch {
-    return {}; // no such user (a test machine): as the caller
+  } catch (err) {
+    if (process.getuid?.() === 0) throw new AgentError(`the user ${SERVICE_USER} does not exist: Vaultwarden's binary is not run as root to ask its version (${(err as Error).message})`, { hint: 'reinstall the package (its postinst creates the user)' });
+    return {}; // not root: as the caller (tests)
   }
 }
 
@@ -35,7 +41,22 @@ export async function versionOf(bin: string): Promise<string | undefined> {
   return (await probeVersion(bin, { ...serviceUser(), cwd: '/' })).version;
 }
 
+/** The version directory the unit's environment file names, if it is one of the store's. */
+export function versionInEnvFile(store: VersionStore, envFile: string = PATHS.vaultwardenEnv): string | undefined {
+  try {
+    const bin = parseEnvFile(readFileSync(envFile, 'utf8')).get('VAULTWARDEN_BIN')?.value;
+    const prefix = `${store.root}/`;
+    if (!bin?.startsWith(prefix)) return undefined;
+    return bin.slice(prefix.length).split('/')[0];
+  } catch {
+    return undefined;
+  }
+}
+
 /** The install deps of the real host. */
-export function realInstallDeps(cfg: Config, store: VersionStore = new VersionStore()) {
-  return { store, pull: registryPull(cfg.vaultwarden.registryAuth), probe: probeAsServiceUser };
+export function realInstallDeps(cfg: Config, store: VersionStore = new VersionStore()): InstallDeps {
+  return {
+    store, pull: registryPull(cfg.vaultwarden.registryAuth), probe: probeAsServiceUser,
+    inUse: () => [versionInEnvFile(store), readState().vaultwarden?.lastRan?.version],
+  };
 }

@@ -14,7 +14,8 @@
  * unpacked into `.staging-*` beside it and renamed into place after its files are synced.
  * Only `current` and `previous` are kept; older versions are pruned.
  */
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, readdirSync, writeSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, readdirSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AgentError } from '../errors.ts';
@@ -145,9 +146,13 @@ export class VersionStore {
     return { previous: cur, changed: true };
   }
 
-  /** Removes every version but `current` and `previous`, and leftovers of interrupted installs. */
-  async prune(): Promise<string[]> {
-    const keep = new Set([this.current()?.version, this.previous()?.version].filter(Boolean));
+  /**
+   * Removes every version but `current`, `previous` and those `inUse` names (the one that
+   * runs now may be neither after two installs without a restart), and leftovers of
+   * interrupted installs.
+   */
+  async prune(inUse: readonly (string | undefined)[] = []): Promise<string[]> {
+    const keep = new Set([this.current()?.version, this.previous()?.version, ...inUse].filter(Boolean));
     const removed: string[] = [];
     let names: string[];
     try { names = readdirSync(this.root); } catch { return []; }
@@ -163,40 +168,26 @@ export class VersionStore {
   }
 
   /**
-   * One install at a time: a lock file holding the holder's pid; a lock whose process is
-   * gone is taken over.
+   * One install, switch or prune at a time: an exclusive SQLite transaction on
+   * `.install.lock`, i.e. a kernel lock that dies with its holder (no stale pid files
+   * after a crash or a reboot). Throws at once when another process holds it.
    */
   lock(): () => void {
     mkdirSync(this.root, { recursive: true, mode: 0o755 });
     const path = join(this.root, '.install.lock');
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        const fd = openSync(path, 'wx', 0o644);
-        writeSync(fd, `${process.pid}\n`);
-        closeSync(fd);
-        return () => { try { unlinkSync(path); } catch { /* gone already */ } };
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const pid = Number.parseInt(readFileSafe(path), 10);
-        if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
-          throw new AgentError(`another Vaultwarden install is running (pid ${pid}, ${path})`, { hint: 'wait for it to finish' });
-        }
-        try { unlinkSync(path); } catch { /* raced */ }
-      }
+    const db = new DatabaseSync(path);
+    try {
+      db.exec('PRAGMA busy_timeout = 0');
+      db.exec('BEGIN EXCLUSIVE');
+    } catch (err) {
+      db.close();
+      throw new AgentError(`another Vaultwarden install or rollback is running (${path} is locked: ${(err as Error).message})`, { hint: 'wait for it to finish, then run this again' });
     }
-    throw new AgentError(`could not take ${path}`);
-  }
-}
-
-function readFileSafe(path: string): string {
-  try { return readFileSync(path, 'utf8'); } catch { return ''; }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      try { db.exec('ROLLBACK'); } finally { db.close(); }
+    };
   }
 }

@@ -45,6 +45,8 @@ interface World {
   installFails: boolean;
   stateThrows: boolean;
   readyThrows: boolean;
+  /** The snapshot before a Vaultwarden upgrade cannot be taken (full disk). */
+  snapshotFails: boolean;
   lease: FakeLease;
   mirror: FakeMirror;
   now: number;
@@ -172,7 +174,7 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
   const get = () => w;
   w = {
     calls: [], units: new Map(), hooks: {}, state: {} as PersistentState, leaseWaits: 0, restoreFails: 0, fetchFails: 0, replicaAbsent: false, seen: {},
-    vwDiesOnce: false, vwStartFails: 0, restoreRefuses: false, installFails: false, stateThrows: false, readyThrows: false,
+    vwDiesOnce: false, vwStartFails: 0, restoreRefuses: false, installFails: false, stateThrows: false, readyThrows: false, snapshotFails: false,
     lease: new FakeLease(get), mirror: new FakeMirror(get), now: Date.parse('2026-12-01T12:00:00Z'),
   };
   const clock: Clock = {
@@ -221,6 +223,11 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
       writeDrainInfo: async () => undefined,
       readFinalSync: async () => ({ confirmed: true, detail: 'replica at the local WAL position' }),
       asideFolder: (why) => `/aside/${why}`,
+      beforeVaultwarden: async () => {
+        w.calls.push('vw:before-start');
+        if (w.snapshotFails) throw new Error('could not take the snapshot before upgrading Vaultwarden 1.32.7 → 1.33.0: no space left');
+      },
+      vaultwardenStarted: async () => { w.calls.push('vw:started'); },
     },
     copy: {
       fetch: async () => {
@@ -281,6 +288,11 @@ const rows: Row[] = [
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'],
     order: ['restore-db', 'files:restore', `start:${LS}`, 'files:start', `start:${VW}`, 'ready:serving', 'stopping', ...DRAIN],
     check: (_d, w) => { assert.equal(w.lease.released, true); assert.equal(w.state.lastDrain?.complete, true); } },
+  { name: 'the upgrade snapshot comes before Vaultwarden starts, the record once it answers', exit: 0,
+    states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'],
+    order: [`start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started', 'ready:serving'] },
+  { name: 'no snapshot possible before an upgrade: Vaultwarden does not start, failed, exit 1', setup: (w) => { w.snapshotFails = true; }, exit: 1,
+    states: ['restoring', 'replicating', 'failed', 'draining', 'failed'], order: ['vw:before-start', `stop:${LS}`], never: [`start:${VW}`, 'vw:started', 'ready:serving'] },
   { name: 'stop during the conditional-write probe: nothing started', stopAt: 'probe', exit: 0,
     states: ['draining', 'stopped'], never: [`start:${LS}`, `start:${VW}`, 'restore-db'] },
   { name: 'stop while waiting for the lease: nothing started, READY sent once', stopAt: 'lease-wait', setup: (w) => { w.leaseWaits = 100; }, exit: 0,
@@ -299,7 +311,7 @@ const rows: Row[] = [
   { name: 'a second stop during the drain changes nothing', stopAt: 'drain-litestream', exit: 0,
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'], order: DRAIN },
   { name: 'adopted units (agent restart): no restore decision', setup: (w) => { w.units.set(VW, 'active'); w.units.set(LS, 'active'); }, exit: 0,
-    states: ['replicating', 'serving', 'draining', 'stopped'], never: ['restore-db', `start:${LS}`] },
+    states: ['replicating', 'serving', 'draining', 'stopped'], never: ['restore-db', `start:${LS}`, 'vw:before-start', 'vw:started'] },
   { name: 'adopted after waiting for the lease', setup: (w) => { w.leaseWaits = 1; w.units.set(VW, 'active'); w.units.set(LS, 'active'); }, exit: 0,
     states: ['waiting', 'replicating', 'serving', 'draining', 'stopped'], never: ['restore-db'] },
   { name: 'restore fails: failed, drained, exit 1', setup: (w) => { w.restoreFails = 1; }, exit: 1,

@@ -185,6 +185,38 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   assert.equal((await statusJson(a)).vaultwarden.running, '1.32.7');
   assert.match(await a.journal(['-u', 'vwstream-agent', '-o', 'cat']), /VAULTWARDEN_VERSION=1\.33\.0 names the version rolled back from/);
   assert.match((await cli(a, 'status')).stdout, /HELD +VAULTWARDEN_VERSION=1\.33\.0/);
+  // A registry that hangs at the next start with a new pin: the start is bounded (the
+  // request times out), the installed version serves meanwhile and status says why.
+  process.kill(reg.registry.pid, 'SIGSTOP');
+  try {
+    await writeEnv(a, await envFor(port, { VAULTWARDEN_VERSION: '1.34.0' }));
+    t = Date.now();
+    await startAgent(a);
+    await waitServing(a);
+    console.log(`# restart with VAULTWARDEN_VERSION=1.34.0 while the registry hangs (SIGSTOP) until serving 1.32.7: ${Date.now() - t} ms`);
+  } finally {
+    process.kill(reg.registry.pid, 'SIGCONT');
+  }
+  st = await statusJson(a);
+  assert.equal(st.vaultwarden.running, '1.32.7');
+  assert.equal(st.vaultwarden.held, null, 'a new pin lifts the hold');
+  assert.match(st.vaultwarden.problem, /VAULTWARDEN_VERSION=1\.34\.0 could not be installed: .*Vaultwarden 1\.32\.7 \(installed\) runs meanwhile/);
+  assert.match((await cli(a, 'status')).stdout, /PROBLEM +VAULTWARDEN_VERSION=1\.34\.0 could not be installed/);
+  assert.equal((await a.exec(['readlink', `${VW_DIR}/current`])).stdout.trim(), '1.32.7');
+  // The registry back: the next start installs 1.34.0, snapshotting the rolled-back database first.
+  await startAgent(a);
+  await waitServing(a);
+  st = await statusJson(a);
+  assert.equal(st.vaultwarden.running, '1.34.0');
+  assert.equal(st.vaultwarden.problem, null);
+  assert.equal(st.vaultwarden.rollbackPoint.from, '1.32.7');
+  assert.equal(st.vaultwarden.rollbackPoint.to, '1.34.0');
+  assert.equal((await vw.counts()).users, base + 1);
+  // An older version on the migrated database: refused by install, with the way back.
+  await writeEnv(a, await envFor(port));
+  const older = await cli(a, 'vaultwarden', 'install', '--version', '1.33.0');
+  assert.equal(older.exitCode, 1, older.stdout + older.stderr);
+  assert.match(older.stderr, /Vaultwarden 1\.33\.0 is older than 1\.34\.0, which last ran on this database/);
   const rsaA = sha(await a.readFile('/var/lib/vaultwarden/rsa_key.pem'));
   await waitDbSynced(a, Date.now());
 
@@ -194,7 +226,7 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   await installPackage(b, debPath());
   const portB = await freePort();
   await b.sh(`install -d ${VW_DIR} && mount -t tmpfs -o size=1m tmpfs ${VW_DIR}`);
-  await writeEnv(b, await envFor(portB, { VAULTWARDEN_VERSION: '1.32.7', NODE_ROLE: 'secondary' }));
+  await writeEnv(b, await envFor(portB, { VAULTWARDEN_VERSION: '1.34.0', NODE_ROLE: 'secondary' }));
   const full = await b.exec(['systemctl', 'restart', 'vwstream-agent'], { check: false, timeoutMs: 300_000 });
   assert.notEqual(full.exitCode, 0);
   assert.match(await b.journal(['-u', 'vwstream-agent', '-o', 'cat']), /no space left on device/);
@@ -204,10 +236,10 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   t = Date.now();
   await startAgent(b);
   await waitServing(b);
-  console.log(`# new host: start with VAULTWARDEN_VERSION=1.32.7 (install at start after the back-off, restore) until serving: ${Date.now() - t} ms`);
+  console.log(`# new host: start with VAULTWARDEN_VERSION=1.34.0 (install at start after the back-off, restore) until serving: ${Date.now() - t} ms`);
   const vb = standin(b, portB);
   assert.equal((await vb.counts()).users, base + 1);
   assert.equal(sha(await b.readFile('/var/lib/vaultwarden/rsa_key.pem')), rsaA, 'the restored host has the primary\'s RSA key');
-  assert.equal((await b.exec(['sha256sum', `${VW_DIR}/1.32.7/vaultwarden`])).stdout.split(' ')[0], reg.binSha('1.32.7'));
-  assert.match(await b.readFile('/run/vwstream/vaultwarden.env'), new RegExp(`^VAULTWARDEN_BIN="${VW_DIR}/1\\.32\\.7/vaultwarden"$`, 'm'));
+  assert.equal((await b.exec(['sha256sum', `${VW_DIR}/1.34.0/vaultwarden`])).stdout.split(' ')[0], reg.binSha('1.34.0'));
+  assert.match(await b.readFile('/run/vwstream/vaultwarden.env'), new RegExp(`^VAULTWARDEN_BIN="${VW_DIR}/1\\.34\\.0/vaultwarden"$`, 'm'));
 });

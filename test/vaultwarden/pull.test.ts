@@ -1,25 +1,17 @@
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { AgentError } from '../../agent/errors.ts';
 import { parseImageRef } from '../../agent/vaultwarden/image-ref.ts';
 import { pullVaultwarden, type PullProgress } from '../../agent/vaultwarden/pull.ts';
 import { buildImage, type BuiltImage, type ImageFile } from '../fixtures/oci.ts';
 import { startFakeRegistry, type FakeOptions, type FakeRegistry } from './fake-registry.ts';
+import { scratchDirs, sha } from './scratch.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'vws-oci-pull-'));
-after(() => rmSync(root, { recursive: true, force: true }));
-let n = 0;
-function fresh(): string {
-  const d = join(root, `d${++n}`);
-  mkdirSync(d);
-  return d;
-}
-const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+const fresh = scratchDirs('vws-oci-pull-');
 
 const BIN = randomBytes(300_000);
 const FILES: ImageFile[] = [

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { existsSync, lstatSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { AgentError } from '../../agent/errors.ts';
@@ -9,20 +8,13 @@ import { parseImageRef } from '../../agent/vaultwarden/image-ref.ts';
 import { pullVaultwarden, type PulledImage } from '../../agent/vaultwarden/pull.ts';
 import { buildImage, pushImage, type ImageFile } from '../fixtures/oci.ts';
 import { REGISTRY_BIN, startRegistry, type TestRegistry } from '../fixtures/registry.ts';
+import { scratchDirs, sha } from './scratch.ts';
 
 // Against Debian's docker-registry (distribution 2.8): the real server's API, storage and
 // token auth, not a stand-in.
 const missing = existsSync(REGISTRY_BIN) ? false : `${REGISTRY_BIN} is missing: apt-get install docker-registry`;
 
-const root = mkdtempSync(join(tmpdir(), 'vws-oci-real-'));
-after(() => rmSync(root, { recursive: true, force: true }));
-let n = 0;
-function fresh(): string {
-  const d = join(root, `d${++n}`);
-  mkdirSync(d);
-  return d;
-}
-const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+const fresh = scratchDirs('vws-oci-real-');
 
 /** path → "mode sha256" for files, "dir mode", "-> target" for links. */
 function tree(dir: string, rel = ''): Record<string, string> {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readlinkSync, readdirSync, writeFileSync, mkdirSync, existsSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, readdirSync, writeFileSync, mkdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VersionStore, validVersionName } from '../../agent/vaultwarden/versions.ts';
@@ -73,17 +73,20 @@ test('install: versioned directories, current/previous links, keep 2, nothing ch
   await assert.rejects(installVaultwarden({ image: 'vaultwarden/server', version: '1.35.0' }, { store, pull: fakePull(tagOf, [], full), probe }), /no space left on device under .*nothing was changed/);
 });
 
-test('install: one at a time; a stale lock is taken over', async () => {
+test('install: one at a time; a holder that dies leaves no stale lock', async () => {
   const store = new VersionStore(root());
   const release = store.lock();
-  // Same process: the pid is ours, so only a live other pid blocks; simulate one.
-  writeFileSync(join(store.root, '.install.lock'), '1\n'); // pid 1 is alive
-  assert.throws(() => store.lock(), /another Vaultwarden install is running \(pid 1/);
-  writeFileSync(join(store.root, '.install.lock'), '999999999\n');
-  const r2 = store.lock();
-  r2();
+  assert.throws(() => store.lock(), /another Vaultwarden install or rollback is running/);
   release();
-  assert.equal(existsSync(join(store.root, '.install.lock')), false);
+  release(); // twice is harmless
+  // Another process holds it, then is killed (as by a crash or power loss): free again.
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, ['-e', `const {DatabaseSync}=require('node:sqlite');const d=new DatabaseSync(${JSON.stringify(join(store.root, '.install.lock'))});d.exec('BEGIN EXCLUSIVE');console.log('held');setInterval(()=>{},1000)`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+  assert.throws(() => store.lock(), /another Vaultwarden install or rollback is running/);
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  store.lock()();
 });
 
 test('a link pointing outside the store is not followed', () => {
@@ -169,4 +172,58 @@ test('start: nothing installed and the pull fails: exit 1, with a back-off befor
   assert.deepEqual(sleeps, [10_000]);
   assert.equal(state.pullFailure?.failures, 2);
   assert.deepEqual([1, 2, 3, 6, 10].map(pullBackoffMs), [15_000, 30_000, 60_000, 300_000, 300_000]);
+});
+
+test('prune keeps what runs even when it is neither current nor previous', async () => {
+  const store = new VersionStore(root());
+  const deps = { store, pull: fakePull(tagOf), probe, inUse: () => ['1.32.7'] };
+  for (const v of ['1.32.7', '1.33.0', '1.33.1']) await installVaultwarden({ image: 'vaultwarden/server', version: v }, deps);
+  assert.deepEqual(readdirSync(store.root).filter((n) => !n.startsWith('.')).sort(), ['1.32.7', '1.33.0', '1.33.1', 'current', 'previous']);
+  await installVaultwarden({ image: 'vaultwarden/server', version: '1.34.0' }, { ...deps, inUse: () => [] });
+  assert.deepEqual(readdirSync(store.root).filter((n) => !n.startsWith('.')).sort(), ['1.33.1', '1.34.0', 'current', 'previous']);
+});
+
+test('a command other than the start keeps the binary and web vault the agent chose', async () => {
+  const store = new VersionStore(root());
+  await installVaultwarden({ image: 'vaultwarden/server', version: '1.32.7' }, { store, pull: fakePull(tagOf), probe });
+  await installVaultwarden({ image: 'vaultwarden/server', version: '1.33.0' }, { store, pull: fakePull(tagOf), probe });
+  const { parseEnvFile } = await import('../../agent/config/envfile.ts');
+  const { keptVaultwardenEnv } = await import('../../agent/vaultwarden/choose.ts');
+  const prev = parseEnvFile(`VAULTWARDEN_BIN="${store.root}/1.32.7/vaultwarden"\nWEB_VAULT_FOLDER="${store.root}/1.32.7/web-vault/"\n`);
+  const env = keptVaultwardenEnv(cfgOf(), prev, store);
+  assert.equal(env.VAULTWARDEN_BIN, `${store.root}/1.32.7/vaultwarden`);
+  assert.equal(env.WEB_VAULT_FOLDER, `${store.root}/1.32.7/web-vault/`);
+  // No file yet (first command after boot): what would be chosen now.
+  assert.equal(keptVaultwardenEnv(cfgOf(), undefined, store).VAULTWARDEN_BIN, `${store.root}/1.33.0/vaultwarden`);
+});
+
+test('an interrupted rollback: finished when the database was replaced, dropped when it was not', async () => {
+  const { DatabaseSync } = await import('node:sqlite');
+  const { contentDigest } = await import('../../agent/replication/inspect.ts');
+  const { recoverRollback } = await import('../../agent/vaultwarden/rollback.ts');
+  const store = new VersionStore(root());
+  for (const v of ['1.32.7', '1.33.0']) await installVaultwarden({ image: 'vaultwarden/server', version: v }, { store, pull: fakePull(tagOf), probe });
+  const dir = root();
+  const snap = join(dir, 'snap.sqlite3');
+  const s = new DatabaseSync(snap); s.exec("CREATE TABLE users (uuid TEXT); INSERT INTO users VALUES ('old'); CREATE TABLE __diesel_schema_migrations (version TEXT)"); s.close();
+  const live = join(dir, 'db.sqlite3');
+  const l = new DatabaseSync(live); l.exec("CREATE TABLE users (uuid TEXT); INSERT INTO users VALUES ('new'); CREATE TABLE __diesel_schema_migrations (version TEXT)"); l.close();
+  const rec = { from: '1.33.0', to: '1.32.7', at: '2026-12-01T10:00:00Z', snapshot: dir, snapshotDigest: contentDigest(snap), hold: true, forced: false, changedRows: 0 };
+  const state: VaultwardenState = { rollingBack: rec, upgrade: { from: '1.32.7', to: '1.33.0', at: 't', snapshot: dir, bytes: 1, ms: 1 } };
+  const upd = async (ch: (v: VaultwardenState) => VaultwardenState) => { const n = ch({ ...state }); for (const k of Object.keys(state)) delete (state as Record<string, unknown>)[k]; Object.assign(state, n); };
+  const deps = { store, dbPath: live, updateState: upd, now: () => new Date('2026-12-01T10:01:00Z'), pendingRestoreDigest: () => undefined };
+  // The live database is still the newer one: nothing to finish, the record goes.
+  assert.equal(await recoverRollback(state, deps), 'dropped');
+  assert.equal(state.rollingBack, undefined);
+  assert.equal(store.current()!.version, '1.33.0');
+  assert.ok(state.upgrade, 'the rollback point stays');
+  // The replacement is pending (its recorded restore op holds the snapshot's copy): finished.
+  state.rollingBack = rec;
+  assert.equal(await recoverRollback(state, { ...deps, pendingRestoreDigest: () => rec.snapshotDigest }), 'finished');
+  assert.equal(store.current()!.version, '1.32.7');
+  assert.equal(state.lastRan?.version, '1.32.7');
+  assert.equal(state.hold?.version, '1.33.0');
+  assert.equal(state.upgrade, undefined);
+  assert.equal(state.rollingBack, undefined);
+  assert.equal(state.lastRollback?.to, '1.32.7');
 });

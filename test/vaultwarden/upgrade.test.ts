@@ -4,8 +4,8 @@ import { mkdtempSync, readdirSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { compareRows, describeChanges, hasVaultwardenData, parseVersionLine, readMarker, rowDigests, takeUpgradeSnapshot, writeMarker } from '../../agent/vaultwarden/upgrade.ts';
-import { VaultwardenLifecycle } from '../../agent/vaultwarden/lifecycle.ts';
+import { compareRows, describeChanges, hasVaultwardenData, migrationsFingerprint, parseVersionLine, readMarker, rowDigests, takeUpgradeSnapshot, writeMarker } from '../../agent/vaultwarden/upgrade.ts';
+import { VaultwardenLifecycle, compareVersions } from '../../agent/vaultwarden/lifecycle.ts';
 import type { VaultwardenState } from '../../agent/state-file.ts';
 
 function vault(dir: string): string {
@@ -94,4 +94,67 @@ test('lifecycle: a snapshot only when the version changes on a database with dat
   await fresh.started();
   assert.equal(s2.upgrade, undefined);
   assert.equal(s2.lastRan?.version, '1.34.0');
+});
+
+function lifecycleOn(dir: string, db: string, state: VaultwardenState, version: string | undefined, bin = `/x/${version}/vaultwarden`) {
+  return new VaultwardenLifecycle({
+    prepared: { source: 'installed', bin }, probe: async () => version, dbPath: db, asideRoot: join(dir, 'aside'),
+    readState: () => state, updateState: async (ch) => { const next = ch({ ...state }); for (const k of Object.keys(state)) delete (state as Record<string, unknown>)[k]; Object.assign(state, next); }, now: () => new Date(),
+  });
+}
+const asideCount = (dir: string) => (existsSync(join(dir, 'aside')) ? readdirSync(join(dir, 'aside')).length : 0);
+
+test('lifecycle: a start that migrates and dies before answering does not snapshot the migrated database again', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vw-crash-'));
+  const db = vault(dir);
+  const state: VaultwardenState = { lastRan: { version: '1.32.7', at: 't', bin: '/b', migrations: migrationsFingerprint(db) } };
+  await lifecycleOn(dir, db, state, '1.33.0').beforeStart();
+  assert.equal(asideCount(dir), 1);
+  const first = state.upgrade!.snapshot;
+  // 1.33.0 migrates, then dies before /alive; systemd starts the agent again.
+  const w = new DatabaseSync(db);
+  w.exec("INSERT INTO __diesel_schema_migrations VALUES ('2024-09-01-000000_add_sso_users', 't')");
+  w.close();
+  await lifecycleOn(dir, db, state, '1.33.0').beforeStart();
+  assert.equal(asideCount(dir), 1, 'no second snapshot');
+  assert.equal(state.upgrade!.snapshot, first);
+  assert.ok(!(await import('node:fs')).readFileSync(join(first, 'upgrade.json'), 'utf8').includes('sso_users'));
+});
+
+test('lifecycle: an older version on a database a newer one migrated is refused (78); a replaced database is not the one that ran', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vw-down-'));
+  const db = vault(dir);
+  const state: VaultwardenState = { lastRan: { version: '1.33.0', at: 't', bin: '/b', migrations: migrationsFingerprint(db) } };
+  await assert.rejects(lifecycleOn(dir, db, state, '1.32.7').beforeStart(), (e: any) => e.exitCode === 78 && /Vaultwarden 1\.32\.7 is older than 1\.33\.0, which last ran on this database/.test(e.message) && /vaultwarden rollback/.test(e.hint));
+  assert.equal(asideCount(dir), 0);
+  // The database was replaced (a restore from a replica another version wrote): its
+  // migrations differ, so what last ran here says nothing about it: a snapshot from "unknown".
+  const state2: VaultwardenState = { lastRan: { version: '1.34.0', at: 't', bin: '/b', migrations: 'ffffffffffffffff' } };
+  await lifecycleOn(dir, db, state2, '1.33.0').beforeStart();
+  assert.equal(state2.upgrade?.from, null);
+  assert.equal(state2.upgrade?.to, '1.33.0');
+});
+
+test('lifecycle: a binary that does not say its version is told apart by its digest, and still snapshotted', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vw-sha-'));
+  const db = vault(dir);
+  const bin = join(dir, 'vaultwarden');
+  (await import('node:fs')).writeFileSync(bin, '#!/bin/sh\necho "Vaultwarden (Version info from Git not present)"\n', { mode: 0o755 });
+  const state: VaultwardenState = { lastRan: { version: '1.32.7', at: 't', bin: '/b', migrations: migrationsFingerprint(db) } };
+  const l = lifecycleOn(dir, db, state, undefined, bin);
+  await l.beforeStart();
+  assert.match(l.version!, /^sha256:[0-9a-f]{12}$/);
+  assert.equal(state.upgrade?.to, l.version);
+  assert.equal(state.lastRan?.version, l.version);
+  // The same binary again: nothing more.
+  await lifecycleOn(dir, db, state, undefined, bin).beforeStart();
+  assert.equal(asideCount(dir), 1);
+});
+
+test('compareVersions', () => {
+  assert.equal(compareVersions('1.33.0', '1.32.7'), 1);
+  assert.equal(compareVersions('1.32.7', '1.33.0'), -1);
+  assert.equal(compareVersions('1.33.0-rc1', '1.33.0'), -1);
+  assert.equal(compareVersions('1.33.0', '1.33.0'), 0);
+  assert.equal(compareVersions('sha256:abc', '1.33.0'), 0);
 });
