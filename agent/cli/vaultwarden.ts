@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { humanBytes } from '../aside.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { PATHS } from '../paths.ts';
+import { setLogLevel } from '../log.ts';
 import { effectiveRole } from '../replication/restore.ts';
 import { performRestoreOp, isRecordedCopy } from '../replication/restore-op.ts';
 import { removeDbCopy } from '../replication/runtime.ts';
@@ -24,6 +25,13 @@ import { daemonRunning, runtimeFor } from './offline.ts';
 import { drainAgent, refuseWhileWritersRun, startAgent } from './restore.ts';
 
 const mib = (b: number) => (b / 1048576).toFixed(1);
+
+/** These commands print their own lines (or one JSON object): the log says only warnings and errors, unless LOG_LEVEL=debug. */
+function quietConfig(args: GlobalArgs) {
+  const cfg = configFor(args);
+  if (cfg.logLevel !== 'debug' && cfg.logLevel !== 'trace') setLogLevel('warn');
+  return cfg;
+}
 
 /** A progress line on a terminal (stderr), rewritten in place; nothing otherwise. */
 function progressLine(image: string): { onProgress?: (p: PullProgressLike) => void; done(): void } {
@@ -46,7 +54,7 @@ export interface InstallArgs extends GlobalArgs { version?: string; image?: stri
 export function vaultwardenInstallCommand(args: InstallArgs): Promise<never> {
   return runCommand(async () => {
     requireRoot('vaultwarden install', `it writes ${PATHS.vaultwardenDir}`);
-    const cfg = configFor(args);
+    const cfg = quietConfig(args);
     const say = (l: string) => { if (!args.json) process.stdout.write(`${l}\n`); };
     const pin = cfg.vaultwarden.version;
     if (args.version && args.image) throw new AgentError('--version and --image together: give the version as the image\'s tag, or --version alone (VAULTWARDEN_IMAGE then names the image)', { exitCode: EXIT.USAGE });
@@ -118,7 +126,7 @@ function refusal(changes: RowChanges | null, up: { to: string; at: string; from:
 export function vaultwardenRollbackCommand(args: RollbackArgs): Promise<never> {
   return runCommand(async () => {
     requireRoot('vaultwarden rollback', 'it replaces the database and the Vaultwarden binary');
-    const cfg = configFor(args);
+    const cfg = quietConfig(args);
     const say = (l: string) => { if (!args.json) process.stdout.write(`${l}\n`); };
     const st = readState().vaultwarden ?? {};
     const up = st.upgrade;

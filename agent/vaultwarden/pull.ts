@@ -112,7 +112,7 @@ export async function pullVaultwarden(ref: ImageRef, destDir: string, opts: Pull
   };
   if (ref.tag !== undefined) out.tag = ref.tag;
   if (config.created !== undefined) out.created = config.created;
-  log.info({ image: shown, digest: out.digest, layers: out.layers, downloadedBytes: totalBytes, files, bytes, skippedLinks, ms: Date.now() - started },
+  log.debug({ image: shown, digest: out.digest, layers: out.layers, downloadedBytes: totalBytes, files, bytes, skippedLinks, ms: Date.now() - started },
     `image: pulled ${shown} (${out.digest}): ${out.layers} layers, ${totalBytes} bytes downloaded, ${files} files extracted`);
   return out;
 }
