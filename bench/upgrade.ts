@@ -40,7 +40,7 @@ try {
     addUser.run(user, `u${u}@bench.test`, new Date().toISOString());
     addDevice.run(randomUUID(), user, new Date().toISOString());
     for (let c = 0; c < 50; c++) { addCipher.run(randomUUID(), user, randomBytes(1500).toString('base64'), new Date().toISOString()); rows++; }
-    if (u % 100 === 99) {
+    if (u % 10 === 9) {
       db.exec('COMMIT');
       db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
       if ((await stat(dbPath)).size >= target) break;
