@@ -74,7 +74,7 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
     if (binProblem) {
       throw new AgentError(`${binProblem.key}=${binProblem.value}: ${binProblem.message}`, { hint: `${binProblem.hint}, then systemctl restart vwstream-agent`, exitCode: EXIT.CONFIG });
     }
-    const webProblem = webVaultProblem(cfg, store);
+    const webProblem = webVaultProblem(cfg, store, undefined, vw);
     if (webProblem) {
       throw new AgentError(webProblem, {
         hint: `put the web vault there, set WEB_VAULT_FOLDER in ${cfg.source} to where it is, WEB_VAULT_ENABLED=false to run without it, or vwstream-agent vaultwarden install (it brings its web vault)`,
@@ -180,7 +180,7 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
       restorable: () => restorable.current(),
       diskCheck: (dbBytes) => diskCheck(PATHS.dataFolder, dbBytes),
       litestreamText: () => fetchMetrics(rt.metricsAddr).then((m) => m.text, () => null),
-      vaultwarden: () => vaultwardenReport(vw, store, readState().vaultwarden ?? {}, cfg.vaultwarden),
+      vaultwarden: () => vaultwardenReport(vw, store, readState().vaultwarden ?? {}, cfg.vaultwarden, role),
     });
     watchdog = Watchdog.fromEnv(notifier, () => d.isResponsive());
     // Reads for group vwstream on agent.sock; promote and sync on the root-only control.sock.

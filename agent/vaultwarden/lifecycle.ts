@@ -131,6 +131,7 @@ export function compareVersions(a: string, b: string): number {
 }
 
 export interface VaultwardenReport {
+  role: 'primary' | 'secondary';
   source: PreparedVaultwarden['source'];
   bin: string;
   /** What the agent last started here (its --version). */
@@ -145,14 +146,15 @@ export interface VaultwardenReport {
   lastRollback: VaultwardenState['lastRollback'] | null;
 }
 
-export function vaultwardenReport(prepared: PreparedVaultwarden, store: VersionStore, st: VaultwardenState, cfg: { version: string | undefined; image: string }): VaultwardenReport {
+export function vaultwardenReport(prepared: PreparedVaultwarden, store: VersionStore, st: VaultwardenState, cfg: { version: string | undefined; image: string }, role: 'primary' | 'secondary' = 'primary'): VaultwardenReport {
   const cur = prepared.installed ?? (prepared.source === 'installed' ? store.current() : undefined);
   const prev = store.previous();
   const up = st.upgrade && existsSync(st.upgrade.snapshot) ? st.upgrade : undefined;
   return {
+    role,
     source: prepared.source,
     bin: prepared.bin,
-    running: st.lastRan?.version ?? null,
+    running: role === 'secondary' ? prepared.installed?.version ?? null : st.lastRan?.version ?? null,
     installed: cur ? { version: cur.version, image: cur.image, digest: cur.digest, installedAt: cur.installedAt } : null,
     previous: prev && prev.version !== cur?.version ? { version: prev.version, image: prev.image, digest: prev.digest } : null,
     pin: cfg.version ?? null,
@@ -168,7 +170,9 @@ export function vaultwardenReport(prepared: PreparedVaultwarden, store: VersionS
 export function formatVaultwardenReport(v: VaultwardenReport): string[] {
   const lines: string[] = [];
   const src = v.source === 'installed' && v.installed ? `from ${v.installed.image} (${v.installed.digest})` : v.source === 'operator' ? `${v.bin} (VAULTWARDEN_BIN, the operator's)` : `${v.bin} (not installed by the agent)`;
-  lines.push(`  version        ${v.running ? `Vaultwarden ${v.running}` : 'not started yet'}${v.installed && v.installed.version !== v.running ? ` (installed: ${v.installed.version}, runs at the next start)` : ''} ${src}${v.pin ? `; pinned VAULTWARDEN_VERSION=${v.pin}` : ''}`);
+  // A secondary records no run (its copy is not the database of record): the installed version is what it serves.
+  const running = v.running ?? (v.role === 'secondary' ? v.installed?.version : undefined);
+  lines.push(`  version        ${running ? `Vaultwarden ${running}` : 'not started yet'}${v.installed && running && v.installed.version !== running ? ` (installed: ${v.installed.version}, runs at the next start)` : ''} ${src}${v.pin ? `; pinned VAULTWARDEN_VERSION=${v.pin}` : ''}`);
   if (v.previous) lines.push(`  previous       Vaultwarden ${v.previous.version} from ${v.previous.image} (kept for rollback)`);
   if (v.rollbackPoint) lines.push(`  rollback point ${v.rollbackPoint.from ?? '(unknown)'} → ${v.rollbackPoint.to} at ${v.rollbackPoint.at}: ${v.rollbackPoint.snapshot} (${humanBytes(v.rollbackPoint.bytes)}; vwstream-agent vaultwarden rollback)`);
   if (v.held) lines.push(`  HELD           ${v.problem}`);

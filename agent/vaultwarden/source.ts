@@ -2,7 +2,7 @@
  * The real parts behind install.ts's PullFn and ProbeFn: the registry client (pull.ts)
  * and `--version` run as Vaultwarden's own user (the binary is not trusted with root).
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Config } from '../config/config.ts';
 import { parseEnvFile } from '../config/envfile.ts';
@@ -34,11 +34,30 @@ function serviceUser(): { uid?: number; gid?: number } {
   }
 }
 
-export const probeAsServiceUser: ProbeFn = async (bin) => (await probeVersion(bin, { ...serviceUser(), cwd: dirname(bin) })).line;
+/**
+ * `<bin> --version` as the vaultwarden user. Under systemd, as root, through a transient
+ * unit (systemd-run): the agent's own unit has no CAP_SETUID, and the binary gets a
+ * sandbox of its own (no network, read-only system, 15 s). Elsewhere directly with that
+ * user's ids.
+ */
+async function versionAsServiceUser(bin: string, cwd: string): Promise<{ version: string | undefined; line: string }> {
+  const ids = serviceUser();
+  if (ids.uid !== undefined && process.getuid?.() === 0 && existsSync('/run/systemd/system')) {
+    return probeVersion('systemd-run', {
+      args: ['--quiet', '--wait', '--pipe', '--collect', '--service-type=exec', `--uid=${ids.uid}`, `--gid=${ids.gid}`, `--working-directory=${cwd}`,
+        '-p', 'NoNewPrivileges=yes', '-p', 'PrivateNetwork=yes', '-p', 'ProtectSystem=strict', '-p', 'ProtectHome=yes', '-p', 'PrivateTmp=yes', '-p', 'RuntimeMaxSec=15',
+        '--', bin, '--version'],
+      what: `${bin} --version`,
+    });
+  }
+  return probeVersion(bin, { ...ids, cwd });
+}
+
+export const probeAsServiceUser: ProbeFn = async (bin) => (await versionAsServiceUser(bin, dirname(bin))).line;
 
 /** --version's parsed version, as the service user (undefined when it does not say). */
 export async function versionOf(bin: string): Promise<string | undefined> {
-  return (await probeVersion(bin, { ...serviceUser(), cwd: '/' })).version;
+  return (await versionAsServiceUser(bin, '/')).version;
 }
 
 /** The version directory the unit's environment file names, if it is one of the store's. */

@@ -106,8 +106,8 @@ const mib = (b: number) => (b / 1048576).toFixed(1);
  * unless WEB_VAULT_ENABLED=false: the same rule, as one line naming the key, before its
  * unit starts. WEB_VAULT_FOLDER is relative to the unit's working directory, the data folder.
  */
-export function webVaultProblem(cfg: Pick<Config, 'vaultwardenBin' | 'vaultwarden' | 'vaultwardenEnv'>, store?: VersionStore, exists: (p: string) => boolean = existsSync): string | undefined {
-  const env = vaultwardenEnvOf(cfg, store);
+export function webVaultProblem(cfg: Pick<Config, 'vaultwardenBin' | 'vaultwarden' | 'vaultwardenEnv'>, store?: VersionStore, exists: (p: string) => boolean = existsSync, chosen?: VaultwardenChoice): string | undefined {
+  const env = vaultwardenEnvOf(cfg, store, chosen);
   if (/^(false|0|no|off)$/i.test(env.WEB_VAULT_ENABLED ?? '')) return undefined;
   const folder = env.WEB_VAULT_FOLDER || 'web-vault/';
   const dir = resolve(PATHS.dataFolder, folder);

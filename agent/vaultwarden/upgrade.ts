@@ -29,12 +29,17 @@ export function parseVersionLine(text: string): string | undefined {
   return m?.[1];
 }
 
-/** Runs `<bin> --version` (as the given user) and parses it. */
-export async function probeVersion(bin: string, opts: { uid?: number; gid?: number; cwd?: string } = {}): Promise<{ version: string | undefined; line: string }> {
-  const r = await run(bin, ['--version'], { timeoutMs: 15_000, reject: false, ...opts });
+/**
+ * Runs `<bin> --version` (as the given user; or `file args…` as given, e.g. through
+ * systemd-run, with `what` naming it) and parses it.
+ */
+export async function probeVersion(bin: string, opts: { uid?: number; gid?: number; cwd?: string; args?: string[]; what?: string } = {}): Promise<{ version: string | undefined; line: string }> {
+  const { args, what: named, ...runOpts } = opts;
+  const what = named ?? `${bin} --version`;
+  const r = await run(bin, args ?? ['--version'], { timeoutMs: 20_000, reject: false, ...runOpts });
   const line = (r.stdout || r.stderr).trim().split('\n')[0] ?? '';
-  if (r.timedOut) throw new AgentError(`${bin} --version did not finish within 15 s`);
-  if (r.exitCode !== 0) throw new AgentError(`${bin} --version exited ${r.exitCode}${line ? `: ${line.slice(0, 200)}` : ''}`);
+  if (r.timedOut) throw new AgentError(`${what} did not finish within 20 s`);
+  if (r.exitCode !== 0) throw new AgentError(`${what} exited ${r.exitCode}${line ? `: ${line.slice(0, 200)}` : ''}`);
   return { version: parseVersionLine(r.stdout), line: line.slice(0, 200) };
 }
 

@@ -242,4 +242,8 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   assert.equal(sha(await b.readFile('/var/lib/vaultwarden/rsa_key.pem')), rsaA, 'the restored host has the primary\'s RSA key');
   assert.equal((await b.exec(['sha256sum', `${VW_DIR}/1.34.0/vaultwarden`])).stdout.split(' ')[0], reg.binSha('1.34.0'));
   assert.match(await b.readFile('/run/vwstream/vaultwarden.env'), new RegExp(`^VAULTWARDEN_BIN="${VW_DIR}/1\\.34\\.0/vaultwarden"$`, 'm'));
+  const stB = await statusJson(b);
+  assert.equal(stB.role, 'secondary');
+  assert.equal(stB.vaultwarden.running, '1.34.0');
+  assert.equal(stB.vaultwarden.installed.digest, reg.images.get('1.34.0')!.indexDigest);
 });
