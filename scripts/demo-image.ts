@@ -10,5 +10,6 @@ if (!url || !repo || !version) {
   process.exit(64);
 }
 const img = await buildImage(standinImageLayers(version), { labels: { 'org.opencontainers.image.version': version } });
-for (const tag of [version, 'latest']) await pushImage(url, repo, tag, img);
+// As Vaultwarden tags it: the agent pulls <version>-alpine (VAULTWARDEN_TAG_SUFFIX).
+for (const tag of [version, `${version}-alpine`, 'latest', 'latest-alpine', 'alpine']) await pushImage(url, repo, tag, img);
 process.stdout.write(`pushed the stand-in image ${repo}:${version} (${img.indexDigest}) to ${url}\n`);

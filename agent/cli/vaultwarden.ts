@@ -69,7 +69,8 @@ export function vaultwardenInstallCommand(args: InstallArgs): Promise<never> {
     }
     if (pin && args.image) throw new AgentError(`VAULTWARDEN_VERSION=${pin} in ${cfg.source} pins a version of VAULTWARDEN_IMAGE; --image would be replaced by it at the next start`, { hint: 'remove the pin, or set VAULTWARDEN_IMAGE and VAULTWARDEN_VERSION in the config', exitCode: EXIT.CONFIG });
     const image = args.image ?? cfg.vaultwarden.image;
-    const ref = imageToPull(image, version);
+    const suffix = args.image && /:[^/]+$|@/.test(args.image) ? '' : cfg.vaultwarden.tagSuffix;
+    const ref = imageToPull(image, version, suffix);
     const ran = readState().vaultwarden?.lastRan;
     if (version && ran && compareVersions(version, ran.version) < 0 && existsSync(PATHS.dbFile) && ran.migrations === migrationsFingerprint(PATHS.dbFile)) {
       throw new AgentError(`Vaultwarden ${version} is older than ${ran.version}, which last ran on this database and migrated it; nothing was changed`, {
@@ -82,7 +83,7 @@ export function vaultwardenInstallCommand(args: InstallArgs): Promise<never> {
     say(`installing Vaultwarden from ${ref}${before ? ` (installed now: ${before.version})` : ''}`);
     let r: InstallResult;
     try {
-      r = await installVaultwarden({ image, ...(version ? { version } : {}), ...(progress.onProgress ? { onProgress: progress.onProgress } : {}) }, realInstallDeps(cfg, store));
+      r = await installVaultwarden({ image, tagSuffix: suffix, ...(version ? { version } : {}), ...(progress.onProgress ? { onProgress: progress.onProgress } : {}) }, realInstallDeps(cfg, store));
     } finally {
       progress.done();
     }
@@ -147,8 +148,8 @@ export function vaultwardenRollbackCommand(args: RollbackArgs): Promise<never> {
     if ((changes === null || changes.total > 0) && !args.force) throw refusal(changes, up, from, '');
     // 2. The version to go back to, fetched first if it was removed (nothing else changes yet).
     if (!store.get(from)) {
-      say(`Vaultwarden ${from} is not installed any more: installing it from ${imageToPull(cfg.vaultwarden.image, from)} first`);
-      await installVaultwarden({ image: cfg.vaultwarden.image, version: from, switch: false }, realInstallDeps(cfg, store));
+      say(`Vaultwarden ${from} is not installed any more: installing it from ${imageToPull(cfg.vaultwarden.image, from, cfg.vaultwarden.tagSuffix)} first`);
+      await installVaultwarden({ image: cfg.vaultwarden.image, version: from, tagSuffix: cfg.vaultwarden.tagSuffix, switch: false }, realInstallDeps(cfg, store));
     }
     say(`rolling back Vaultwarden ${up.to} → ${from}: the database of ${up.at} (${humanBytes(up.bytes)})${changes ? `; ${describeChanges(changes)} changed since` : ''}`);
     // 3. Drain; writes during the drain count too.

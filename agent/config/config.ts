@@ -65,6 +65,8 @@ export interface Config {
     version: string | undefined;
     /** VAULTWARDEN_IMAGE as written. */
     image: string;
+    /** VAULTWARDEN_TAG_SUFFIX: the tag of a version is `<version><suffix>`. */
+    tagSuffix: string;
     registryAuth: { username: string; password: string } | undefined;
   };
   stopGracePeriodMs: number;
@@ -266,6 +268,8 @@ export function buildConfig(env: Map<string, EnvEntry>, source: string, paths: B
       binGiven: raw('VAULTWARDEN_BIN') !== undefined,
       version: get(S.VAULTWARDEN_VERSION, true),
       image: get(S.VAULTWARDEN_IMAGE),
+      // Empty is a value here (bare version tags), not "unset".
+      tagSuffix: env.get('VAULTWARDEN_TAG_SUFFIX')?.value === '' ? '' : get(S.VAULTWARDEN_TAG_SUFFIX),
       registryAuth: raw('VAULTWARDEN_REGISTRY_USERNAME') ? { username: raw('VAULTWARDEN_REGISTRY_USERNAME')!, password: raw('VAULTWARDEN_REGISTRY_PASSWORD') ?? '' } : undefined,
     },
     stopGracePeriodMs: get(S.STOP_GRACE_PERIOD),

@@ -80,6 +80,10 @@ const vwVersion: Parse<string> = {
   allowed: 'a Vaultwarden version like 1.32.7 (a tag of VAULTWARDEN_IMAGE; empty = no pin)',
   parse: (raw) => /^v?\d+\.\d+\.\d+(?:[-+.][0-9A-Za-z][0-9A-Za-z.+-]*)?$/.test(raw) ? raw.replace(/^v/, '') : undefined,
 };
+const tagSuffix: Parse<string> = {
+  allowed: 'empty, or a tag suffix starting with -, _ or . (e.g. -alpine)',
+  parse: (raw) => (raw === '' || /^[-_.][A-Za-z0-9_.-]{0,63}$/.test(raw) ? raw : undefined),
+};
 const IMAGE_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
 const IMAGE_RE = new RegExp(`^(?:[A-Za-z0-9.-]+(?::\\d{1,5})?/|\\[[0-9A-Fa-f:]+\\](?::\\d{1,5})?/)?${IMAGE_COMPONENT}(?:/${IMAGE_COMPONENT})*(?::\\w[\\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$`);
 /** An image reference as docker takes it: [registry[:port]/]name[:tag][@sha256:digest]. */
@@ -207,6 +211,7 @@ export const SCHEMA = {
   VAULTWARDEN_BIN: def('VAULTWARDEN_BIN', 'Agent', '/usr/bin/vaultwarden', 'A Vaultwarden binary installed by the operator; unset = the version `vaultwarden install` put in /var/lib/vwstream/vaultwarden (else /usr/bin/vaultwarden)', absPath),
   VAULTWARDEN_VERSION: def('VAULTWARDEN_VERSION', 'Agent', '', 'Pin: the Vaultwarden version to run, installed from VAULTWARDEN_IMAGE at start when another one is installed', vwVersion),
   VAULTWARDEN_IMAGE: def('VAULTWARDEN_IMAGE', 'Agent', 'vaultwarden/server', 'The OCI image Vaultwarden is installed from (Docker Hub unless it names a registry)', imageRef),
+  VAULTWARDEN_TAG_SUFFIX: def('VAULTWARDEN_TAG_SUFFIX', 'Agent', '-alpine', 'Appended to the version (or latest) to form the image tag: the -alpine build is one static binary that runs on any Linux host; empty for tags that are bare versions', tagSuffix),
   VAULTWARDEN_REGISTRY_USERNAME: def('VAULTWARDEN_REGISTRY_USERNAME', 'Agent', '', 'User for the image registry (empty = anonymous)', text),
   VAULTWARDEN_REGISTRY_PASSWORD: def('VAULTWARDEN_REGISTRY_PASSWORD', 'Agent', '', 'Password or token for the image registry', text, true),
   STOP_GRACE_PERIOD: def('STOP_GRACE_PERIOD', 'Agent', '300', 'Upper bound of the whole drain at stop (seconds)', duration(10_000, 3_600_000)),

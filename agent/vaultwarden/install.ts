@@ -20,8 +20,10 @@ export type ProbeFn = (bin: string) => Promise<string>;
 export interface InstallRequest {
   /** VAULTWARDEN_IMAGE or --image, as written. */
   image: string;
-  /** VAULTWARDEN_VERSION or --version: the tag to pull, checked against the binary. */
+  /** VAULTWARDEN_VERSION or --version: the tag to pull (with tagSuffix), checked against the binary. */
   version?: string;
+  /** VAULTWARDEN_TAG_SUFFIX: the tag is `<version or latest><suffix>` when the image names none. */
+  tagSuffix?: string;
   signal?: AbortSignal;
   onProgress?: (p: PullProgressLike) => void;
   /** false: install only, keep `current` (a rollback fetching the version it goes back to). */
@@ -40,15 +42,19 @@ export interface InstallResult {
   pulled?: PulledSummary;
 }
 
-/** The reference to pull: the image with the version as its tag; `latest` when neither names one. */
-export function imageToPull(image: string, version?: string): string {
+/**
+ * The reference to pull: the image with `<version><suffix>` as its tag (Vaultwarden's
+ * tags: 1.32.7, 1.32.7-alpine, latest, latest-alpine); `latest<suffix>` when neither the
+ * image nor a version names one.
+ */
+export function imageToPull(image: string, version?: string, suffix = ''): string {
   const last = image.slice(image.lastIndexOf('/') + 1);
   const hasTag = last.includes(':') || image.includes('@');
   if (version) {
     if (hasTag) throw new AgentError(`${image} already names a ${image.includes('@') ? 'digest' : 'tag'}; give the image without one together with --version ${version}`);
-    return `${image}:${version}`;
+    return `${image}:${version}${suffix}`;
   }
-  return hasTag ? image : `${image}:latest`;
+  return hasTag ? image : `${image}:latest${suffix}`;
 }
 
 export interface InstallDeps {
@@ -73,7 +79,7 @@ export async function installVaultwarden(req: InstallRequest, deps: InstallDeps)
       const pruned = doSwitch ? await store.prune(deps.inUse?.() ?? []) : [];
       return { installed: store.get(req.version)!, previous: sw.changed ? before : undefined, downloaded: false, switched: sw.changed, pruned, pullMs: 0, ms: Date.now() - started };
     }
-    const ref = imageToPull(req.image, req.version);
+    const ref = imageToPull(req.image, req.version, req.tagSuffix);
     const staging = await store.stage();
     try {
       await chmod(staging, 0o755); // the service user runs --version from here

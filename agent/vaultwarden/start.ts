@@ -55,10 +55,10 @@ export async function prepareVaultwarden(cfg: Config, deps: PrepareDeps): Promis
   if (cur?.version === pin) return chooseVaultwarden(cfg, deps.store);
   if (deps.store.get(pin)) {
     log.info({ pin, from: cur?.version }, `VAULTWARDEN_VERSION=${pin}: switching to the installed ${pin}${cur ? ` (from ${cur.version})` : ''}`);
-    await deps.install({ image: cfg.vaultwarden.image, version: pin });
+    await deps.install({ image: cfg.vaultwarden.image, version: pin, tagSuffix: cfg.vaultwarden.tagSuffix });
     return chooseVaultwarden(cfg, deps.store);
   }
-  const ref = imageToPull(cfg.vaultwarden.image, pin);
+  const ref = imageToPull(cfg.vaultwarden.image, pin, cfg.vaultwarden.tagSuffix);
   const failed = state.pullFailure?.image === ref ? state.pullFailure : undefined;
   if (failed && !cur) {
     const wait = pullBackoffMs(failed.failures) - (deps.now() - Date.parse(failed.at));
@@ -72,7 +72,7 @@ export async function prepareVaultwarden(cfg: Config, deps: PrepareDeps): Promis
   let shown = 0;
   try {
     const r = await deps.install({
-      image: cfg.vaultwarden.image, version: pin, ...(deps.signal ? { signal: deps.signal } : {}),
+      image: cfg.vaultwarden.image, version: pin, tagSuffix: cfg.vaultwarden.tagSuffix, ...(deps.signal ? { signal: deps.signal } : {}),
       onProgress: (p) => {
         // Each progress pushes the start timeout out; a stalled pull times out on its own bounds.
         if (deps.now() - shown < 5000) return;

@@ -86,7 +86,7 @@ test('every key rejects a bad value with a message naming key, value and what is
     TAILSCALE_ENABLED: 'yep', TAILSCALE_HOSTNAME: 'bad_name!', TAILSCALE_LOGIN_SERVER: 'headscale', TAILSCALE_TAGS: 'vault', TAILSCALE_SERVE_MODE: 'http',
     TAILSCALE_SERVE_PORT: '70000', TAILSCALE_FUNNEL: 'open', VAULTWARDEN_BIN: 'vaultwarden', STOP_GRACE_PERIOD: '5', LEASE_TTL: '1',
     HEALTHCHECK_MAX_SYNC_AGE: 'old', VERIFY_CRON: 'weekly', METRICS_LISTEN: '9101', LOG_LEVEL: 'verbose', ROCKET_PORT: '0', ROCKET_ADDRESS: 'localhost',
-    ASIDE_MIN_KEEP: '0', ASIDE_RETENTION_DAYS: '30d', VAULTWARDEN_VERSION: 'latest', VAULTWARDEN_IMAGE: 'Vaultwarden Server',
+    ASIDE_MIN_KEEP: '0', ASIDE_RETENTION_DAYS: '30d', VAULTWARDEN_VERSION: 'latest', VAULTWARDEN_IMAGE: 'Vaultwarden Server', VAULTWARDEN_TAG_SUFFIX: 'alpine',
   };
   const base = S3; // so S3_* keys are checked in their live path
   const untested = ALL_KEYS.map((d) => d.key).filter((k) => !(k in bad) && !['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'RCLONE_FLAGS', 'BACKUP_PASSWORD', 'TAILSCALE_AUTHKEY', 'VAULTWARDEN_REGISTRY_USERNAME', 'VAULTWARDEN_REGISTRY_PASSWORD'].includes(k));
@@ -102,7 +102,9 @@ test('every key rejects a bad value with a message naming key, value and what is
 
 test('Vaultwarden from an image: the pin, the image, credentials, and not together with VAULTWARDEN_BIN', () => {
   const c = build('VAULTWARDEN_VERSION=v1.33.0\nVAULTWARDEN_IMAGE=127.0.0.1:5000/vw/server\nVAULTWARDEN_REGISTRY_USERNAME=bot\nVAULTWARDEN_REGISTRY_PASSWORD=reg-secret-77\n');
-  assert.deepEqual(c.vaultwarden, { binGiven: false, version: '1.33.0', image: '127.0.0.1:5000/vw/server', registryAuth: { username: 'bot', password: 'reg-secret-77' } });
+  assert.deepEqual(c.vaultwarden, { binGiven: false, version: '1.33.0', image: '127.0.0.1:5000/vw/server', tagSuffix: '-alpine', registryAuth: { username: 'bot', password: 'reg-secret-77' } });
+  assert.equal(build('VAULTWARDEN_TAG_SUFFIX=\n').vaultwarden.tagSuffix, '', 'empty: bare version tags');
+  assert.equal(build('VAULTWARDEN_TAG_SUFFIX=-static\n').vaultwarden.tagSuffix, '-static');
   assert.ok(c.secrets.includes('reg-secret-77'));
   assert.equal(build('').vaultwarden.image, 'vaultwarden/server');
   assert.equal(build('VAULTWARDEN_BIN=/opt/vw/vaultwarden\n').vaultwarden.binGiven, true);

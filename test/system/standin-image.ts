@@ -24,11 +24,12 @@ export async function standinRegistry(versions: string[], opts: { mainJsBytes?: 
   try {
     for (const v of versions) {
       const img = await buildImage(standinImageLayers(v, opts.mainJsBytes !== undefined ? { mainJsBytes: opts.mainJsBytes } : {}), { labels: { 'org.opencontainers.image.version': v } });
-      await pushImage(registry.url, STANDIN_REPO, v, img, registry.pushAuth);
+      // Tagged as Vaultwarden tags its static build (and its other one: same image here).
+      for (const tag of [v, `${v}-alpine`]) await pushImage(registry.url, STANDIN_REPO, tag, img, registry.pushAuth);
       images.set(v, img);
     }
     const last = versions.at(-1);
-    if (last) await pushImage(registry.url, STANDIN_REPO, 'latest', images.get(last)!, registry.pushAuth);
+    if (last) for (const tag of ['latest', 'latest-alpine', 'alpine']) await pushImage(registry.url, STANDIN_REPO, tag, images.get(last)!, registry.pushAuth);
   } catch (err) {
     await registry.stop();
     throw err;

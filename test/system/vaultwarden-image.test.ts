@@ -74,7 +74,7 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   const installMs = Date.now() - t;
   assert.equal(inst.exitCode, 0, inst.stderr + inst.stdout);
   const img = reg.images.get('1.32.7')!;
-  assert.match(inst.stdout, new RegExp(`installed Vaultwarden 1\\.32\\.7 from ${reg.registry.hostPort.replace(/\./g, '\\.')}/vaultwarden-standin/server:1\\.32\\.7 \\(${img.indexDigest}\\) into ${VW_DIR}/1\\.32\\.7`));
+  assert.match(inst.stdout, new RegExp(`installed Vaultwarden 1\\.32\\.7 from ${reg.registry.hostPort.replace(/\./g, '\\.')}/vaultwarden-standin/server:1\\.32\\.7-alpine \\(${img.indexDigest}\\) into ${VW_DIR}/1\\.32\\.7`));
   assert.match(inst.stdout, /start it: systemctl restart vwstream-agent/);
   assert.ok(reg.registry.tokenRequests > tokensBefore, 'the bearer-token flow was used');
   assert.equal((await a.exec(['sha256sum', `${VW_DIR}/1.32.7/vaultwarden`])).stdout.split(' ')[0], reg.binSha('1.32.7'));
@@ -93,7 +93,7 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   assert.equal(st.vaultwarden.running, '1.32.7');
   assert.equal(st.vaultwarden.source, 'installed');
   assert.equal(st.vaultwarden.installed.digest, img.indexDigest);
-  assert.match(st.vaultwarden.installed.image, /vaultwarden-standin\/server:1\.32\.7$/);
+  assert.match(st.vaultwarden.installed.image, /vaultwarden-standin\/server:1\.32\.7-alpine$/);
   assert.equal(st.vaultwarden.rollbackPoint, null, 'a new vault: nothing to snapshot');
   assert.match(await a.readFile('/run/vwstream/vaultwarden.env'), new RegExp(`^WEB_VAULT_FOLDER="${VW_DIR}/1\\.32\\.7/web-vault/"$`, 'm'));
   const index = await (await fetch(`http://127.0.0.1:${port}/`)).text();
@@ -150,7 +150,7 @@ test('vaultwarden install, upgrade with a snapshot, rollback, and a new host wit
   const migAt = order.findIndex((l) => l.includes(`applied migration ${SSO}`));
   assert.ok(snapAt >= 0 && migAt > snapAt, `snapshot (line ${snapAt}) before the migration (line ${migAt})`);
   const text = (await cli(a, 'status')).stdout;
-  assert.match(text, /version +Vaultwarden 1\.33\.0 from .*vaultwarden-standin\/server:1\.33\.0 \(sha256:[0-9a-f]{64}\); pinned VAULTWARDEN_VERSION=1\.33\.0/);
+  assert.match(text, /version +Vaultwarden 1\.33\.0 from .*vaultwarden-standin\/server:1\.33\.0-alpine \(sha256:[0-9a-f]{64}\); pinned VAULTWARDEN_VERSION=1\.33\.0/);
   assert.match(text, /previous +Vaultwarden 1\.32\.7/);
   assert.match(text, /rollback point 1\.32\.7 → 1\.33\.0 at /);
 

@@ -23,7 +23,7 @@ function fakePull(version: (image: string) => string, calls: string[] = [], fail
     return { ref: `docker.io/${image}`, digest: `sha256:${version(image).replace(/\W/g, '').padEnd(64, '0')}`, files: 2, bytes: 10, downloadedBytes: 100, layers: 1 };
   };
 }
-const tagOf = (image: string) => image.slice(image.lastIndexOf(':') + 1);
+const tagOf = (image: string) => image.slice(image.lastIndexOf(':') + 1).replace(/-alpine$/, '');
 const probe = async (bin: string) => /Vaultwarden \S+/.exec(readFileSync(bin, 'utf8'))![0];
 
 test('imageToPull: the version is the tag; latest when none', () => {
@@ -32,6 +32,10 @@ test('imageToPull: the version is the tag; latest when none', () => {
   assert.equal(imageToPull('127.0.0.1:5000/vw/server'), '127.0.0.1:5000/vw/server:latest');
   assert.equal(imageToPull('127.0.0.1:5000/vw/server:1.2.3'), '127.0.0.1:5000/vw/server:1.2.3');
   assert.throws(() => imageToPull('vaultwarden/server:1.32.7', '1.33.0'), /already names a tag/);
+  // The static -alpine build: Vaultwarden tags it 1.32.7-alpine and latest-alpine.
+  assert.equal(imageToPull('vaultwarden/server', '1.32.7', '-alpine'), 'vaultwarden/server:1.32.7-alpine');
+  assert.equal(imageToPull('vaultwarden/server', undefined, '-alpine'), 'vaultwarden/server:latest-alpine');
+  assert.equal(imageToPull('vaultwarden/server:1.32.7', undefined, '-alpine'), 'vaultwarden/server:1.32.7', 'a tag given is used as it is');
   assert.ok(!validVersionName('../x') && !validVersionName('current') && validVersionName('1.32.7'));
 });
 
@@ -96,7 +100,7 @@ test('a link pointing outside the store is not followed', () => {
 });
 
 function cfgOf(over: Partial<Config['vaultwarden']> = {}, env: Record<string, string> = {}): Config {
-  return { source: '/etc/vwstream/vwstream.env', vaultwardenBin: '/usr/bin/vaultwarden', vaultwarden: { binGiven: false, version: undefined, image: 'vaultwarden/server', registryAuth: undefined, ...over }, vaultwardenEnv: { DATA_FOLDER: '/var/lib/vaultwarden', ...env } } as unknown as Config;
+  return { source: '/etc/vwstream/vwstream.env', vaultwardenBin: '/usr/bin/vaultwarden', vaultwarden: { binGiven: false, version: undefined, image: 'vaultwarden/server', tagSuffix: '-alpine', registryAuth: undefined, ...over }, vaultwardenEnv: { DATA_FOLDER: '/var/lib/vaultwarden', ...env } } as unknown as Config;
 }
 
 test('choose: operator binary, installed version (with its web vault), default', async () => {
@@ -138,7 +142,7 @@ test('start: the pin is installed, switched to, held after a rollback, and a fai
   const state: VaultwardenState = {};
   const a = await prepareVaultwarden(cfgOf({ version: '1.32.7' }), prepDeps(store, state, fakePull(tagOf, calls)));
   assert.equal(a.installed?.version, '1.32.7');
-  assert.deepEqual(calls, ['vaultwarden/server:1.32.7']);
+  assert.deepEqual(calls, ['vaultwarden/server:1.32.7-alpine']);
   await prepareVaultwarden(cfgOf({ version: '1.33.0' }), prepDeps(store, state, fakePull(tagOf, calls)));
   assert.equal(store.current()!.version, '1.33.0');
   // Back to the installed previous: no download.
