@@ -26,7 +26,13 @@ export interface PersistentState {
 /** Which Vaultwarden ran on this database, and the way back from its last upgrade. */
 export interface VaultwardenState {
   /** The version the agent last started on this host's database (what answered /alive). */
-  lastRan?: { version: string; at: string; bin: string; migrations?: string | null };
+  /**
+   * `migrations`: the database's migrations fingerprint once it answered (null: not yet);
+   * `before`: the migrations it started on (a start that died while migrating added to them).
+   */
+  lastRan?: { version: string; at: string; bin: string; migrations?: string | null; before?: string[] | null };
+  /** Per migrations fingerprint, the newest version seen answering on a database with it (an older one is refused on it). */
+  ranOn?: Record<string, string>;
   /** The last upgrade: the snapshot taken before `to` first started, and the row marker taken once it answered. */
   upgrade?: { from: string | null; to: string; at: string; snapshot: string; bytes: number; ms: number; marker?: string };
   /** A rollback under way (written before the database is replaced): a start finishes it. */

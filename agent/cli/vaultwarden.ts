@@ -13,7 +13,7 @@ import { effectiveRole } from '../replication/restore.ts';
 import { performRestoreOp, isRecordedCopy } from '../replication/restore-op.ts';
 import { removeDbCopy } from '../replication/runtime.ts';
 import { contentDigest } from '../replication/inspect.ts';
-import { finishRollback } from '../vaultwarden/rollback.ts';
+import { finishRollback, rollbackReplacedDb } from '../vaultwarden/rollback.ts';
 import { readState, updateVaultwardenState, type RollbackRecord } from '../state-file.ts';
 import { imageToPull, installVaultwarden, type InstallResult, type PullProgressLike } from '../vaultwarden/install.ts';
 import { realInstallDeps } from '../vaultwarden/source.ts';
@@ -139,8 +139,13 @@ export function vaultwardenRollbackCommand(args: RollbackArgs): Promise<never> {
     }
     if (effectiveRole(cfg) === 'secondary') throw new AgentError('this host is a secondary: roll back on the primary (the secondaries follow its replica)');
     const store = new VersionStore();
-    const from = up.from && !up.from.startsWith('sha256:') ? up.from : store.previous()?.version;
-    if (!from) throw new AgentError(`the version that ran before ${up.to} is not known on this host (the database came from another host) and no previous version is installed`, { hint: `stop the agent, install that version (vwstream-agent vaultwarden install --version …) and copy ${snapshot} over /var/lib/vaultwarden/db.sqlite3 by hand` });
+    // Only a snapshot taken before a known older version was replaced is a way back.
+    const from = up.from && !up.from.startsWith('sha256:') && compareVersions(up.from, up.to) < 0 ? up.from : undefined;
+    if (!from) {
+      throw new AgentError(`the snapshot of ${up.at} was taken before Vaultwarden ${up.to} started on a database ${up.from ? `that ${up.from} ran on (not an older version)` : 'whose earlier version is not known on this host (restored from the replica, or promoted)'}: it is not a way back to a known version`, {
+        hint: `if it is what you want, stop the agent, install the version that wrote it and copy ${snapshot} over /var/lib/vaultwarden/db.sqlite3 by hand (owner vaultwarden, mode 0660)`,
+      });
+    }
     const rt = await runtimeFor(cfg);
 
     // 1. What would be lost: rows written since the new version first answered.
@@ -151,14 +156,30 @@ export function vaultwardenRollbackCommand(args: RollbackArgs): Promise<never> {
       say(`Vaultwarden ${from} is not installed any more: installing it from ${imageToPull(cfg.vaultwarden.image, from, cfg.vaultwarden.tagSuffix)} first`);
       await installVaultwarden({ image: cfg.vaultwarden.image, version: from, tagSuffix: cfg.vaultwarden.tagSuffix, switch: false }, realInstallDeps(cfg, store));
     }
+    // From here to the switch no install or prune runs beside it (one that did would fail at once).
+    const release = store.lock();
+    if (!store.get(from)) { release(); throw new AgentError(`Vaultwarden ${from} was removed while the rollback prepared; nothing was changed`, { hint: 'run the rollback again' }); }
     say(`rolling back Vaultwarden ${up.to} → ${from}: the database of ${up.at} (${humanBytes(up.bytes)})${changes ? `; ${describeChanges(changes)} changed since` : ''}`);
     // 3. Drain; writes during the drain count too.
-    const { wasRunning, systemd } = await drainAgent(cfg, say);
-    const prepared = `${rt.dbPath.slice(0, rt.dbPath.lastIndexOf('/'))}/.vwstream-rollback-${process.pid}.sqlite3`;
+    let drained: { wasRunning: boolean; systemd: Awaited<ReturnType<typeof drainAgent>>['systemd'] };
     try {
+      drained = await drainAgent(cfg, say);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    const { wasRunning, systemd } = drained;
+    const prepared = `${rt.dbPath.slice(0, rt.dbPath.lastIndexOf('/'))}/.vwstream-rollback-${process.pid}.sqlite3`;
+    let rec: RollbackRecord | undefined;
+    let done = false;
+    let handled = false; // the refusals below start the agent again themselves
+    try {
+      handled = true;
       await refuseWhileWritersRun(systemd, wasRunning, say);
+      handled = false;
       const after = await changesSinceUpgrade(up.marker, rt.dbPath);
       if (!args.force && (after === null || after.total > 0)) {
+        handled = true;
         const again = wasRunning && systemd ? await startAgent(systemd, say).catch((e: unknown) => errorMessage(e)) : undefined;
         if (again !== undefined && again !== 'done') say(`vwstream-agent did not start again (${again}): journalctl -u vwstream-agent`);
         throw refusal(after, up, from, ' (written while the agent drained)');
@@ -167,17 +188,20 @@ export function vaultwardenRollbackCommand(args: RollbackArgs): Promise<never> {
       await copyFile(snapshot, prepared);
       await chmod(prepared, 0o660);
       await chown(prepared, rt.ids.uid, rt.ids.gid);
-      const rec: RollbackRecord = {
+      rec = {
         from: up.to, to: from, at: new Date().toISOString(), snapshot: up.snapshot, snapshotDigest: contentDigest(prepared),
         hold: cfg.vaultwarden.version === up.to, forced: args.force, changedRows: (after ?? changes)?.total ?? null,
       };
-      await updateVaultwardenState((v) => ({ ...v, rollingBack: rec }));
+      const record = rec;
+      await updateVaultwardenState((v) => ({ ...v, rollingBack: record }));
       const op = await performRestoreOp({
         kind: 'operator', describe: `the snapshot before the upgrade to Vaultwarden ${up.to} (${up.at})`, source: up.snapshot, dbPath: rt.dbPath, prepared,
         operatorChoice: true, reason: `rolled back Vaultwarden ${up.to} → ${from} by the operator`, asideReason: 'vaultwarden-rollback',
       }, rt.ids);
       rec.newerKeptAt = op.asideDir ?? '';
-      await finishRollback(rec, { store, dbPath: rt.dbPath, updateState: (c) => updateVaultwardenState(c), now: () => new Date() });
+      await finishRollback(rec, { store, dbPath: rt.dbPath, updateState: (c) => updateVaultwardenState(c), now: () => new Date(), locked: true });
+      done = true;
+      release();
       const started = wasRunning && systemd ? await startAgent(systemd, say).catch((e: unknown) => errorMessage(e)) : undefined;
       if (args.json) {
         printJson({ rolledBack: true, from: up.to, to: from, snapshot: up.snapshot, newerKeptAt: op.asideDir, changedRows: rec.changedRows, held: rec.hold ? up.to : null, agentRestarted: started ?? null });
@@ -190,6 +214,18 @@ export function vaultwardenRollbackCommand(args: RollbackArgs): Promise<never> {
         else say(`vwstream-agent did not start again (${started}): journalctl -u vwstream-agent`);
       }
       return started === undefined || started === 'done' ? EXIT.OK : EXIT.FAILED;
+    } catch (err) {
+      if (!done) {
+        release();
+        // Not left stopped: a rollback that had not replaced the database is dropped and the
+        // agent serves the newer version again; one that had is finished by the agent's start.
+        if (rec && !rollbackReplacedDb(rec, { dbPath: rt.dbPath })) await updateVaultwardenState((v) => { const { rollingBack: _, ...rest } = v; return rest; }).catch(() => undefined);
+        if (!handled && wasRunning && systemd) {
+          const again = await startAgent(systemd, say).catch((e: unknown) => errorMessage(e));
+          say(again === 'done' ? 'vwstream-agent was started again' : `vwstream-agent did not start again (${again}): journalctl -u vwstream-agent`);
+        }
+      }
+      throw err;
     } finally {
       systemd?.disconnect();
       if (!isRecordedCopy(prepared)) await removeDbCopy(prepared).catch(() => undefined);

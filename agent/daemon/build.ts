@@ -10,13 +10,13 @@ import { fileMirrorFor, restoreChecked, restoreOnStart } from '../replication/re
 import { writeFileDurable, writePrivateFile } from '../fs.ts';
 import { log } from '../log.ts';
 import { notify } from '../notify/notify.ts';
-import { PATHS } from '../paths.ts';
+import { PATHS, SERVICE_USER } from '../paths.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
 import { LeaseKeeper } from '../replication/lease-keeper.ts';
 import { FileLeaseStore, S3LeaseStore, myIdentity } from '../replication/lease.ts';
 import { fetchMetrics, listGenerations, shadowPosition, verifyLoadedConfig } from '../replication/litestream.ts';
 import { waitReplicaConfirmed } from '../replication/confirm.ts';
-import { asideFolder, createDbFile, installRestored, prepareRuntime, removeDbCopy, setAside } from '../replication/runtime.ts';
+import { asideFolder, createDbFile, installRestored, lookupUser, prepareRuntime, removeDbCopy, setAside } from '../replication/runtime.ts';
 import { RestorableWindow } from '../replication/window.ts';
 import { s3Client } from '../files/store.ts';
 import { bumpCounter, readState, updateState, updateVaultwardenState } from '../state-file.ts';
@@ -36,6 +36,7 @@ import { realInstallDeps, versionOf } from '../vaultwarden/source.ts';
 import { chosenBinProblem, prepareVaultwarden, webVaultProblem } from '../vaultwarden/start.ts';
 import { VersionStore } from '../vaultwarden/versions.ts';
 import { recoverRollback } from '../vaultwarden/rollback.ts';
+import { recoverRestoreOp } from '../replication/restore-op.ts';
 
 /**
  * The composition root: checks what must hold before anything starts, prepares the
@@ -59,7 +60,10 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
     await machine.enter('begin', 'checking the Vaultwarden binary');
     const store = new VersionStore();
     // A rollback interrupted by a crash: finished (or dropped) before a version is chosen.
-    await recoverRollback(readState().vaultwarden ?? {}, { store, dbPath: PATHS.dbFile, updateState: (change) => updateVaultwardenState(change), now: () => new Date() });
+    await recoverRollback(readState().vaultwarden ?? {}, {
+      store, dbPath: PATHS.dbFile, updateState: (change) => updateVaultwardenState(change), now: () => new Date(),
+      finishRestore: () => recoverRestoreOp(lookupUser(SERVICE_USER)),
+    });
     const vw = await prepareVaultwarden(cfg, {
       store,
       install: (req) => installVaultwarden(req, realInstallDeps(cfg, store)),

@@ -86,6 +86,7 @@ export class Secondary {
       if (!(await units.isActive(UNITS.vaultwarden))) await units.start(UNITS.vaultwarden);
       await units.waitAlive(120_000, signal);
       if (signal.aborted) return;
+      await this.settleAfterStart();
       await this.d.startExtras(signal);
     }
     await machine.enter('serve', this.detail);
@@ -167,6 +168,7 @@ export class Secondary {
         stopped = false;
         await units.waitAlive(120_000, signal);
         this.lastDowntimeMs = clock.now() - t;
+        await this.settleAfterStart();
       }
       this.succeeded(`swapped in (${fetched.users} users)`);
       log.info({ why, users: fetched.users, downtimeMs: this.lastDowntimeMs, ms: clock.now() - t0 }, `secondary refreshed from ${this.d.settings.replica} (${fetched.users} users${serving ? `, Vaultwarden down ${this.lastDowntimeMs} ms` : ''})`);
@@ -183,6 +185,19 @@ export class Secondary {
     } finally {
       if (fetched) await copy.discard(fetched.tmp).catch(() => undefined);
     }
+  }
+
+  /**
+   * What Vaultwarden wrote to the copy as it started — its migrations, when this host runs
+   * another version than the primary (a rolling upgrade does standbys first) — is not a
+   * local change: the copy as it answers is the reference for the next refresh.
+   */
+  private async settleAfterStart(): Promise<void> {
+    const local = this.d.copy.local();
+    const previous = this.d.state.read().secondaryDigest;
+    if (!local.exists || !local.intact || !local.digest || local.digest === previous) return;
+    await this.d.state.update({ secondaryDigest: local.digest });
+    log.info('the copy changed while Vaultwarden started (its migrations: this host runs another version than the primary?); that is the reference for local changes now');
   }
 
   private succeeded(detail: string): void {

@@ -128,9 +128,11 @@ function serviceIds(): { uid?: number; gid?: number } {
 
 const isFalse = (v: string | undefined) => v !== undefined && /^(false|0|no|off)$/i.test(v.trim());
 
-export async function checkVaultwarden(cfg: Pick<Config, 'vaultwardenBin'>, env: Pick<DoctorEnv, 'run' | 'paths'>): Promise<CheckResult> {
+export async function checkVaultwarden(cfg: Pick<Config, 'vaultwardenBin'>, env: Pick<DoctorEnv, 'run' | 'paths'>, source: 'operator' | 'installed' | 'default' = 'operator'): Promise<CheckResult> {
   const bin = cfg.vaultwardenBin;
-  const fixBin = `vwstream-agent vaultwarden install, or install Vaultwarden at ${bin}, or set VAULTWARDEN_BIN in the config to where it is`;
+  const fixBin = source === 'operator' ? `install Vaultwarden at ${bin}, or set VAULTWARDEN_BIN in the config to where it is (or remove it and run vwstream-agent vaultwarden install)`
+    : source === 'installed' ? 'install it again: vwstream-agent vaultwarden install'
+      : `vwstream-agent vaultwarden install (the official image), or install Vaultwarden at ${bin}, or set VAULTWARDEN_BIN in the config to where it is`;
   let st;
   try {
     st = await stat(bin);
@@ -471,7 +473,7 @@ export async function runDoctor(configPath: string, env: DoctorEnv, load: (p: st
     if (pinPending) {
       cfgChecks.push(Promise.resolve([warn('vaultwarden', `VAULTWARDEN_VERSION=${cfg.vaultwarden.version} is not installed yet: the agent installs it from ${cfg.vaultwarden.image} at its next start`, 'vwstream-agent vaultwarden install, or restart the agent')]));
     } else {
-      cfgChecks.push(bounded('vaultwarden', NET_TIMEOUT_MS, () => checkVaultwarden({ vaultwardenBin: choice.bin }, env), fixVw));
+      cfgChecks.push(bounded('vaultwarden', NET_TIMEOUT_MS, () => checkVaultwarden({ vaultwardenBin: choice.bin }, env, choice.source), fixVw));
       cfgChecks.push(bounded('web-vault', NET_TIMEOUT_MS, () => checkWebVault({ vaultwardenEnv: vaultwardenEnvOf(cfg, store) }, env), 'check WEB_VAULT_FOLDER'));
     }
     cfgChecks.push(bounded('port', NET_TIMEOUT_MS, () => checkPort(cfg, env), `check what listens on ROCKET_PORT ${cfg.rocketPort}`));

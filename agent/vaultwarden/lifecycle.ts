@@ -12,7 +12,7 @@ import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
 import type { VaultwardenState } from '../state-file.ts';
 import type { PreparedVaultwarden } from './start.ts';
-import { MARKER_FILE, SNAPSHOT_FILE, hasVaultwardenData, migrationsFingerprint, rowDigests, takeUpgradeSnapshot, writeMarker } from './upgrade.ts';
+import { MARKER_FILE, SNAPSHOT_FILE, fingerprintOf, hasVaultwardenData, migrationList, migrationsFingerprint, rowDigests, takeUpgradeSnapshot, writeMarker } from './upgrade.ts';
 import type { VersionStore } from './versions.ts';
 
 export interface LifecycleDeps {
@@ -37,8 +37,13 @@ export class VaultwardenLifecycle {
     this.deps = deps;
   }
 
-  /** The binary's version (--version as the service user), else a digest of the file: never "unknown". */
+  /**
+   * The binary's version: an installed one's (checked at its install), else --version as
+   * the service user, else a digest of the file: never "unknown".
+   */
   private async identify(bin: string): Promise<string> {
+    const known = this.deps.prepared.installed;
+    if (known && known.bin === bin) return known.version;
     const v = await this.deps.probe(bin).catch((err: unknown) => {
       log.warn({ bin, err: errorMessage(err) }, `could not read the version of ${bin} (${errorMessage(err)}); it is told apart by its digest`);
       return undefined;
@@ -64,24 +69,33 @@ export class VaultwardenLifecycle {
     const st = this.deps.readState();
     const last = st.lastRan;
     const at = this.deps.now().toISOString();
-    const record = (migrations: string | null) => this.deps.updateState((v) => ({ ...v, lastRan: { version: to, at, bin: prepared.bin, migrations } }));
+    const record = (before: string[] | null) => this.deps.updateState((v) => ({ ...v, lastRan: { version: to, at, bin: prepared.bin, migrations: null, before } }));
     if (!hasVaultwardenData(dbPath)) {
       if (last?.version !== to) log.info({ version: to }, `Vaultwarden ${to} starts on a new database: no snapshot needed`);
       await record(null);
       return;
     }
     // What last ran here ran on this database only if its migrations are this database's
-    // (a restore, a promotion or a rollback replaced it otherwise); null = it had not answered yet.
-    const fp = migrationsFingerprint(dbPath);
-    const sameDb = last !== undefined && (last.migrations === null || last.migrations === undefined || last.migrations === fp);
+    // as it left them once it answered, or — when it never answered — what it started on
+    // plus what it may have applied (a restore, a promotion or a rollback replaced the
+    // database otherwise).
+    const list = migrationList(dbPath);
+    const fp = fingerprintOf(list);
+    const startedOn = last?.migrations == null && Array.isArray(last?.before) && list !== null && last!.before.every((m) => list.includes(m));
+    const sameDb = last !== undefined && fp !== null && (last.migrations === fp || startedOn || (last.migrations === undefined && last.before === undefined));
     const from = sameDb ? last!.version : null;
-    if (from === to) return;
-    if (from && compareVersions(to, from) < 0) {
-      throw new AgentError(`Vaultwarden ${to} is older than ${from}, which last ran on this database and migrated it: an older version on a newer schema can damage the vault`, {
-        hint: `go back with vwstream-agent vaultwarden rollback (the snapshot taken before the upgrade), or run ${from} again (VAULTWARDEN_VERSION=${from} or vwstream-agent vaultwarden install --version ${from})`,
+    // A newer version answered on a database with these very migrations (here, before a
+    // rollback or a restore to a point in time brought it back).
+    const newest = fp !== null ? st.ranOn?.[fp] : undefined;
+    const older = from && compareVersions(to, from) < 0 ? from : newest && compareVersions(to, newest) < 0 ? newest : undefined;
+    if (older) {
+      throw new AgentError(`Vaultwarden ${to} is older than ${older}, which ran on this database and migrated it: an older version on a newer schema can damage the vault`, {
+        hint: `go back with vwstream-agent vaultwarden rollback (the snapshot taken before the upgrade), or run ${older} again (VAULTWARDEN_VERSION=${older} or vwstream-agent vaultwarden install --version ${older})`,
         exitCode: EXIT.CONFIG,
       });
     }
+    if (from === to) return;
+    if (from === null && newest === to) { await record(list); return; } // this version answered on these very migrations already
     const up = st.upgrade;
     if (up && up.to === to && up.from === from && existsSync(join(up.snapshot, SNAPSHOT_FILE))) {
       log.info({ snapshot: up.snapshot }, `Vaultwarden ${to}: the snapshot before this upgrade exists already (${up.snapshot}); not taken again`);
@@ -94,7 +108,7 @@ export class VaultwardenLifecycle {
     }
     // Recorded before it starts: a start that migrates and dies before answering does not
     // take a second "before" snapshot of the migrated database.
-    await record(null);
+    await record(list);
   }
 
   /** Once Vaultwarden answers: the migrations it left (this database's fingerprint); after an upgrade, the row marker. */
@@ -102,7 +116,14 @@ export class VaultwardenLifecycle {
     const to = this.version;
     if (!to) return;
     const fp = hasVaultwardenData(this.deps.dbPath) ? migrationsFingerprint(this.deps.dbPath) : null;
-    await this.deps.updateState((v) => (v.lastRan?.version === to ? { ...v, lastRan: { ...v.lastRan, migrations: fp } } : v));
+    await this.deps.updateState((v) => {
+      if (v.lastRan?.version !== to) return v;
+      const ranOn = { ...v.ranOn };
+      if (fp !== null && !/^sha256:/.test(to) && (!ranOn[fp] || compareVersions(to, ranOn[fp]!) > 0)) ranOn[fp] = to;
+      const keys = Object.keys(ranOn);
+      for (const k of keys.slice(0, Math.max(0, keys.length - 100))) delete ranOn[k]; // the newest 100 fingerprints
+      return { ...v, lastRan: { ...v.lastRan, migrations: fp }, ranOn };
+    });
     const dir = this.pendingMarker;
     this.pendingMarker = null;
     if (!dir || !existsSync(dir)) return;

@@ -8,8 +8,8 @@
  */
 import { existsSync } from 'node:fs';
 import { log } from '../log.ts';
+import { AgentError, EXIT } from '../errors.ts';
 import { contentDigest } from '../replication/inspect.ts';
-import { readRestoreOp } from '../replication/restore-op.ts';
 import type { RollbackRecord, VaultwardenState } from '../state-file.ts';
 import { migrationsFingerprint } from './upgrade.ts';
 import type { VersionStore } from './versions.ts';
@@ -19,14 +19,15 @@ export interface RollbackDeps {
   dbPath: string;
   updateState(change: (v: VaultwardenState) => VaultwardenState): Promise<unknown>;
   now(): Date;
-  /** The recorded restore operation's prepared digest, if one is pending. */
-  pendingRestoreDigest?(): string | undefined;
+  /** The caller holds the store's lock already. */
+  locked?: boolean;
 }
 
-/** The database is the snapshot (or the recorded restore that makes it so is pending). */
-export function rollbackReplacedDb(rec: RollbackRecord, deps: Pick<RollbackDeps, 'dbPath' | 'pendingRestoreDigest'>): boolean {
-  const pending = (deps.pendingRestoreDigest ?? pendingRestoreDigest)();
-  if (pending === rec.snapshotDigest) return true;
+/**
+ * The live database is the snapshot. Decided from the database alone: the start first
+ * finishes (or undoes) a recorded restore operation the rollback left behind.
+ */
+export function rollbackReplacedDb(rec: RollbackRecord, deps: Pick<RollbackDeps, 'dbPath'>): boolean {
   try {
     return existsSync(deps.dbPath) && contentDigest(deps.dbPath) === rec.snapshotDigest;
   } catch {
@@ -34,17 +35,9 @@ export function rollbackReplacedDb(rec: RollbackRecord, deps: Pick<RollbackDeps,
   }
 }
 
-function pendingRestoreDigest(): string | undefined {
-  try {
-    return readRestoreOp()?.preparedDigest;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Switches to the older version and records the rollback (the database is the snapshot already). */
 export async function finishRollback(rec: RollbackRecord, deps: RollbackDeps): Promise<void> {
-  const release = deps.store.lock();
+  const release = deps.locked ? () => undefined : deps.store.lock();
   try {
     await deps.store.switchTo(rec.to);
   } finally {
@@ -65,10 +58,18 @@ export async function finishRollback(rec: RollbackRecord, deps: RollbackDeps): P
 }
 
 /** At the agent's start: an interrupted rollback is finished, or dropped when it had not replaced the database. */
-export async function recoverRollback(st: VaultwardenState, deps: RollbackDeps): Promise<'none' | 'finished' | 'dropped'> {
+export async function recoverRollback(st: VaultwardenState, deps: RollbackDeps & { finishRestore(): Promise<unknown> }): Promise<'none' | 'finished' | 'dropped'> {
   const rec = st.rollingBack;
   if (!rec) return 'none';
-  if (rollbackReplacedDb(rec, deps) && deps.store.get(rec.to)) {
+  // A restore operation it left (the crash came while the database was being replaced): finished or undone first.
+  await deps.finishRestore();
+  const replaced = rollbackReplacedDb(rec, deps);
+  if (replaced && !deps.store.get(rec.to)) {
+    throw new AgentError(`an interrupted rollback put the database of before Vaultwarden ${rec.from} in place, but Vaultwarden ${rec.to} is no longer installed: ${rec.from} must not start on it`, {
+      hint: `vwstream-agent vaultwarden install --version ${rec.to}, then systemctl restart vwstream-agent (the start then finishes the rollback)`, exitCode: EXIT.CONFIG,
+    });
+  }
+  if (replaced) {
     log.warn({ from: rec.from, to: rec.to, at: rec.at }, `finishing the rollback of Vaultwarden ${rec.from} → ${rec.to} started at ${rec.at} (interrupted after the database was replaced)`);
     await finishRollback(rec, deps);
     return 'finished';

@@ -117,18 +117,26 @@ export async function takeUpgradeSnapshot(dbPath: string, from: string | null, t
   }
 }
 
-/** This database's applied migrations, as one digest (null: no migrations table). */
-export function migrationsFingerprint(dbPath: string): string | null {
+/** This database's applied migrations, sorted (null: no migrations table). */
+export function migrationList(dbPath: string): string[] | null {
   const db = new DatabaseSync(dbPath, { readOnly: true });
   try {
     db.exec('PRAGMA busy_timeout = 10000');
     const has = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '__diesel_schema_migrations'").get();
     if (!has) return null;
-    const rows = db.prepare('SELECT version FROM __diesel_schema_migrations ORDER BY version').all() as { version: string }[];
-    return createHash('sha256').update(rows.map((r) => r.version).join('\n')).digest('hex').slice(0, 16);
+    return (db.prepare('SELECT version FROM __diesel_schema_migrations ORDER BY version').all() as { version: string }[]).map((r) => r.version);
   } finally {
     db.close();
   }
+}
+
+/** The applied migrations as one digest. */
+export function fingerprintOf(list: readonly string[] | null): string | null {
+  return list === null ? null : createHash('sha256').update(list.join('\n')).digest('hex').slice(0, 16);
+}
+
+export function migrationsFingerprint(dbPath: string): string | null {
+  return fingerprintOf(migrationList(dbPath));
 }
 
 /** A short hash of every row of every data table, sorted per table. */

@@ -215,15 +215,23 @@ test('an interrupted rollback: finished when the database was replaced, dropped 
   const rec = { from: '1.33.0', to: '1.32.7', at: '2026-12-01T10:00:00Z', snapshot: dir, snapshotDigest: contentDigest(snap), hold: true, forced: false, changedRows: 0 };
   const state: VaultwardenState = { rollingBack: rec, upgrade: { from: '1.32.7', to: '1.33.0', at: 't', snapshot: dir, bytes: 1, ms: 1 } };
   const upd = async (ch: (v: VaultwardenState) => VaultwardenState) => { const n = ch({ ...state }); for (const k of Object.keys(state)) delete (state as Record<string, unknown>)[k]; Object.assign(state, n); };
-  const deps = { store, dbPath: live, updateState: upd, now: () => new Date('2026-12-01T10:01:00Z'), pendingRestoreDigest: () => undefined };
-  // The live database is still the newer one: nothing to finish, the record goes.
+  let restores = 0;
+  const deps = { store, dbPath: live, updateState: upd, now: () => new Date('2026-12-01T10:01:00Z'), finishRestore: async () => { restores++; } };
+  // The live database is still the newer one (the replacement never began, or was undone): nothing to finish, the record goes.
   assert.equal(await recoverRollback(state, deps), 'dropped');
+  assert.equal(restores, 1, 'a restore operation left behind is settled first');
   assert.equal(state.rollingBack, undefined);
   assert.equal(store.current()!.version, '1.33.0');
   assert.ok(state.upgrade, 'the rollback point stays');
-  // The replacement is pending (its recorded restore op holds the snapshot's copy): finished.
+  // The recorded restore the rollback left is finished by the start: the live database is the snapshot.
+  const { copyFileSync } = await import('node:fs');
+  const finishing = { ...deps, finishRestore: async () => { copyFileSync(snap, live); } };
+  // ... but the version to go back to was removed meanwhile: refused (78), nothing switched.
+  state.rollingBack = { ...rec, to: '1.31.0' };
+  await assert.rejects(recoverRollback(state, finishing), (e: any) => e.exitCode === 78 && /Vaultwarden 1\.31\.0 is no longer installed/.test(e.message));
+  assert.equal(store.current()!.version, '1.33.0');
   state.rollingBack = rec;
-  assert.equal(await recoverRollback(state, { ...deps, pendingRestoreDigest: () => rec.snapshotDigest }), 'finished');
+  assert.equal(await recoverRollback(state, finishing), 'finished');
   assert.equal(store.current()!.version, '1.32.7');
   assert.equal(state.lastRan?.version, '1.32.7');
   assert.equal(state.hold?.version, '1.33.0');

@@ -125,7 +125,7 @@ test('lifecycle: an older version on a database a newer one migrated is refused 
   const dir = mkdtempSync(join(tmpdir(), 'vw-down-'));
   const db = vault(dir);
   const state: VaultwardenState = { lastRan: { version: '1.33.0', at: 't', bin: '/b', migrations: migrationsFingerprint(db) } };
-  await assert.rejects(lifecycleOn(dir, db, state, '1.32.7').beforeStart(), (e: any) => e.exitCode === 78 && /Vaultwarden 1\.32\.7 is older than 1\.33\.0, which last ran on this database/.test(e.message) && /vaultwarden rollback/.test(e.hint));
+  await assert.rejects(lifecycleOn(dir, db, state, '1.32.7').beforeStart(), (e: any) => e.exitCode === 78 && /Vaultwarden 1\.32\.7 is older than 1\.33\.0, which ran on this database/.test(e.message) && /vaultwarden rollback/.test(e.hint));
   assert.equal(asideCount(dir), 0);
   // The database was replaced (a restore from a replica another version wrote): its
   // migrations differ, so what last ran here says nothing about it: a snapshot from "unknown".
@@ -157,4 +157,20 @@ test('compareVersions', () => {
   assert.equal(compareVersions('1.33.0-rc1', '1.33.0'), -1);
   assert.equal(compareVersions('1.33.0', '1.33.0'), 0);
   assert.equal(compareVersions('sha256:abc', '1.33.0'), 0);
+});
+
+test('lifecycle: a database brought back to migrations a newer version left (restore to a point in time) is refused to an older one', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vw-ranon-'));
+  const db = vault(dir);
+  // 1.33.0 answered on this schema once; since then a rollback made 1.32.7 the last to run (on another schema).
+  const state: VaultwardenState = { lastRan: { version: '1.32.7', at: 't', bin: '/b', migrations: 'other', before: [] }, ranOn: { [migrationsFingerprint(db)!]: '1.33.0' } };
+  await assert.rejects(lifecycleOn(dir, db, state, '1.32.7').beforeStart(), (e: any) => e.exitCode === 78 && /older than 1\.33\.0/.test(e.message));
+  // 1.33.0 itself on it: it answered on these migrations before, nothing to snapshot.
+  await lifecycleOn(dir, db, state, '1.33.0').beforeStart();
+  assert.equal(asideCount(dir), 0);
+  // started() records the newest version per fingerprint.
+  const l = lifecycleOn(dir, db, state, '1.34.0');
+  await l.beforeStart();
+  await l.started();
+  assert.equal(state.ranOn![migrationsFingerprint(db)!], '1.34.0');
 });
