@@ -196,6 +196,7 @@ export function formatVaultwardenReport(v: VaultwardenReport): string[] {
   lines.push(`  version        ${running ? `Vaultwarden ${running}` : 'not started yet'}${v.installed && running && v.installed.version !== running ? ` (installed: ${v.installed.version}, runs at the next start)` : ''} ${src}${v.pin ? `; pinned VAULTWARDEN_VERSION=${v.pin}` : ''}`);
   if (v.previous) lines.push(`  previous       Vaultwarden ${v.previous.version} from ${v.previous.image} (kept for rollback)`);
   if (v.rollbackPoint) lines.push(`  rollback point ${v.rollbackPoint.from ?? '(unknown)'} → ${v.rollbackPoint.to} at ${v.rollbackPoint.at}: ${v.rollbackPoint.snapshot} (${humanBytes(v.rollbackPoint.bytes)}; vwstream-agent vaultwarden rollback)`);
+  if (v.lastRollback) lines.push(`  last rollback  ${v.lastRollback.from} → ${v.lastRollback.to} at ${v.lastRollback.at}${v.lastRollback.forced ? ' (--force)' : ''}; the newer database is kept at ${v.lastRollback.newerKeptAt}`);
   if (v.held) lines.push(`  HELD           ${v.problem}`);
   else if (v.problem) lines.push(`  PROBLEM        ${v.problem}`);
   return lines;

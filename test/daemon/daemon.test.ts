@@ -47,6 +47,10 @@ interface World {
   readyThrows: boolean;
   /** The snapshot before a Vaultwarden upgrade cannot be taken (full disk). */
   snapshotFails: boolean;
+  /** The secondary's copy as a file (its digest), when a scenario models what Vaultwarden writes to it. */
+  localDigest?: string;
+  /** Vaultwarden migrates the copy as it starts (another version than the primary's). */
+  vwMigrates?: boolean;
   lease: FakeLease;
   mirror: FakeMirror;
   now: number;
@@ -126,6 +130,7 @@ function fakeSystemd(w: () => World): SystemdPort {
       if (unit === VW) {
         x.hooks['vaultwarden-start']?.();
         if (x.vwStartFails > 0) { x.vwStartFails--; x.units.set(unit, 'failed'); return 'failed'; }
+        if (x.vwMigrates && x.localDigest !== undefined && !x.localDigest.endsWith('+migrated')) x.localDigest += '+migrated';
       }
       x.units.set(unit, 'active');
       return 'done';
@@ -238,9 +243,13 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
         return { tmp: '/tmp/x', digest: `d${w.calls.length}`, users: 2 };
       },
       replicaExists: async () => { w.calls.push('copy:exists'); return !w.replicaAbsent; },
-      local: () => ({ exists: true, intact: true, digest: w.state.secondaryDigest ?? 'd0' }),
+      local: () => ({ exists: true, intact: true, digest: w.localDigest ?? w.state.secondaryDigest ?? 'd0' }),
       keepAside: async () => '/aside/local',
-      install: async () => { w.calls.push('copy:install'); if (w.installFails) throw new Error('disk full'); },
+      install: async () => {
+        w.calls.push('copy:install');
+        if (w.installFails) throw new Error('disk full');
+        if (w.localDigest !== undefined) w.localDigest = `installed-${w.calls.length}`;
+      },
       discard: async () => undefined,
       restoreFiles: async () => { w.calls.push('files:restore'); },
       persistPrimary: async () => '/var/lib/vwstream/role-override',
@@ -409,6 +418,19 @@ const rows: Row[] = [
       for (let i = 0; i < 20_000 && !w.calls.includes('stopping'); i++) await new Promise((r) => setImmediate(r));
     }, exit: 0, states: ['restoring', 'serving', 'draining', 'stopped'],
     check: (_d, w) => { const last = w.calls.lastIndexOf('copy:install'); assert.ok(!w.calls.slice(last).includes(`start:${VW}`), `Vaultwarden restarted after the stop: ${JSON.stringify(w.calls.slice(last))}`); } },
+  { name: 'secondary running a newer Vaultwarden: its migrations of the copy at start are not local changes at the next refreshes', role: 'secondary', env: 'SECONDARY_SYNC_INTERVAL=60s\n',
+    setup: (w) => { w.localDigest = 'd0'; w.state.secondaryDigest = 'd0'; w.vwMigrates = true; },
+    act: async (d, w) => {
+      for (let i = 0; i < 40_000 && d.secondary.counts.swapped < 3; i++) await new Promise((r) => setImmediate(r));
+      w.seen.swapped = d.secondary.counts.swapped;
+    },
+    exit: 0, states: ['restoring', 'serving', 'draining', 'stopped'],
+    check: (d, w) => {
+      assert.ok(Number(w.seen.swapped) >= 3, `refreshes swapped: ${String(w.seen.swapped)}`);
+      assert.equal(d.secondary.counts.localChangesKept, 0, 'a migrated copy is not kept aside as local changes');
+      assert.ok(w.localDigest!.endsWith('+migrated'));
+      assert.equal(w.state.secondaryDigest, w.localDigest, 'the copy as Vaultwarden left it is the reference');
+    } },
   { name: 'secondary: restore, serve, stop → Vaultwarden stopped, nothing uploaded', role: 'secondary', exit: 0,
     states: ['restoring', 'serving', 'draining', 'stopped'], order: ['copy:fetch', 'copy:install', `start:${VW}`, 'ready:serving', 'stopping', `stop:${VW}`], never: [`start:${LS}`, 'files:shutdown'] },
   { name: 'secondary: replica unreachable at first, READY while retrying, then serving', role: 'secondary', setup: (w) => { w.fetchFails = 2; }, exit: 0,
