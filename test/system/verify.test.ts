@@ -57,7 +57,7 @@ test('verify: passes on a healthy replica, from the CLI and from its timer unit;
   const t0 = Date.now();
   const ok = await a.host.exec(['vwstream-agent', 'verify'], { timeoutMs: 300_000 });
   const verifyMs = Date.now() - t0;
-  assert.match(ok.stdout, /^verify OK: generation [0-9a-f]{16} restored \(12 users, 4 ciphers, 1 attachments, 2 files\); integrity ok; matches the live data; \d+ ms$/);
+  assert.match(ok.stdout, /^verify OK: generation [0-9a-f]{16} restored \(12 users, 4 ciphers, 1 attachments, 0 sends, 2 files\); integrity ok; matches the live data; \d+ ms$/);
   assert.deepEqual(pings, []);
   // The temporary copy is gone.
   assert.equal((await a.host.sh('ls -A /var/lib/vwstream/tmp | wc -l')).stdout, '0');
