@@ -87,8 +87,7 @@ test-root: apt-deps
 # The slow idle tests mostly wait: the S3-outage test 5 minutes with one write a second, the
 # standby soak 3+ minutes at default intervals. Each runs beside the others (its own hosts,
 # S3 emulator and ports), one process each, and its output follows theirs.
-# vaultwarden-image waits too (a registry frozen for 30 s, a pull back-off of 15 s).
-SLOW_IDLE_TESTS := test/system/outage.test.ts test/system/standby-soak.test.ts test/system/vaultwarden-image.test.ts
+SLOW_IDLE_TESTS := test/system/outage.test.ts test/system/standby-soak.test.ts
 test-system: $(DEB) $(RPM) test-root
 	@files="$$(find test/system -maxdepth 1 -name '*.test.ts' $(foreach t,$(SLOW_IDLE_TESTS),! -path '$(t)') | sort)"; \
 	if [ -z "$$files" ]; then echo "test-system: no system tests found"; exit 0; fi; \
