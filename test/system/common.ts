@@ -45,7 +45,11 @@ export async function writeEnv(host: Host, env: Record<string, string>): Promise
 /** `systemctl restart` blocks until READY=1 (Type=notify); returns how long that took. */
 export async function startAgent(host: Host, verb: 'start' | 'restart' = 'restart'): Promise<number> {
   const t = Date.now();
-  await host.exec(['systemctl', verb, 'vwstream-agent.service'], { timeoutMs: 300_000 });
+  const r = await host.exec(['systemctl', verb, 'vwstream-agent.service'], { timeoutMs: 300_000, check: false });
+  if (r.exitCode !== 0) {
+    // What the agent said is what a failure here needs (the host is gone once the test ends).
+    throw new Error(`[${host.name}] systemctl ${verb} vwstream-agent.service: exit code ${r.exitCode}\n${r.stderr.trim()}\n--- journal ---\n${await journalTail(host, 60)}`);
+  }
   return Date.now() - t;
 }
 
