@@ -3,7 +3,6 @@ import { readFile, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { startApiServers, type ApiServers } from '../api/server.ts';
 import type { Config, Role } from '../config/config.ts';
-import { parseEnvFile } from '../config/envfile.ts';
 import { drainBudgetOf } from '../config/budget.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { fileMirrorFor, restoreChecked, restoreOnStart } from '../replication/restore.ts';
@@ -32,7 +31,7 @@ import { realClock, type LeaseEvents } from './ports.ts';
 import { Reporter, diskCheck } from './report.ts';
 import { installVaultwarden } from '../vaultwarden/install.ts';
 import { VaultwardenLifecycle, vaultwardenReport } from '../vaultwarden/lifecycle.ts';
-import { realInstallDeps, versionOf } from '../vaultwarden/source.ts';
+import { binInEnvFile, realInstallDeps, versionOf } from '../vaultwarden/source.ts';
 import { chosenBinProblem, prepareVaultwarden, webVaultProblem } from '../vaultwarden/start.ts';
 import { VersionStore } from '../vaultwarden/versions.ts';
 import { recoverRollback } from '../vaultwarden/rollback.ts';
@@ -92,7 +91,7 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
     systemd = await Systemd.connect();
     // What the unit ran last (before this start rewrites its environment): a running
     // Vaultwarden of another binary is not adopted (the switch goes through the snapshot).
-    const ranBin = versionBinInEnv();
+    const ranBin = binInEnvFile();
     const rt = await prepareRuntime(cfg, vw);
     if (await writeDropins(renderDropins(budget, cfg.primarySyncIntervalMs, cfg.backup.enabled ? cfg.backup.cron : undefined, cfg.verifyCron, cfg.s3 ? undefined : cfg.localReplicaPath, cfg.backup.enabled ? backupLocalPaths(cfg.backup.remotes, cfg.rcloneEnv) : []))) await systemd.reload();
     if (budget.scaled) log.warn({ budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${budget.vaultwardenMs} ms, litestream ${budget.litestreamMs} ms, files ${budget.filesMs} ms`);
@@ -222,15 +221,6 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
     api?.close();
     metricsServer?.close();
     systemd?.disconnect();
-  }
-}
-
-/** VAULTWARDEN_BIN of the unit's environment file as it is now (what a running Vaultwarden was started with). */
-function versionBinInEnv(): string | undefined {
-  try {
-    return parseEnvFile(readFileSync(PATHS.vaultwardenEnv, 'utf8')).get('VAULTWARDEN_BIN')?.value;
-  } catch {
-    return undefined;
   }
 }
 

@@ -62,11 +62,15 @@ export async function versionOf(bin: string): Promise<string | undefined> {
 
 /** The version directory the unit's environment file names, if it is one of the store's. */
 export function versionInEnvFile(store: VersionStore, envFile: string = PATHS.vaultwardenEnv): string | undefined {
+  const bin = binInEnvFile(envFile);
+  const prefix = `${store.root}/`;
+  return bin?.startsWith(prefix) ? bin.slice(prefix.length).split('/')[0] : undefined;
+}
+
+/** VAULTWARDEN_BIN of the unit's environment file as it is now (what a running Vaultwarden was started with). */
+export function binInEnvFile(envFile: string = PATHS.vaultwardenEnv): string | undefined {
   try {
-    const bin = parseEnvFile(readFileSync(envFile, 'utf8')).get('VAULTWARDEN_BIN')?.value;
-    const prefix = `${store.root}/`;
-    if (!bin?.startsWith(prefix)) return undefined;
-    return bin.slice(prefix.length).split('/')[0];
+    return parseEnvFile(readFileSync(envFile, 'utf8')).get('VAULTWARDEN_BIN')?.value;
   } catch {
     return undefined;
   }
