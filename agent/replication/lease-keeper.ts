@@ -19,8 +19,11 @@ interface Attempt { signal: AbortSignal; abort: (why: string) => void; done: () 
  * Two ways to know a write won, chosen by a probe at the first tryAcquire (or probe()):
  * - the store enforces conditional writes (Ceph RGW, AWS, …): creation with
  *   `If-None-Match: *`, replacement with `If-Match: <etag>`; a write that succeeds is the
- *   proof, a refused one (412/409) or an ambiguous one (5xx) is settled by one read.
- * - it ignores them (fauxqs, s3rver), or the probe could not run: the same requests, then a
+ *   proof, a refused one (412/409) or an ambiguous one (5xx) is settled by one read. A
+ *   renewal is then one request: `If-Match` on the etag our last write answered (another
+ *   writer's version, or no object at all, fails the precondition). After a failed attempt
+ *   the next one reads first.
+ * - it ignores them (fauxqs, s3rver), or the probe could not run: a read, the write, then a
  *   read-back after every write and once more after a settle delay when taking the lease
  *   (of two racing writers only the last one reads itself).
  *
@@ -40,6 +43,8 @@ export class LeaseKeeper {
   private lastError: string | null = null;
   /** When the write of the lease we hold started (its expiresAt = this + TTL). */
   private lastSuccessMs = 0;
+  /** The store's etag of the lease version we hold, as our last write (or read) of it answered; undefined = read first. */
+  private heldEtag: string | undefined;
   /** Not renewed before its deadline and not (yet) seen taken: the store is unreachable. */
   suspended: string | null = null;
   /** The lease as last read or written. */
@@ -82,8 +87,12 @@ export class LeaseKeeper {
   get held(): boolean { return this.seen?.token === this.me.token; }
   /** The safety margin: the holder stops this long before expiry, a taker waits this long after it. */
   get marginMs(): number { return safetyMargin(this.ttlMs); }
-  /** Renewal cadence while all is well: TTL/3, counted from the last success. */
-  get renewEveryMs(): number { return Math.max(1_000, Math.floor(this.ttlMs / 3)); }
+  /**
+   * Renewal cadence while all is well: TTL/2, counted from the last success (30 s at the
+   * default 60 s: 120 renewals an hour). The half left before expiry, less the margin, is
+   * room for retries every 1–2 s before the holder fences itself.
+   */
+  get renewEveryMs(): number { return Math.max(1_000, Math.floor(this.ttlMs / 2)); }
   /** After a failed renewal, before the deadline. */
   private get retryMs(): number { return Math.min(2_000, Math.max(1_000, Math.floor(this.ttlMs / 10))); }
   /** Upper bound of one attempt's requests (the deadline may cut it shorter). */
@@ -108,10 +117,11 @@ export class LeaseKeeper {
     try { return await fn(a.signal); } finally { a.done(); }
   }
 
-  /** Reads the lease into `seen`; true when it is ours. */
+  /** Reads the lease into `seen` (and its etag when ours); true when it is ours. */
   private async readBack(signal: AbortSignal): Promise<boolean> {
     const r = await this.store.read(signal);
     this.seen = r?.lease ?? null;
+    this.heldEtag = this.held ? r?.etag : undefined;
     return this.held;
   }
 
@@ -168,7 +178,7 @@ export class LeaseKeeper {
       const conditional = this.enforced && (!cur || cur.etag !== undefined);
       let refused: Error | null = null;
       try {
-        await this.store.write(lease, { etag: cur ? (cur.etag ?? undefined) : null }, signal);
+        this.heldEtag = (await this.store.write(lease, { etag: cur ? (cur.etag ?? undefined) : null }, signal)).etag;
       } catch (err) {
         if (!(err instanceof LeaseConflict || err instanceof LeaseAmbiguous)) throw err;
         refused = err;
@@ -196,7 +206,7 @@ export class LeaseKeeper {
     });
   }
 
-  /** Renews every TTL/3 (retries within 1–2 s after a failure, every 5 s while suspended) until stop(). */
+  /** Renews every TTL/2 (retries within 1–2 s after a failure, every 5 s while suspended) until stop(). */
   startRenewing(): void {
     this.lostReported = false;
     this.renewing = true;
@@ -264,17 +274,26 @@ export class LeaseKeeper {
     const a = this.startAttempt(!wasSuspended && this.deadline !== null ? Math.min(end, this.deadline) : end);
     this.attempt = a;
     try {
-      const cur = await this.store.read(a.signal);
-      if (!cur || cur.lease.token !== this.me.token) {
-        this.seen = cur?.lease ?? null;
-        return this.lost(cur ? `lease taken by ${describeHolder(cur.lease)} until ${cur.lease.expiresAt}` : 'lease object disappeared', true);
+      // Where the store enforces preconditions and we know the etag of the version we
+      // wrote, the conditional write alone proves the lease is still ours: no read first.
+      let etag = this.enforced && !wasSuspended ? this.heldEtag : undefined;
+      let acquiredAt = this.acquiredAt ?? this.seen?.acquiredAt;
+      if (etag === undefined) {
+        const cur = await this.store.read(a.signal);
+        if (!cur || cur.lease.token !== this.me.token) {
+          this.seen = cur?.lease ?? null;
+          return this.lost(cur ? `lease taken by ${describeHolder(cur.lease)} until ${cur.lease.expiresAt}` : 'lease object disappeared', true);
+        }
+        etag = cur.etag;
+        acquiredAt = this.acquiredAt ?? cur.lease.acquiredAt;
       }
       const startedMs = this.now();
-      const next = newLease(this.me, startedMs, this.ttlMs, this.acquiredAt ?? cur.lease.acquiredAt);
-      const conditional = this.enforced && cur.etag !== undefined;
+      const next = newLease(this.me, startedMs, this.ttlMs, acquiredAt);
+      const conditional = this.enforced && etag !== undefined;
       try {
-        await this.store.write(next, cur.etag ? { etag: cur.etag } : {}, a.signal);
+        this.heldEtag = (await this.store.write(next, etag ? { etag } : {}, a.signal)).etag;
       } catch (err) {
+        this.heldEtag = undefined;
         if (!(err instanceof LeaseConflict || err instanceof LeaseAmbiguous)) throw err;
         // Refused or ambiguous: one read decides. Someone else's lease: lost at once.
         if (!(await this.readBack(a.signal))) {
@@ -304,6 +323,8 @@ export class LeaseKeeper {
       } else this.holding(next, startedMs);
       return 'ok';
     } catch (err) {
+      // Whatever landed, the next attempt reads the lease first.
+      this.heldEtag = undefined;
       this.lastError = errorMessage(err);
       log.warn({ err: this.lastError, lease: this.store.url }, 'lease renewal failed');
       // Without a running deadline timer (renew() called by hand), the check is here.
@@ -318,6 +339,7 @@ export class LeaseKeeper {
   private lost(reason: string, stolen: boolean): 'lost' {
     if (this.lostReported) return 'lost';
     this.lostReported = true;
+    this.heldEtag = undefined;
     this.stop();
     this.onLost(reason, stolen);
     return 'lost';
@@ -343,6 +365,7 @@ export class LeaseKeeper {
         if (cur?.lease.token !== this.me.token) return false;
         await this.store.remove(signal);
         this.deadline = null;
+        this.heldEtag = undefined;
         return true;
       });
     } catch (err) {
@@ -360,7 +383,7 @@ export class LeaseKeeper {
   async seize(): Promise<void> {
     const startedMs = this.now();
     const lease = newLease(this.me, startedMs, this.ttlMs);
-    await this.bounded(15_000, (signal) => this.store.write(lease, {}, signal));
+    this.heldEtag = (await this.bounded(15_000, (signal) => this.store.write(lease, {}, signal))).etag;
     this.acquiredAt = lease.acquiredAt;
     this.holding(lease, startedMs);
   }

@@ -93,8 +93,9 @@ export interface LeaseStore {
    * Conditional where the server supports it: `etag` = replace exactly that version, null =
    * only if absent, neither = unconditional. Throws LeaseConflict (precondition failed) or
    * LeaseAmbiguous (a conditional write answered 5xx: landed or not, read to know).
+   * Resolves to the written version's etag where the store says it (S3's PUT answer).
    */
-  write(lease: Lease, expect: { etag?: string | null }, signal?: AbortSignal): Promise<void>;
+  write(lease: Lease, expect: { etag?: string | null }, signal?: AbortSignal): Promise<{ etag?: string }>;
   remove(signal?: AbortSignal): Promise<void>;
   /** Finds out whether the store enforces conditional writes (throws when it cannot be reached). */
   probe(signal?: AbortSignal): Promise<ConditionalSupport>;
@@ -134,15 +135,19 @@ export class S3LeaseStore implements LeaseStore {
     }
   }
 
-  async write(lease: Lease, expect: { etag?: string | null }, signal?: AbortSignal): Promise<void> {
+  async write(lease: Lease, expect: { etag?: string | null }, signal?: AbortSignal): Promise<{ etag?: string }> {
     const cond = expect.etag === null ? { IfNoneMatch: '*' } : expect.etag ? { IfMatch: unquoteEtag(expect.etag) } : null;
     try {
-      await this.client.send(new PutObjectCommand({
+      const r = await this.client.send(new PutObjectCommand({
         Bucket: this.bucket, Key: this.key, Body: JSON.stringify(lease), ContentType: 'application/json', ...cond,
       }), { abortSignal: signal });
+      return r.ETag ? { etag: r.ETag } : {};
     } catch (err) {
       const status = statusOf(err);
       if (status === 412 || status === 409) throw new LeaseConflict(`lease changed under us (${status})`);
+      // If-Match on a lease object that is gone (deleted by hand, or released by a run that
+      // took it over): the version we expected is not there any more.
+      if (expect.etag && status === 404) throw new LeaseConflict('lease changed under us (404: the lease object is gone)');
       if (cond && (status === 500 || status === 503)) throw new LeaseAmbiguous(`conditional lease write answered ${status}: landed or not, a read tells`);
       throw err;
     }
@@ -194,9 +199,10 @@ export class FileLeaseStore implements LeaseStore {
     }
   }
 
-  async write(lease: Lease): Promise<void> {
+  async write(lease: Lease): Promise<{ etag?: string }> {
     // Durable: after a power loss the lease on disk is the last one written, whole.
     await writeFileDurable(this.path, JSON.stringify(lease), { mode: 0o644 });
+    return {};
   }
 
   async remove(): Promise<void> {

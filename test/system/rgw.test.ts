@@ -106,17 +106,24 @@ describe('Ceph RGW', () => {
     assert.equal(lost.length, 0, JSON.stringify(lost));
     assert.equal(a.suspended, null);
 
-    // Someone replaces the lease between our read and our write: the If-Match write gets 412, one read shows the thief: lost at once.
+    // A renewal is one request: the If-Match PUT on the ETag RGW answered our last PUT with.
+    const ops: string[] = [];
     const realRead = store.read.bind(store);
-    store.read = async (signal) => {
-      const r = await realRead(signal);
-      store.read = realRead;
-      await store.write(newLease(id('thief'), Date.now(), 3_000), {});
-      return r;
-    };
+    const realWrite = store.write.bind(store);
+    store.read = (signal) => { ops.push('GET'); return realRead(signal); };
+    store.write = (lease, expect, signal) => { ops.push(`PUT ${expect.etag ? 'If-Match' : expect.etag === null ? 'If-None-Match' : 'unconditional'}`); return realWrite(lease, expect, signal); };
+    const beforeOne = Date.parse(a.seen!.expiresAt);
+    await a.renew();
+    assert.deepEqual(ops, ['PUT If-Match']);
+    assert.ok(Date.parse((await realRead())!.lease.expiresAt) > beforeOne);
+    store.read = realRead;
+    store.write = realWrite;
+
+    // Someone replaces the lease between two renewals: the If-Match write gets 412, one read shows the thief: lost at once.
+    await store.write(newLease(id('thief'), Date.now(), 3_000), {});
     await a.renew();
     assert.equal(lost.length, 1, JSON.stringify(lost));
-    assert.match(lost[0]!, /lease taken by vault \(instance i-thief\).*our renewal: lease changed under us \(412\)/);
+    assert.match(lost[0]!, /lease taken by vault \(instance i-thief\).*our renewal: lease changed under us \((412|409)\)/);
 
     // The thief's lease expires (plus the margin): a clone takes it over with If-Match, the thief's late renewal is lost.
     const thief = new LeaseKeeper({ store, me: id('thief'), ttlMs: 3_000, settleMs: 200, onLost: (r) => lost.push(`thief: ${r}`) });
@@ -134,6 +141,19 @@ describe('Ceph RGW', () => {
     thief.seen = cur.lease;
     await thief.renew();
     assert.match(lost.at(-1)!, /^thief: lease taken by vault \(instance i-1\)/);
+
+    // The lease object deleted under its holder: the If-Match PUT fails (RGW: 412 or 404), the read finds nothing: lost.
+    const goneStore = new S3LeaseStore(settings(B, 'keepers/gone'), c);
+    const gone: string[] = [];
+    const g = new LeaseKeeper({ store: goneStore, me: id('g'), ttlMs: 3_000, settleMs: 200, onLost: (r) => gone.push(r) });
+    assert.equal((await g.tryAcquire()).action, 'acquire');
+    await g.renew();
+    assert.deepEqual(gone, []);
+    await goneStore.remove();
+    await g.renew();
+    assert.equal(gone.length, 1, JSON.stringify(gone));
+    assert.match(gone[0]!, /^lease taken by nobody \(lease object disappeared\) \(our renewal: lease changed under us \((412|404)/);
+    assert.equal(await goneStore.read(), null, 'the lost holder wrote the lease again');
   });
 });
 
@@ -147,7 +167,7 @@ test('S3LeaseStore.probe on fauxqs: not enforced (it ignores preconditions)', as
     assert.deepEqual({ enforced: r.enforced, applicable: r.applicable }, { enforced: false, applicable: true }, r.detail);
     const k = new LeaseKeeper({ store, me: id('f'), ttlMs: 10_000, onLost: () => undefined });
     const st = await k.probe();
-    assert.match(st!.message, /conditional writes not enforced: read-back only; two primaries can overlap for up to 7 s/);
+    assert.match(st!.message, /conditional writes not enforced: read-back only; two primaries can overlap for up to 10 s/);
   } finally {
     c.destroy();
     await s3.stop();
