@@ -65,6 +65,8 @@ export interface JournalAddon {
   open(path: string): number;
   send(entry: Buffer): number;
   pending(): number;
+  /** sd_notify: one datagram to $NOTIFY_SOCKET (agent/systemd/notify.ts). */
+  notify(socket: string, message: Buffer): number;
 }
 
 /** Loads journal.node beside this module (the bundle's /usr/lib/vwstream-agent); undefined when absent or unloadable. */

@@ -78,7 +78,7 @@ test('a secret is scrubbed from every field of the journal entry', () => {
   setSecrets(['back\\slash"quote-secret']);
   try {
     const entries: Buffer[] = [];
-    const { log } = capture('journal', { open: () => 0, send: (b) => { entries.push(Buffer.from(b)); return 0; }, pending: () => 0 });
+    const { log } = capture('journal', { open: () => 0, send: (b) => { entries.push(Buffer.from(b)); return 0; }, pending: () => 0, notify: () => 0 });
     log.error({ reason: 'it was back\\slash"quote-secret', err: { message: 'back\\slash"quote-secret' }, obj: { s: 'back\\slash"quote-secret' } }, 'x back\\slash"quote-secret');
     assert.equal(entries.length, 1);
     const raw = entries[0]!.toString('latin1');
@@ -95,7 +95,7 @@ test('a secret is scrubbed from every field of the journal entry', () => {
 
 test('journal entry: MESSAGE is the JSON line, PRIORITY per level, identifier, VWSTREAM_ fields of top-level values', () => {
   const entries: Buffer[] = [];
-  const { log, lines, sink } = capture('journal', { open: () => 0, send: (b) => { entries.push(Buffer.from(b)); return 0; }, pending: () => 0 });
+  const { log, lines, sink } = capture('journal', { open: () => 0, send: (b) => { entries.push(Buffer.from(b)); return 0; }, pending: () => 0, notify: () => 0 });
   log.level = 'trace';
   const want: Array<[string, number]> = [['fatal', 2], ['error', 3], ['warn', 4], ['info', 6], ['debug', 7], ['trace', 7]];
   for (const [level] of want) (log as unknown as Record<string, (o: object, m: string) => void>)[level]!({ state: 'fenced', from: 'serving', syncErrors: 3, ok: false, none: null, dnsName: 'a.ts.net' }, `${level} line`);
@@ -142,7 +142,7 @@ test('journal entry: values with newlines use the binary form; value size and fi
 test('journald cannot take the datagram: the line goes to stdout with its <N> prefix, counted', () => {
   let rc = 0;
   const entries: Buffer[] = [];
-  const { log, lines, sink } = capture('journal', { open: () => 0, send: (b) => { if (rc === 0) entries.push(Buffer.from(b)); return rc; }, pending: () => 0 });
+  const { log, lines, sink } = capture('journal', { open: () => 0, send: (b) => { if (rc === 0) entries.push(Buffer.from(b)); return rc; }, pending: () => 0, notify: () => 0 });
   log.info({ state: 'serving' }, 'sent');
   rc = 11; // EAGAIN
   log.error({ state: 'fenced' }, 'queue full');
@@ -161,7 +161,7 @@ test('a full queue: waited for while journald catches up; a stuck journald costs
   let busy = 3;
   let calls = 0;
   const entries: Buffer[] = [];
-  const addon: JournalAddon = { open: () => 0, send: (b) => { calls++; if (busy > 0) { busy--; return 11; } entries.push(Buffer.from(b)); return 0; }, pending: () => 0 };
+  const addon: JournalAddon = { open: () => 0, send: (b) => { calls++; if (busy > 0) { busy--; return 11; } entries.push(Buffer.from(b)); return 0; }, pending: () => 0, notify: () => 0 };
   const { log, lines, sink } = capture('journal', addon);
   log.info('slow journald');
   assert.equal(entries.length, 1, 'sent once journald read its queue');
@@ -336,7 +336,7 @@ test('a slow journald that takes each line only after a wait: the waits stay wit
   // Each line meets a full queue, and the queue frees only after ~20 ms: without a budget a
   // burst of 50 lines would block the event loop for a second.
   let freeAt = Date.now() + 20;
-  const addon: JournalAddon = { open: () => 0, send: () => { const now = Date.now(); if (now < freeAt) return 11; freeAt = now + 20; return 0; }, pending: () => 0 };
+  const addon: JournalAddon = { open: () => 0, send: () => { const now = Date.now(); if (now < freeAt) return 11; freeAt = now + 20; return 0; }, pending: () => 0, notify: () => 0 };
   const { log, sink } = capture('journal', addon);
   const t0 = Date.now();
   for (let i = 0; i < 50; i++) log.info(`burst ${i}`);

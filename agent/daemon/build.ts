@@ -7,7 +7,7 @@ import { drainBudgetOf } from '../config/budget.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { fileMirrorFor, restoreChecked, restoreOnStart } from '../replication/restore.ts';
 import { writeFileDurable, writePrivateFile } from '../fs.ts';
-import { log } from '../log.ts';
+import { loadJournalAddon, log } from '../log.ts';
 import { notify } from '../notify/notify.ts';
 import { PATHS, SERVICE_USER } from '../paths.ts';
 import { contentDigest, inspectDb } from '../replication/inspect.ts';
@@ -43,7 +43,7 @@ import { recoverRestoreOp } from '../replication/restore-op.ts';
  * store, the file mirror, Litestream, the state file), serves the API, and runs it.
  */
 export async function runAgent(cfg: Config, notifySocket: string | undefined, onDaemon: (d: { requestStop(signal: string): void }) => void): Promise<number> {
-  const notifier = new Notifier(notifySocket);
+  const notifier = new Notifier(notifySocket, loadJournalAddon());
   const machine = new StateMachine(notifier);
   let stopEarly: string | null = null;
   const early = new AbortController(); // a stop while Vaultwarden is being installed at start

@@ -1,6 +1,8 @@
 /*
  * journal.node: sends log entries to journald over its native protocol (one datagram per
- * entry to /run/systemd/journal/socket), so each entry keeps its PRIORITY and fields.
+ * entry to /run/systemd/journal/socket), so each entry keeps its PRIORITY and fields, and
+ * sd_notify messages to $NOTIFY_SOCKET (READY=1, WATCHDOG=1, STATUS=…) from the main
+ * process itself, instead of a systemd-notify process per message.
  * Node has no unix datagram sockets; this is the smallest piece that gives it one.
  * Built against Node-API only (ABI-stable): packaging/stage.sh compiles it with gcc.
  *
@@ -10,6 +12,11 @@
  *   pending(): number              bytes sent but not yet read by journald (SIOCOUTQ), -1
  *                                  when unknown; lets the caller wait before exit so
  *                                  journald still finds the sender's unit.
+ *   notify(socket: string, message: Buffer): number
+ *                                  one datagram to `socket` (a path, or "@name" in the
+ *                                  abstract namespace, as $NOTIFY_SOCKET says); 0 or errno
+ *                                  (EAGAIN: systemd's queue is full; never blocks). Its own
+ *                                  socket, opened at the first call.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -74,11 +81,44 @@ static napi_value js_pending(napi_env env, napi_callback_info info) {
   return num(env, n);
 }
 
+static int notify_fd = -1;
+
+static napi_value js_notify(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return num(env, EINVAL);
+  struct sockaddr_un to;
+  char path[sizeof(to.sun_path) + 1];
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &len) != napi_ok) return num(env, EINVAL);
+  if (len < 2 || len >= sizeof(to.sun_path)) return num(env, ENAMETOOLONG);
+  if (path[0] != '/' && path[0] != '@') return num(env, EINVAL);
+  void *data = NULL;
+  size_t dlen = 0;
+  if (napi_get_buffer_info(env, argv[1], &data, &dlen) != napi_ok) return num(env, EINVAL);
+  if (notify_fd < 0) {
+    notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (notify_fd < 0) return num(env, errno);
+  }
+  memset(&to, 0, sizeof(to));
+  to.sun_family = AF_UNIX;
+  memcpy(to.sun_path, path, len);
+  socklen_t to_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+  if (path[0] == '@') to.sun_path[0] = '\0'; /* abstract: exactly len bytes, no terminator */
+  else to_len += 1;
+  ssize_t n;
+  do n = sendto(notify_fd, data, dlen, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&to, to_len);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return num(env, errno);
+  return num(env, (size_t)n == dlen ? 0 : EMSGSIZE);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
     {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
     {"pending", NULL, js_pending, NULL, NULL, NULL, napi_default, NULL},
+    {"notify", NULL, js_notify, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

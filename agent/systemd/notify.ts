@@ -1,25 +1,46 @@
 import { run } from '../exec.ts';
 import { log } from '../log.ts';
 
+/** What the notifier needs of journal.node (agent/native/journal.c). */
+export interface NotifyAddon { notify(socket: string, message: Buffer): number }
+
 /**
- * sd_notify through systemd-notify (Node has no unix datagram sockets). The unit is
- * Type=notify with NotifyAccess=all, so a helper process in our cgroup may speak for us.
- * Without NOTIFY_SOCKET (not under systemd) every call is a no-op.
+ * sd_notify. From the main process itself through the add-on (one datagram, no process);
+ * without it, or when a send fails (EAGAIN: systemd's queue full), through systemd-notify,
+ * a process per message (the unit is Type=notify with NotifyAccess=all, so a helper in
+ * our cgroup may speak for us). Without NOTIFY_SOCKET (not under systemd) every call is a
+ * no-op.
  */
 export class Notifier {
   private readonly socket: string | undefined;
+  private readonly addon: NotifyAddon | undefined;
   private lastStatus = '';
-  constructor(notifySocket: string | undefined) {
+  private fallbackSaid = false;
+  /** Messages sent through the add-on and through systemd-notify (for tests and /metrics). */
+  readonly sent = { datagram: 0, process: 0 };
+  constructor(notifySocket: string | undefined, addon?: NotifyAddon) {
     this.socket = notifySocket;
+    this.addon = addon;
   }
 
   get enabled(): boolean {
     return this.socket !== undefined;
   }
 
-  private async send(args: string[]): Promise<void> {
+  /** `assignments`: the protocol's KEY=value lines (STATUS's text on one line). */
+  private async send(assignments: string[]): Promise<void> {
     if (!this.socket) return;
+    if (this.addon) {
+      const rc = this.addon.notify(this.socket, Buffer.from(`${assignments.join('\n')}\n`));
+      if (rc === 0) { this.sent.datagram++; return; }
+      if (!this.fallbackSaid) {
+        this.fallbackSaid = true;
+        log.warn({ errno: rc }, `sd_notify datagram to ${this.socket} failed (errno ${rc}); sending through systemd-notify`);
+      }
+    }
+    const args = assignments.map((a) => a.startsWith('STATUS=') ? `--status=${a.slice(7)}` : a === 'READY=1' ? '--ready' : a);
     try {
+      this.sent.process++;
       await run('systemd-notify', [`--pid=${process.pid}`, ...args], { env: { NOTIFY_SOCKET: this.socket }, timeoutMs: 10_000 });
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'sd_notify failed');
@@ -29,17 +50,17 @@ export class Notifier {
   async status(text: string): Promise<void> {
     if (text === this.lastStatus) return;
     this.lastStatus = text;
-    await this.send([`--status=${text.slice(0, 200)}`]);
+    await this.send([statusLine(text)]);
   }
 
   async ready(text: string): Promise<void> {
     this.lastStatus = text;
-    await this.send(['--ready', `--status=${text.slice(0, 200)}`]);
+    await this.send(['READY=1', statusLine(text)]);
   }
 
   async stopping(text: string): Promise<void> {
     this.lastStatus = text;
-    await this.send(['STOPPING=1', `--status=${text.slice(0, 200)}`]);
+    await this.send(['STOPPING=1', statusLine(text)]);
   }
 
   /**
@@ -49,10 +70,15 @@ export class Notifier {
    */
   async extendTimeout(ms: number, text: string): Promise<void> {
     this.lastStatus = text;
-    await this.send([`EXTEND_TIMEOUT_USEC=${Math.round(ms * 1000)}`, `--status=${text.slice(0, 200)}`]);
+    await this.send([`EXTEND_TIMEOUT_USEC=${Math.round(ms * 1000)}`, statusLine(text)]);
   }
 
   async watchdog(): Promise<void> {
     await this.send(['WATCHDOG=1']);
   }
+}
+
+/** STATUS= of at most 200 characters on one line (a newline would start another assignment). */
+export function statusLine(text: string): string {
+  return `STATUS=${text.replace(/[\r\n]+/g, ' ').slice(0, 200)}`;
 }
