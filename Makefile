@@ -23,7 +23,7 @@ PKG_INPUTS := package.json package-lock.json scripts/bundle.mjs \
   $(shell find agent units packaging docs -type f 2>/dev/null)
 
 .PHONY: all deps apt-deps typecheck build deb rpm lint-packages test test-unit \
-  test-system test-root demo demo-stop clean bench-files bench-backup bench-log bench-upgrade config-table
+  test-system test-root demo demo-stop clean bench-files bench-backup bench-log bench-idle bench-upgrade config-table
 
 all: deb
 
@@ -131,3 +131,10 @@ bench-upgrade: deps
 # with <N> prefixes vs plain stdout; flood and paced. Size: BENCH_LOG_N (default 5000).
 bench-log: deps $(DEB)
 	VWS_DEB="$(abspath $(DEB))" $(NODE) bench/log.ts
+
+# Idle cost beside Litestream at the default intervals, on an idle primary and a serving
+# secondary in one window: peak and steady RSS, CPU s/hour (cgroup and per PID), S3
+# requests/hour by sender, kind and key (Ceph RGW behind a counting proxy per host), with
+# the lean-agent goals. BENCH_IDLE_S (window, default 300 s), BENCH_IDLE_S3=fauxqs.
+bench-idle: deps $(DEB)
+	VWS_DEB="$(abspath $(DEB))" $(NODE) bench/idle.ts

@@ -25,6 +25,14 @@ const STANDIN = path.join(REPO, 'test', 'fixtures', 'vaultwarden-standin.mjs');
 const INNER_PATH = 'PATH=/usr/sbin:/usr/bin:/sbin:/bin';
 /** Keep host directories (and console logs) after destroy()/exit, for post-mortems. */
 const KEEP = process.env.VWS_KEEP_HOSTS === '1';
+/**
+ * VWS_HOST_CGROUP=own: each host boots in a cgroup of its own (vws-host-<name> in the
+ * unified and the name=systemd hierarchies). By default nspawn (--keep-unit, no systemd
+ * outside) puts every host in one shared "payload" subtree of this process's cgroup, so
+ * the hosts' systemds create and manage the same system.slice/<unit> directories: a
+ * unit's cpu.stat then adds up that unit of every host on the machine.
+ */
+const ownCgroup = (): boolean => process.env.VWS_HOST_CGROUP === 'own';
 
 export interface ExecResult { stdout: string; stderr: string; exitCode: number }
 export interface ExecOptions {
@@ -64,6 +72,25 @@ export interface Host {
 
 // ---------------------------------------------------------------------------------------
 // small utilities
+
+/** Where a host's own cgroup goes (VWS_HOST_CGROUP=own): cgroup v2 alone, or hybrid's unified + name=systemd. */
+function cgroupRoots(): string[] {
+  if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) return ['/sys/fs/cgroup'];
+  return ['/sys/fs/cgroup/unified', '/sys/fs/cgroup/systemd'].filter((d) => fs.existsSync(path.join(d, 'cgroup.procs')));
+}
+
+/** Removes a cgroup directory and those below it (rmdir, deepest first; a busy one stays). */
+function removeCgroupSync(dir: string): void {
+  let entries: fs.Dirent[] = [];
+  try { entries = fs.readdirSync(dir, { withFileTypes: true }); } catch { return; }
+  for (const e of entries) if (e.isDirectory()) removeCgroupSync(path.join(dir, e.name));
+  for (let i = 0; i < 40; i++) {
+    try { fs.rmdirSync(dir); return; } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EBUSY') return;
+      sleepSync(50); // its last processes are still being reaped
+    }
+  }
+}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -228,6 +255,7 @@ let hooksInstalled = false;
 function cleanupSync(): void {
   for (const h of liveHosts) {
     try { h.killSync(); } catch { /* best effort */ }
+    for (const d of h.cgroups) removeCgroupSync(d);
     if (!KEEP) {
       try {
         removeHostDirSync(h.dir);
@@ -331,10 +359,14 @@ class HostImpl implements Host {
   #alive = false;
   #destroyed = false;
 
+  /** The host's own cgroup directories on this machine (VWS_HOST_CGROUP=own), else none. */
+  readonly cgroups: string[];
+
   constructor(name: string, dir: string) {
     this.name = name;
     this.dir = dir;
     this.consoleLog = `${dir}.console.log`;
+    this.cgroups = ownCgroup() ? cgroupRoots().map((r) => path.join(r, `vws-host-${name}`)) : [];
   }
 
   get running(): boolean { return this.#alive; }
@@ -392,10 +424,20 @@ class HostImpl implements Host {
     liveHosts.add(this);
     fs.appendFileSync(this.consoleLog, `\n=== harness: booting ${this.name} at ${new Date().toISOString()} ===\n`);
     const t0 = Date.now();
-    const sub = spawnDaemon('systemd-nspawn', [
+    const nspawnArgs = [
       '-D', this.dir, '--boot', '--register=no', '--keep-unit', '-M', this.name,
       '--console=read-only', '--link-journal=no',
-    ], this.consoleLog, 'a', { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' });
+    ];
+    const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
+    let sub: ReturnType<typeof spawnDaemon>;
+    if (this.cgroups.length) {
+      // The shell moves itself into the host's cgroups, then becomes nspawn (same PID).
+      for (const d of this.cgroups) fs.mkdirSync(d, { recursive: true });
+      const moves = this.cgroups.map((d) => `echo $$ > '${d}/cgroup.procs'`).join(' && ');
+      sub = spawnDaemon('sh', ['-c', `${moves} && exec systemd-nspawn "$@"`, 'sh', ...nspawnArgs], this.consoleLog, 'a', env);
+    } else {
+      sub = spawnDaemon('systemd-nspawn', nspawnArgs, this.consoleLog, 'a', env);
+    }
     this.#nspawnPid = sub.child.pid ?? 0;
     this.#alive = true;
     this.#exited = sub.exited.then(() => { this.#alive = false; this.#pid1 = 0; });
@@ -477,6 +519,7 @@ class HostImpl implements Host {
     await this.kill9();
     this.#destroyed = true;
     liveHosts.delete(this);
+    for (const d of this.cgroups) removeCgroupSync(d);
     if (!KEEP) {
       removeHostDirSync(this.dir);
       await fsp.rm(this.consoleLog, { force: true });

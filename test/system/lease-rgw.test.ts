@@ -13,11 +13,10 @@
  * Every test prints what it measured.
  */
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { s3ClientFor, startRgw, type Host, type S3Server } from './harness.ts';
+import { recordingProxy } from './s3-proxy.ts';
 import { agentHost, journalTail, s3Env, startAgentQuick, statusJson, userUuids, waitDbSynced, waitFilesSynced, waitFor, type AgentHost } from './common.ts';
 
 const AGENT = 'vwstream-agent.service';
@@ -182,40 +181,6 @@ test('failover by promote --force of a secondary on RGW; the promoted primary re
 });
 
 // ---------------------------------------------------------------------------------------
-
-interface Rec { t: number; method: string; path: string; body?: string; status?: number; doneAt?: number }
-
-/** An HTTP proxy in front of RGW that logs each request with the time it was sent (Host header passed as is: SigV4 stays valid). */
-async function recordingProxy(target: S3Server): Promise<{ endpoint: string; log: Rec[]; close(): Promise<void> }> {
-  const log: Rec[] = [];
-  const srv = http.createServer((req, res) => {
-    const rec: Rec = { t: Date.now(), method: req.method ?? '?', path: req.url ?? '' };
-    log.push(rec);
-    const { expect: _e, ...headers } = req.headers;
-    const up = http.request({ host: '127.0.0.1', port: target.port, method: req.method, path: req.url, headers }, (r) => {
-      rec.status = r.statusCode;
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-      r.on('end', () => { rec.doneAt = Date.now(); });
-    });
-    up.on('error', () => res.destroy());
-    // A client that gives up closes its connection to the server: so does the proxy.
-    res.on('close', () => { if (rec.doneAt === undefined) up.destroy(); });
-    if (/lease\.json/.test(rec.path) && req.method === 'PUT') {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => { rec.body = Buffer.concat(chunks).toString('utf8'); });
-    }
-    req.pipe(up);
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as AddressInfo).port;
-  return {
-    endpoint: `http://127.0.0.1:${port}`,
-    log,
-    close: () => new Promise<void>((r) => { srv.closeAllConnections(); srv.close(() => r()); }),
-  };
-}
 
 test('RGW frozen: Litestream stopped ≥ 1 s before the lease expires; no write to a replica object is sent from then until the lease is ours again', async () => {
   const BUCKET = 'vault-rgw-fence';
