@@ -94,8 +94,9 @@ async function journalSince(h: AgentHost, sinceMs: number): Promise<Line[]> {
     if (src === 'agent' && msg.startsWith('{')) {
       try {
         const j = JSON.parse(msg) as Record<string, unknown>;
-        const extra = ['cmd', 'args', 'ms', 'state', 'action', 'files', 'bytes'].filter((k) => j[k] !== undefined)
-          .map((k) => `${k}=${typeof j[k] === 'string' ? j[k] : JSON.stringify(j[k])}`).join(' ');
+        // ms first: a "ran" line's args are long and the line is cut at 240 characters.
+        const extra = ['ms', 'state', 'action', 'files', 'bytes', 'cmd', 'args'].filter((k) => j[k] !== undefined)
+          .map((k) => `${k}=${typeof j[k] === 'string' ? j[k] : JSON.stringify(j[k]).slice(0, 120)}`).join(' ');
         msg = `${String(j.msg)}${extra ? ` [${extra}]` : ''}`;
       } catch { /* as it is */ }
     } else if (src === 'agent' && e.SYSLOG_IDENTIFIER && e.SYSLOG_IDENTIFIER !== 'vwstream-agent') {
@@ -105,6 +106,11 @@ async function journalSince(h: AgentHost, sinceMs: number): Promise<Line[]> {
     lines.push({ t, src, msg: msg.length > 240 ? `${msg.slice(0, 237)}...` : msg });
   }
   return lines.sort((a, b) => a.t - b.t);
+}
+
+/** A run's lines up to its READY (and a little after: the READY notification's own line), relative to its start. */
+function phasesOf(run: { t0: number; ms: number; lines: Line[] }): Array<{ atMs: number; src: string; msg: string }> {
+  return run.lines.filter((l) => l.t <= run.t0 + run.ms + 50).map((l) => ({ atMs: Math.round(l.t - run.t0), src: l.src, msg: l.msg }));
 }
 
 function phaseTable(lines: Line[], t0: number): string {
@@ -337,7 +343,9 @@ systemctl stop ${VW}`, 120_000);
       version, litestream: lsVersion, rclone: rcVersion, s3: S3_KIND, runs: RUNS, seed: seeded,
       agentMs: a, toolsSequentialMs: sq, litestreamMs: stats(seqLs), rcloneMs: stats(seqRc), toolsParallelMs: pr, vaultwardenStartMs: vws,
       goal: { factor: 1.2, sequential: jSeq, parallel: jPar },
-      medianRunPhases: medianRun.lines.filter((l) => l.t <= medianRun.t0 + medianRun.ms + 50).map((l) => ({ atMs: Math.round(l.t - medianRun.t0), src: l.src, msg: l.msg })),
+      medianRun: agent.indexOf(medianRun),
+      agentRuns: agent.map((run) => ({ ms: run.ms, phases: phasesOf(run) })),
+      ...(debugRun ? { debugRun: { ms: debugRun.ms, phases: phasesOf(debugRun) } } : {}),
       restoreAction: medianRun.restoreAction,
     }, null, 2));
   } finally {
