@@ -23,7 +23,7 @@ PKG_INPUTS := package.json package-lock.json scripts/bundle.mjs \
   $(shell find agent units packaging docs -type f 2>/dev/null)
 
 .PHONY: all deps apt-deps typecheck build deb rpm lint-packages test test-unit \
-  test-system test-root demo demo-stop clean bench-files bench-backup bench-log bench-idle bench-upgrade config-table
+  test-system test-root demo demo-stop clean bench-files bench-backup bench-log bench-idle bench-upgrade bench-restore config-table
 
 all: deb
 
@@ -138,3 +138,11 @@ bench-log: deps $(DEB)
 # the lean-agent goals. BENCH_IDLE_S (window, default 300 s), BENCH_IDLE_S3=fauxqs.
 bench-idle: deps $(DEB)
 	VWS_DEB="$(abspath $(DEB))" $(NODE) bench/idle.ts
+
+# New-host restore: systemctl start of the agent on a host without data until READY, against
+# litestream restore + rclone copy --transfers 8 of the same replica on the same host (in
+# sequence and at once) and Vaultwarden's own start; the agent's start phases from its journal.
+# S3: BENCH_RESTORE_S3 (rgw, or fauxqs). Size: BENCH_DB_MIB (131), BENCH_ATTACH (300) of
+# BENCH_ATTACH_MIB (1). BENCH_RUNS (3) each; BENCH_RESTORE_DEBUG=0 skips the debug-log run.
+bench-restore: deps $(DEB)
+	VWS_DEB="$(abspath $(DEB))" $(NODE) bench/restore.ts
