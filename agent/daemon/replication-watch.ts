@@ -1,12 +1,27 @@
 import type { HealthCheck, UnitSummary } from '../api/types.ts';
 import { log } from '../log.ts';
-import { replicaCaughtUp, type LitestreamPosition } from '../replication/litestream.ts';
+import { replicaCaughtUp, type LitestreamPosition, type ShadowPosition } from '../replication/litestream.ts';
 import type { Clock, LitestreamPort } from './ports.ts';
 
 /** Litestream's monitor interval (1 s, set in litestream.yml) plus slack. */
 export const SHADOW_LAG_MS = 2000;
 /** WAL bigger than this fails health: Litestream normally keeps it checkpointed small. */
 export const WAL_WARN_BYTES = 512 * 1048576;
+/**
+ * While nothing is written (the database's WAL and Litestream's shadow WAL both as they
+ * were when the replica was last seen holding everything), Litestream's /metrics is read
+ * at most this often; each poll in between only stats two files.
+ */
+export const IDLE_METRICS_MS = 10_000;
+
+/** What an idle poll compares: the shadow WAL's position and the database's own -wal file. */
+interface LocalMark { shadow: ShadowPosition; wal: { size: number; mtimeMs: number } | undefined; startedMs: number | undefined }
+
+function sameMark(a: LocalMark, b: LocalMark): boolean {
+  const s = a.shadow, t = b.shadow;
+  return s.generation === t.generation && s.index === t.index && s.size === t.size && s.mtimeMs === t.mtimeMs
+    && a.startedMs === b.startedMs && a.wal?.size === b.wal?.size && a.wal?.mtimeMs === b.wal?.mtimeMs;
+}
 
 /**
  * The replication watch: Litestream's position, the last time the replica was confirmed
@@ -25,6 +40,11 @@ export class ReplicationWatch {
   private readonly clock: Clock;
   private readonly maxAgeMs: number;
   private readonly onError: (text: string) => void;
+  /** The local state at the last poll that read /metrics and found the replica caught up; null otherwise. */
+  private caughtAt: LocalMark | null = null;
+  private lastMetricsMs = -Infinity;
+  /** Polls that read Litestream's /metrics, and those an unchanged local state answered (tests, bench). */
+  readonly polls = { metrics: 0, idle: 0 };
 
   constructor(opts: { litestream: LitestreamPort; clock: Clock; maxSyncAgeMs: number; lastDbSync?: string; onError: (text: string) => void }) {
     this.port = opts.litestream;
@@ -41,13 +61,34 @@ export class ReplicationWatch {
     this.onError(text);
   }
 
+  /** The replica holds everything up to now − SHADOW_LAG_MS. */
+  private confirmed(now: number): void {
+    const confirmed = new Date(now - SHADOW_LAG_MS);
+    if (!this.lastDbSync) log.info('database replica confirmed in sync');
+    if (!this.lastDbSync || confirmed > this.lastDbSync) this.lastDbSync = confirmed;
+  }
+
   async poll(): Promise<void> {
     try {
+      // Nothing written since the replica was seen holding everything: it still does (a
+      // replica does not go back), so /metrics is not asked again until IDLE_METRICS_MS.
+      // Any write moves the database's -wal (and Litestream's shadow after it); a dead
+      // Litestream changes neither, but then what is local is what the replica has.
+      const [shadow, wal] = await Promise.all([this.port.shadow(), this.port.localWal?.()]);
+      const mark: LocalMark | null = shadow ? { shadow, wal, startedMs: this.startedMs } : null;
+      if (mark && this.caughtAt && this.port.localWal && sameMark(mark, this.caughtAt) && this.clock.now() - this.lastMetricsMs < IDLE_METRICS_MS) {
+        this.polls.idle++;
+        this.confirmed(this.clock.now());
+        return;
+      }
+      this.caughtAt = null;
       const { position } = await this.port.metrics();
+      this.polls.metrics++;
+      this.lastMetricsMs = this.clock.now();
       this.position = position;
       const newErrors = position.syncErrors > this.syncErrors;
       this.syncErrors = position.syncErrors;
-      const caught = replicaCaughtUp(position, await this.port.shadow(), this.startedMs);
+      const caught = replicaCaughtUp(position, shadow, this.startedMs);
       const now = this.clock.now();
       const stale = !caught && this.lastDbSync !== null && now - this.lastDbSync.getTime() > this.maxAgeMs;
       if (newErrors || stale) {
@@ -59,14 +100,14 @@ export class ReplicationWatch {
       if (caught && !newErrors) {
         // The shadow WAL trails the real WAL by up to one monitor tick (1 s): the replica
         // equalling the shadow now proves only what was written a tick (plus slack) ago.
-        const confirmed = new Date(now - SHADOW_LAG_MS);
-        if (!this.lastDbSync) log.info('database replica confirmed in sync');
-        if (!this.lastDbSync || confirmed > this.lastDbSync) this.lastDbSync = confirmed;
+        this.confirmed(now);
+        this.caughtAt = mark;
       } else if (newErrors) {
         log.warn({ syncErrors: position.syncErrors }, 'litestream reports sync errors');
       }
     } catch {
       this.position = null;
+      this.caughtAt = null;
     }
   }
 
