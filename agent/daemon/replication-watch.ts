@@ -1,6 +1,6 @@
 import type { HealthCheck, UnitSummary } from '../api/types.ts';
 import { log } from '../log.ts';
-import { replicaCaughtUp, type LitestreamPosition, type ShadowPosition } from '../replication/litestream.ts';
+import { replicaCaughtUp, type LitestreamPosition } from '../replication/litestream.ts';
 import type { Clock, LitestreamPort } from './ports.ts';
 
 /** Litestream's monitor interval (1 s, set in litestream.yml) plus slack. */
@@ -8,20 +8,14 @@ export const SHADOW_LAG_MS = 2000;
 /** WAL bigger than this fails health: Litestream normally keeps it checkpointed small. */
 export const WAL_WARN_BYTES = 512 * 1048576;
 /**
- * While nothing is written (the database's WAL and Litestream's shadow WAL both as they
- * were when the replica was last seen holding everything), Litestream's /metrics is read
- * at most this often; each poll in between only stats two files.
+ * While nothing is written (the database's -wal as it was when the replica was last seen
+ * holding everything), Litestream's /metrics is read at most this often; each poll in
+ * between is one stat().
  */
 export const IDLE_METRICS_MS = 10_000;
 
-/** What an idle poll compares: the shadow WAL's position and the database's own -wal file. */
-interface LocalMark { shadow: ShadowPosition; wal: { size: number; mtimeMs: number } | undefined; startedMs: number | undefined }
-
-function sameMark(a: LocalMark, b: LocalMark): boolean {
-  const s = a.shadow, t = b.shadow;
-  return s.generation === t.generation && s.index === t.index && s.size === t.size && s.mtimeMs === t.mtimeMs
-    && a.startedMs === b.startedMs && a.wal?.size === b.wal?.size && a.wal?.mtimeMs === b.wal?.mtimeMs;
-}
+/** What an idle poll compares: the database's own -wal file, and which Litestream run answered. */
+interface LocalMark { wal: { size: number; mtimeMs: number }; startedMs: number | undefined }
 
 /**
  * The replication watch: Litestream's position, the last time the replica was confirmed
@@ -72,11 +66,13 @@ export class ReplicationWatch {
     try {
       // Nothing written since the replica was seen holding everything: it still does (a
       // replica does not go back), so /metrics is not asked again until IDLE_METRICS_MS.
-      // Any write moves the database's -wal (and Litestream's shadow after it); a dead
-      // Litestream changes neither, but then what is local is what the replica has.
-      const [shadow, wal] = await Promise.all([this.port.shadow(), this.port.localWal?.()]);
-      const mark: LocalMark | null = shadow ? { shadow, wal, startedMs: this.startedMs } : null;
-      if (mark && this.caughtAt && this.port.localWal && sameMark(mark, this.caughtAt) && this.clock.now() - this.lastMetricsMs < IDLE_METRICS_MS) {
+      // Every write moves the database's -wal (size or mtime; so do checkpoints); the mark
+      // is only kept when its last write was older than SHADOW_LAG_MS then, i.e. one that
+      // the shadow (equal to the replica) already held, as the confirmation below assumes.
+      const wal = await this.port.localWal?.();
+      const idle = wal && this.caughtAt && wal.size === this.caughtAt.wal.size && wal.mtimeMs === this.caughtAt.wal.mtimeMs
+        && this.caughtAt.startedMs === this.startedMs && this.clock.now() - this.lastMetricsMs < IDLE_METRICS_MS;
+      if (idle) {
         this.polls.idle++;
         this.confirmed(this.clock.now());
         return;
@@ -88,7 +84,7 @@ export class ReplicationWatch {
       this.position = position;
       const newErrors = position.syncErrors > this.syncErrors;
       this.syncErrors = position.syncErrors;
-      const caught = replicaCaughtUp(position, shadow, this.startedMs);
+      const caught = replicaCaughtUp(position, await this.port.shadow(), this.startedMs);
       const now = this.clock.now();
       const stale = !caught && this.lastDbSync !== null && now - this.lastDbSync.getTime() > this.maxAgeMs;
       if (newErrors || stale) {
@@ -101,7 +97,7 @@ export class ReplicationWatch {
         // The shadow WAL trails the real WAL by up to one monitor tick (1 s): the replica
         // equalling the shadow now proves only what was written a tick (plus slack) ago.
         this.confirmed(now);
-        this.caughtAt = mark;
+        if (wal && now - wal.mtimeMs > SHADOW_LAG_MS) this.caughtAt = { wal, startedMs: this.startedMs };
       } else if (newErrors) {
         log.warn({ syncErrors: position.syncErrors }, 'litestream reports sync errors');
       }
