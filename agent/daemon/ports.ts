@@ -13,6 +13,8 @@ export interface SystemdPort {
   start(unit: string, timeoutMs?: number): Promise<string>;
   stop(unit: string, timeoutMs?: number): Promise<string>;
   state(unit: string): Promise<UnitState>;
+  /** Several at once (one D-Bus call); without it, state() per unit. */
+  states?(units: readonly string[]): Promise<Map<string, UnitState>>;
   /** SIGKILL to every process of the unit: no ExecStop, no final upload. */
   kill(unit: string): Promise<void>;
   startNoWait(unit: string): Promise<void>;

@@ -1,7 +1,7 @@
 import type { HealthCheck, UnitSummary } from '../api/types.ts';
 import { AgentError } from '../errors.ts';
 import { UNITS } from '../paths.ts';
-import { describeUnit } from '../systemd/dbus.ts';
+import { describeUnit, type UnitState } from '../systemd/dbus.ts';
 import type { Clock, SystemdPort } from './ports.ts';
 
 /** Restarts allowed per unit within RESTART_WINDOW_MS before the agent gives up. */
@@ -74,12 +74,19 @@ export class UnitSupervisor {
     if (!signal.aborted) throw new AgentError(`Vaultwarden did not answer ${this.aliveUrl} within ${timeoutMs / 1000}s`, { hint: `journalctl -u ${UNITS.vaultwarden}` });
   }
 
+  /** The units' states: one call where the port can (a unit it did not answer for, or a failed call: state() per unit). */
+  private async statesOf(units: readonly string[]): Promise<(UnitState | undefined)[]> {
+    const all = this.systemd.states ? await this.systemd.states(units).catch(() => undefined) : undefined;
+    return Promise.all(units.map((u) => all?.get(u) ?? this.systemd.state(u).catch(() => undefined)));
+  }
+
   /** Refreshes the units' states for status (not while stopping). */
   async refresh(units: readonly string[]): Promise<void> {
-    for (const unit of units) {
-      const s = await this.systemd.state(unit).catch(() => undefined);
+    const states = await this.statesOf(units);
+    units.forEach((unit, i) => {
+      const s = states[i];
       if (s) this.units[unit] = { activeState: s.activeState, subState: s.subState, result: s.result };
-    }
+    });
   }
 
   /**
@@ -88,8 +95,9 @@ export class UnitSupervisor {
    * Throws when a unit used up its restart budget.
    */
   async poll(units: readonly string[], opts: { excused: (unit: string) => boolean; signal: AbortSignal; onDown: (unit: string, what: string) => Promise<void>; onBack: (unit: string) => Promise<void>; beforeStart?: (unit: string) => Promise<void> }): Promise<void> {
-    for (const unit of units) {
-      const s = await this.systemd.state(unit).catch(() => undefined);
+    const states = await this.statesOf(units);
+    for (const [i, unit] of units.entries()) {
+      const s = states[i];
       if (!s) continue;
       this.units[unit] = { activeState: s.activeState, subState: s.subState, result: s.result };
       if (opts.signal.aborted || ['active', 'activating', 'reloading'].includes(s.activeState) || opts.excused(unit)) continue;

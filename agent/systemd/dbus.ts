@@ -101,6 +101,22 @@ export class Systemd {
     return { activeState, subState, result, execMainStatus };
   }
 
+  /**
+   * Several units' states in one ListUnitsByNames call (the daemon's poll every 2 s); a
+   * service that is not active gets its Result/ExecMainStatus from state().
+   */
+  async states(units: readonly string[]): Promise<Map<string, UnitState>> {
+    const rows = (await this.manager.ListUnitsByNames([...units])) as unknown[][];
+    const out = new Map<string, UnitState>();
+    for (const row of rows) {
+      const [name, , , activeState, subState] = row as [string, string, string, string, string];
+      if (!units.includes(name)) continue;
+      out.set(name, name.endsWith('.service') && activeState !== 'active' ? await this.state(name)
+        : { activeState, subState, result: name.endsWith('.service') ? 'success' : '', execMainStatus: 0 });
+    }
+    return out;
+  }
+
   /** SIGKILL to every process of a unit: stops a writer at once, without its stop logic. */
   async kill(unit: string): Promise<void> {
     await this.manager.KillUnit(unit, 'all', 9);
