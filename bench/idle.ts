@@ -22,7 +22,7 @@ import { accumulate, countRequests, median, OPS, parseSample, perHour, type Coun
 
 // Each host in a cgroup of its own: otherwise every host on this machine (also those of
 // other test runs) shares one system.slice/<unit> cgroup and its cpu.stat adds them up.
-process.env.VWS_HOST_CGROUP ??= 'own';
+if (process.env.VWS_HOST_CGROUP === 'shared') throw new Error('bench-idle needs each host in a cgroup of its own (VWS_HOST_CGROUP unset)');
 const WINDOW_S = envNum('BENCH_IDLE_S', 300, 10);
 const S3_KIND = process.env.BENCH_IDLE_S3 || 'rgw';
 if (S3_KIND !== 'rgw' && S3_KIND !== 'fauxqs') throw new Error(`BENCH_IDLE_S3=${S3_KIND}: expected rgw or fauxqs`);
