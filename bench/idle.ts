@@ -10,7 +10,8 @@
  * unit's MainPID, the unit cgroup's cpu.stat usage_usec (children included) and its
  * process list. S3 requests are told apart by User-Agent (agent: aws-sdk-js; Litestream:
  * aws-sdk-go) and by key. Prints a table per host, then the whole result as JSON.
- *   node bench/idle.ts     (VWS_DEB: the package; BENCH_IDLE_S: window seconds)
+ *   node bench/idle.ts     (VWS_DEB: the package; BENCH_IDLE_S: window seconds;
+ *   BENCH_HOST_PREFIX: host names, default bi-)
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -31,6 +32,8 @@ const PREFIX = 'idle/vw';
 const AGENT = 'vwstream-agent.service';
 const LS = 'vwstream-litestream.service';
 const STEADY_S = 60;
+/** Host names start with this (default bi-): runs beside other benches need names of their own. */
+const HOST_PREFIX = process.env.BENCH_HOST_PREFIX || 'bi-';
 /** Goals of the issue: steady RSS of the agent, its S3 requests per idle hour at the default LEASE_TTL. */
 const GOAL_RSS_MIB = 64;
 const GOAL_S3_PER_HOUR = 130;
@@ -204,17 +207,17 @@ try {
   proxies.push(pa, pb);
   const base: Record<string, string> = s3Env(s3, BUCKET, PREFIX);
   delete base.LEASE_TTL; // the operator's default
-  say('booting bi-primary and bi-secondary, installing the package');
+  say(`booting ${HOST_PREFIX}primary and ${HOST_PREFIX}secondary, installing the package`);
   const [a, b] = await Promise.all([
-    agentHost('bi-primary', { ...base, S3_ENDPOINT: pa.endpoint }),
-    agentHost('bi-secondary', { ...base, S3_ENDPOINT: pb.endpoint, NODE_ROLE: 'secondary' }),
+    agentHost(`${HOST_PREFIX}primary`, { ...base, S3_ENDPOINT: pa.endpoint }),
+    agentHost(`${HOST_PREFIX}secondary`, { ...base, S3_ENDPOINT: pb.endpoint, NODE_ROLE: 'secondary' }),
   ]);
   hosts.push(a, b);
   const t0 = Date.now();
   await startAgentQuick(a.host, 300_000);
-  await waitFor('bi-primary serving', 300_000, async () => ((await statusJson(a.host)).state === 'serving' ? true : undefined), a.host, 500);
+  await waitFor(`${HOST_PREFIX}primary serving`, 300_000, async () => ((await statusJson(a.host)).state === 'serving' ? true : undefined), a.host, 500);
   const aServingMs = Date.now() - t0;
-  say(`bi-primary serving after ${aServingMs} ms; seeding 5 users, 20 ciphers, 2 attachments`);
+  say(`${HOST_PREFIX}primary serving after ${aServingMs} ms; seeding 5 users, 20 ciphers, 2 attachments`);
   await a.vw.addUsers(5);
   await a.vw.addCiphers(20);
   await a.vw.addAttachment('bench-idle-1.bin', 60_000);
@@ -228,7 +231,7 @@ try {
   const bServingMs = Date.now() - t1;
   const counts = [await a.vw.counts(), await b.vw.counts()];
   if (JSON.stringify(counts[0]) !== JSON.stringify(counts[1])) throw new Error(`the secondary serves ${JSON.stringify(counts[1])}, the primary ${JSON.stringify(counts[0])}`);
-  say(`bi-secondary serving after ${bServingMs} ms with ${JSON.stringify(counts[1])}`);
+  say(`${HOST_PREFIX}secondary serving after ${bServingMs} ms with ${JSON.stringify(counts[1])}`);
   const version = (await a.host.exec(['vwstream-agent', '--version'])).stdout.trim();
   const clkTck = Number((await a.host.exec(['getconf', 'CLK_TCK'])).stdout.trim()) || 100;
 
@@ -270,7 +273,7 @@ try {
   console.log(`# Idle cost of vwstream-agent beside Litestream (${S3_KIND === 'rgw' ? 'Ceph RGW' : 'fauxqs'} behind one counting proxy per host)`);
   console.log(`date ${new Date(w0).toISOString()}; agent ${version}; window ${(windowMs / 1000).toFixed(0)} s (${results.map((r) => `${r.host} ${r.samples} samples`).join(', ')}); default intervals`);
   console.log(`machine: ${machine.nproc} CPUs, ${machine.cpu}, Linux ${machine.kernel}, ${machine.memTotalMiB} MiB; load average ${load0.map((x) => x.toFixed(2)).join(' ')} at the start, ${load1.map((x) => x.toFixed(2)).join(' ')} at the end (shared machine: CPU numbers are noisy)`);
-  console.log(`bi-primary serving ${aServingMs} ms after its start; bi-secondary ${bServingMs} ms after its start; requests before the window (start-up, seeding, restore): primary ${JSON.stringify(startup[0])}, secondary ${JSON.stringify(startup[1])}`);
+  console.log(`${HOST_PREFIX}primary serving ${aServingMs} ms after its start; ${HOST_PREFIX}secondary ${bServingMs} ms after its start; requests before the window (start-up, seeding, restore): primary ${JSON.stringify(startup[0])}, secondary ${JSON.stringify(startup[1])}`);
   for (const r of results) {
     console.log(`\n## ${r.host} (${r.role}, state at the end: ${r.stateAtEnd})`);
     console.log(table(r, windowMs, results[0]!.litestream));
