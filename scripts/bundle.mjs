@@ -41,7 +41,12 @@ const result = await build({
   platform: 'node',
   target: 'node22',
   sourcemap: false,
-  minify: false,
+  // Whitespace and syntax minified: comments go (a single non-ASCII character in one makes
+  // V8 hold the whole source as a two-byte string, 2 bytes per character, for the
+  // process's life), and the source V8 keeps for lazy compilation is a third smaller.
+  // Identifiers stay (stack traces keep their names).
+  minifyWhitespace: true,
+  minifySyntax: true,
   legalComments: 'none',
   banner: { js: banner },
   // agent/version.ts reads it (the unbundled source tree reports 0.0.0-dev).
