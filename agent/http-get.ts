@@ -1,25 +1,29 @@
 import { Agent, get } from 'node:http';
 
 /**
- * GET over plain HTTP with node:http, for the daemon's local polls (Litestream's /metrics,
- * Vaultwarden's /alive): no Accept-Encoding (nothing gzipped per poll) and no fetch (its
- * undici machinery is never loaded by an idle agent). Rejects on a connection error or
- * when `timeoutMs` passes before the whole body arrived.
+ * A plain-HTTP GET on loopback for the daemon's polls (Vaultwarden's /alive, Litestream's
+ * /metrics) over node:http rather than fetch(): the first fetch() loads undici, Node's
+ * second HTTP stack, which costs a long-running process about 13 MiB of RSS for requests
+ * node:http makes as well; and no Accept-Encoding, so nothing is gzipped per poll. The
+ * whole answer is read (UTF-8); rejects on a connection error, an answer cut off, or when
+ * it is not complete `timeoutMs` after the start. `agent`: a kept-alive connection
+ * (pollAgent()); without, one connection per request.
  */
-export function httpGetText(url: string, opts: { timeoutMs: number; agent?: Agent }): Promise<{ status: number; text: string }> {
+export function httpGetText(url: string, timeoutMs: number, agent?: Agent): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = get(url, { signal: AbortSignal.timeout(opts.timeoutMs), ...(opts.agent ? { agent: opts.agent } : {}) }, (res) => {
-      res.setEncoding('utf8');
-      let text = '';
-      res.on('data', (c: string) => { text += c; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-      res.on('error', reject);
+    const req = get(url, { agent: agent ?? false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => { clearTimeout(overall); resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }); });
+      // Cut off mid-answer (a reset, or the destroy below): no 'end'; a settled promise ignores it.
+      res.on('close', () => { clearTimeout(overall); if (!res.complete) reject(new Error(`GET ${url}: the answer was cut off`)); });
     });
-    req.on('error', reject);
+    const overall = setTimeout(() => req.destroy(new Error(`GET ${url}: no complete answer within ${timeoutMs} ms`)), timeoutMs);
+    req.on('error', (e) => { clearTimeout(overall); reject(e); });
   });
 }
 
-/** One kept-alive connection per poll target (idle sockets do not keep a process alive). */
+/** One kept-alive connection per poll target (an idle kept-alive socket does not keep a process alive). */
 export function pollAgent(): Agent {
   return new Agent({ keepAlive: true, maxSockets: 1 });
 }

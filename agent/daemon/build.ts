@@ -241,9 +241,9 @@ function aliveUrl(cfg: Config): string {
 
 const aliveAgent = pollAgent();
 
-async function checkAlive(url: string): Promise<boolean> {
+export async function checkAlive(url: string, timeoutMs = 3000): Promise<boolean> {
   try {
-    const { status } = await httpGetText(url, { timeoutMs: 3000, agent: aliveAgent });
+    const { status } = await httpGetText(url, timeoutMs, aliveAgent);
     return status >= 200 && status < 300;
   } catch {
     return false;

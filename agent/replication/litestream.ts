@@ -218,7 +218,7 @@ export function parseMetrics(text: string): LitestreamPosition {
 const metricsAgent = pollAgent();
 
 export async function fetchMetrics(addr: string, timeoutMs = 2000): Promise<{ text: string; position: LitestreamPosition }> {
-  const { status, text } = await httpGetText(`http://${addr}/metrics`, { timeoutMs, agent: metricsAgent });
+  const { status, text } = await httpGetText(`http://${addr}/metrics`, timeoutMs, metricsAgent);
   if (status !== 200) throw new Error(`litestream metrics answered ${status}`);
   return { text, position: parseMetrics(text) };
 }
