@@ -98,15 +98,17 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
     if (budget.scaled) log.warn({ budget }, `drain step timeouts add up to more than STOP_GRACE_PERIOD; scaled down to vaultwarden ${budget.vaultwardenMs} ms, litestream ${budget.litestreamMs} ms, files ${budget.filesMs} ms`);
 
     const relay: { to: LeaseEvents | null } = { to: null };
+    // One S3 client (its middleware, endpoint rules and connection pool) for the lease and the file mirror.
+    const client = cfg.s3 ? s3Client(cfg.s3) : undefined;
     const lease = new LeaseKeeper({
-      store: cfg.s3 ? new S3LeaseStore(cfg.s3, s3Client(cfg.s3)) : new FileLeaseStore(cfg.localReplicaPath),
+      store: cfg.s3 ? new S3LeaseStore(cfg.s3, client!) : new FileLeaseStore(cfg.localReplicaPath),
       me,
       ttlMs: cfg.leaseTtlMs,
       onLost: (reason, stolen) => relay.to?.onLost(reason, stolen),
       onSuspended: (reason) => relay.to?.onSuspended(reason),
       onRegained: () => relay.to?.onRegained(),
     });
-    const mirror = fileMirrorFor(cfg);
+    const mirror = fileMirrorFor(cfg, undefined, undefined, client);
     const lifecycle = new VaultwardenLifecycle({
       prepared: vw, probe: versionOf, dbPath: rt.dbPath, asideRoot: PATHS.asideDir,
       readState: () => readState().vaultwarden ?? {}, updateState: (change) => updateVaultwardenState(change), now: () => new Date(),

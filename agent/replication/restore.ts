@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { replicaUrl, type Config } from '../config/config.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
@@ -27,12 +27,15 @@ export function effectiveRole(cfg: Config, overridePath: string = PATHS.roleOver
   return cfg.role;
 }
 
-/** The file mirror as the daemon builds it, for commands that run beside or without it. */
-export function fileMirrorFor(cfg: Config, dataFolder: string = PATHS.dataFolder, manifestPath: string = PATHS.filesManifest): FileMirror {
+/**
+ * The file mirror as the daemon builds it, for commands that run beside or without it.
+ * `client`: an S3 client to share (the daemon's lease uses the same one).
+ */
+export function fileMirrorFor(cfg: Config, dataFolder: string = PATHS.dataFolder, manifestPath: string = PATHS.filesManifest, client?: S3Client): FileMirror {
   return new FileMirror({
     dataFolder,
     scope: scopeOf(cfg.syncInclude),
-    store: cfg.s3 ? new S3Store(cfg.s3) : new DirStore(`${cfg.localReplicaPath}/files`),
+    store: cfg.s3 ? new S3Store(cfg.s3, client) : new DirStore(`${cfg.localReplicaPath}/files`),
     manifestPath,
     ...(manifestPath === PATHS.filesManifest ? { pendingPath: PATHS.filesRestore, stagingDir: PATHS.tmpDir } : {}),
   });
