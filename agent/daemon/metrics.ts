@@ -30,6 +30,27 @@ export interface MetricsInput {
   litestreamText: string | null;
   /** How the log reaches journald, and lines that could not take the native path. */
   log?: { mode: string; sent: number; fallbacks: number };
+  /** The agent process itself (processStats()). */
+  process?: ProcessStats;
+}
+
+/** What the agent process costs: resident memory (anonymous and file-backed), V8 heap, CPU, start. */
+export interface ProcessStats { rssBytes: number; rssAnonBytes?: number; rssFileBytes?: number; heapUsedBytes: number; heapTotalBytes: number; externalBytes: number; cpuSeconds: number; startSeconds: number }
+
+/** This process's figures: /proc/self/status for the resident split (Linux), process.* for the rest. */
+export function processStats(status: string | undefined): ProcessStats {
+  const kib = (k: string) => { const m = status && new RegExp(`^${k}:\\s+(\\d+) kB$`, 'm').exec(status); return m ? Number(m[1]) * 1024 : undefined; };
+  const mem = process.memoryUsage();
+  const cpu = process.cpuUsage();
+  const anon = kib('RssAnon'), file = kib('RssFile'), shmem = kib('RssShmem');
+  return {
+    rssBytes: kib('VmRSS') ?? mem.rss,
+    ...(anon !== undefined ? { rssAnonBytes: anon } : {}),
+    ...(file !== undefined ? { rssFileBytes: file + (shmem ?? 0) } : {}),
+    heapUsedBytes: mem.heapUsed, heapTotalBytes: mem.heapTotal, externalBytes: mem.external + mem.arrayBuffers,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    startSeconds: Math.round((Date.now() - process.uptime() * 1000) / 1000),
+  };
 }
 
 type Labels = Record<string, string>;
@@ -121,6 +142,18 @@ export function renderMetrics(m: MetricsInput): string {
   e.add('gauge', 'vwstream_wal_size_bytes', 'Size of the live WAL file.', m.walBytes ?? undefined);
   e.add('gauge', 'vwstream_db_size_bytes', 'Size of the live database file.', m.dbBytes ?? undefined);
   e.add('gauge', 'vwstream_litestream_up', '1 if Litestream answered its metrics endpoint.', m.litestreamText === null ? 0 : 1);
+  if (m.process) {
+    const p = m.process;
+    e.add('gauge', 'process_resident_memory_bytes', 'Resident memory of the agent process (VmRSS).', p.rssBytes);
+    if (p.rssAnonBytes !== undefined && p.rssFileBytes !== undefined) {
+      e.add('gauge', 'vwstream_process_resident_memory_bytes', 'The agent\'s resident memory by kind: anonymous (its own) and file-backed (mapped pages of the Node binary and libraries, shared and reclaimable).', [[{ kind: 'anon' }, p.rssAnonBytes], [{ kind: 'file' }, p.rssFileBytes]]);
+    }
+    e.add('counter', 'process_cpu_seconds_total', 'User and system CPU time of the agent process.', p.cpuSeconds);
+    e.add('gauge', 'process_start_time_seconds', 'Start of the agent process, seconds since the epoch.', p.startSeconds);
+    e.add('gauge', 'nodejs_heap_size_used_bytes', 'V8 heap in use.', p.heapUsedBytes);
+    e.add('gauge', 'nodejs_heap_size_total_bytes', 'V8 heap reserved.', p.heapTotalBytes);
+    e.add('gauge', 'nodejs_external_memory_bytes', 'Memory of buffers and other objects outside the V8 heap.', p.externalBytes);
+  }
   const lines = [...e.lines, ...(m.litestreamText ? litestreamFamilies(m.litestreamText) : [])];
   return `${lines.join('\n')}\n`;
 }

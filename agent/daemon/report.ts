@@ -1,4 +1,4 @@
-import { statfs, stat } from 'node:fs/promises';
+import { readFile, statfs, stat } from 'node:fs/promises';
 import type { AsideSummary, HealthCheck, HealthReport, StatusReport } from '../api/types.ts';
 import { PROFILES, replicaUrl } from '../config/config.ts';
 import { nextRun } from '../config/cron.ts';
@@ -8,7 +8,7 @@ import { PATHS, UNITS } from '../paths.ts';
 import type { TailscaleReport } from '../tailscale/tailscale.ts';
 import { VERSION } from '../version.ts';
 import type { Daemon } from './daemon.ts';
-import { renderMetrics } from './metrics.ts';
+import { processStats, renderMetrics } from './metrics.ts';
 import { logStats } from '../log.ts';
 import type { VaultwardenReport } from '../vaultwarden/lifecycle.ts';
 
@@ -188,6 +188,7 @@ export class Reporter {
       walBytes: d.watch.position?.walSize ?? null,
       dbBytes: d.watch.position?.dbSize ?? null,
       log: logStats(),
+      process: processStats(await readFile('/proc/self/status', 'utf8').catch(() => undefined)),
       litestreamText,
     });
   }

@@ -107,3 +107,22 @@ test('how the log reaches journald: the mode and the lines that fell back to std
   assert.equal(value('vwstream_log_journal_fallbacks_total'), '3');
   assert.equal(renderMetrics(input).includes('vwstream_log_'), false, 'not reported when not given');
 });
+
+test('the agent process: resident memory split anon/file from /proc/self/status, heap, CPU, start time', async () => {
+  const { processStats } = await import('../../agent/daemon/metrics.ts');
+  const status = 'Name:\tnode\nVmHWM:\t  92296 kB\nVmRSS:\t   78384 kB\nRssAnon:\t   29264 kB\nRssFile:\t   49100 kB\nRssShmem:\t      20 kB\n';
+  const p = processStats(status);
+  assert.deepEqual([p.rssBytes, p.rssAnonBytes, p.rssFileBytes], [78384 * 1024, 29264 * 1024, 49120 * 1024]);
+  assert.ok(p.heapUsedBytes > 0 && p.heapTotalBytes >= p.heapUsedBytes && p.cpuSeconds > 0);
+  assert.ok(Math.abs(p.startSeconds - (Date.now() / 1000 - process.uptime())) < 2);
+  const text = renderMetrics({ ...input, process: p });
+  assert.match(text, /^process_resident_memory_bytes 80265216$/m);
+  assert.match(text, /^vwstream_process_resident_memory_bytes\{kind="anon"\} 29966336$/m);
+  assert.match(text, /^vwstream_process_resident_memory_bytes\{kind="file"\} 50298880$/m);
+  assert.match(text, /^# TYPE process_cpu_seconds_total counter$/m);
+  assert.match(text, /^nodejs_heap_size_used_bytes \d+$/m);
+  // Without /proc (not Linux): memoryUsage's rss, no split.
+  const bare = processStats(undefined);
+  assert.equal(bare.rssAnonBytes, undefined);
+  assert.doesNotMatch(renderMetrics({ ...input, process: bare }), /vwstream_process_resident_memory_bytes/);
+});
