@@ -33,6 +33,23 @@ const cliuiCjs = {
   },
 };
 
+// An ESM import of node:http builds its ESM facade, which reads every export, and one of
+// them (WebSocket) is a lazy getter that loads undici: fetch's HTTP stack and its WebAssembly
+// parser, ~10 MiB resident for nothing the agent uses. So the bundle takes node:http through
+// require() (the banner's createRequire), naming only what it imports.
+const HTTP_NAMES = ['Agent', 'ClientRequest', 'IncomingMessage', 'METHODS', 'OutgoingMessage', 'STATUS_CODES', 'Server', 'ServerResponse',
+  'createServer', 'get', 'globalAgent', 'maxHeaderSize', 'request', 'setMaxIdleHTTPParsers', 'validateHeaderName', 'validateHeaderValue'];
+const httpByRequire = {
+  name: 'node-http-by-require',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?http$/ }, (args) => (args.kind === 'import-statement' || args.kind === 'dynamic-import' ? { path: 'node:http', namespace: 'vws-http' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'vws-http' }, () => ({
+      contents: `const m = require('node:http');\nexport default m;\nexport const { ${HTTP_NAMES.join(', ')} } = m;\n`,
+      loader: 'js',
+    }));
+  },
+};
+
 const result = await build({
   entryPoints: [entry],
   outfile,
@@ -56,7 +73,7 @@ const result = await build({
   external: ['usocket', 'x11'],
   logLevel: 'warning',
   metafile: true,
-  plugins: [cliuiCjs],
+  plugins: [cliuiCjs, httpByRequire],
 });
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
 console.log(`bundled ${entry.replace(`${root}/`, '')} -> ${outfile.replace(`${root}/`, '')} (${(bytes / 1048576).toFixed(1)} MiB)`);
