@@ -12,7 +12,7 @@ import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
 import type { VaultwardenState } from '../state-file.ts';
 import type { PreparedVaultwarden } from './start.ts';
-import { MARKER_FILE, SNAPSHOT_FILE, fingerprintOf, hasVaultwardenData, migrationList, migrationsFingerprint, rowDigests, takeUpgradeSnapshot, writeMarker } from './upgrade.ts';
+import { MARKER_FILE, SNAPSHOT_FILE, fingerprintOf, hasVaultwardenData, migrationList, migrationsFingerprint, pinRows, takeUpgradeSnapshot, writeMarker } from './upgrade.ts';
 import type { VersionStore } from './versions.ts';
 
 export interface LifecycleDeps {
@@ -32,6 +32,8 @@ export class VaultwardenLifecycle {
   /** What is about to start / runs: its version, or `sha256:<12 hex>` of a binary that does not say it. */
   version: string | undefined;
   private pendingMarker: string | null = null;
+  /** The marker's rows, fixed when Vaultwarden answered; hashed and written by `writeDeferredMarker`. */
+  private deferred: (() => Promise<void>) | null = null;
 
   constructor(deps: LifecycleDeps) {
     this.deps = deps;
@@ -111,8 +113,15 @@ export class VaultwardenLifecycle {
     await record(list);
   }
 
-  /** Once Vaultwarden answers: the migrations it left (this database's fingerprint); after an upgrade, the row marker. */
-  async started(): Promise<void> {
+  /**
+   * Once Vaultwarden answers: the migrations it left (this database's fingerprint); after an
+   * upgrade, the row marker. `deferMarker`: the marker's rows are fixed now (a read
+   * transaction pinned at this moment, as before) but hashed and written only by
+   * writeDeferredMarker(), so the start's READY does not wait for a read of every row.
+   * What the rollback check compares with is the same either way: the rows as they were
+   * when the new version first answered.
+   */
+  async started(opts: { deferMarker?: boolean } = {}): Promise<void> {
     const to = this.version;
     if (!to) return;
     const fp = hasVaultwardenData(this.deps.dbPath) ? migrationsFingerprint(this.deps.dbPath) : null;
@@ -128,10 +137,27 @@ export class VaultwardenLifecycle {
     this.pendingMarker = null;
     if (!dir || !existsSync(dir)) return;
     const t = Date.now();
-    const marker = join(dir, MARKER_FILE);
-    await writeMarker(marker, rowDigests(this.deps.dbPath));
-    await this.deps.updateState((v) => (v.upgrade?.snapshot === dir ? { ...v, upgrade: { ...v.upgrade, marker } } : v));
-    log.info({ marker, ms: Date.now() - t }, `Vaultwarden ${to} answers after its migrations; rows marked for the rollback check (${Date.now() - t} ms)`);
+    const rows = pinRows(this.deps.dbPath);
+    const write = async () => {
+      try {
+        const marker = join(dir, MARKER_FILE);
+        await writeMarker(marker, rows.digests());
+        await this.deps.updateState((v) => (v.upgrade?.snapshot === dir ? { ...v, upgrade: { ...v.upgrade, marker } } : v));
+        log.info({ marker, ms: Date.now() - t }, `Vaultwarden ${to} answers after its migrations; rows marked for the rollback check (${Date.now() - t} ms)`);
+      } finally {
+        rows.close();
+      }
+    };
+    this.deferred?.().catch(() => undefined); // an older one never written: superseded
+    if (opts.deferMarker) this.deferred = write;
+    else { this.deferred = null; await write(); }
+  }
+
+  /** The row marker started() fixed with deferMarker, hashed and written now (nothing when none waits). */
+  async writeDeferredMarker(): Promise<void> {
+    const write = this.deferred;
+    this.deferred = null;
+    await write?.();
   }
 }
 

@@ -141,29 +141,53 @@ export function migrationsFingerprint(dbPath: string): string | null {
 
 /** A short hash of every row of every data table, sorted per table. */
 export function rowDigests(dbPath: string): Map<string, string[]> {
+  const pinned = pinRows(dbPath);
+  try {
+    return pinned.digests();
+  } finally {
+    pinned.close();
+  }
+}
+
+/**
+ * The database's rows as they are now: a read transaction is opened and its snapshot
+ * taken at once (one read), so `digests()` later hashes exactly these rows whatever is
+ * written meanwhile. Lets the caller fix the moment cheaply and do the hashing later.
+ */
+export function pinRows(dbPath: string): { digests(): Map<string, string[]>; close(): void } {
   const db = new DatabaseSync(dbPath, { readOnly: true });
+  let open = true;
+  const close = () => {
+    if (!open) return;
+    open = false;
+    try { db.exec('COMMIT'); } catch { /* not in a transaction */ }
+    db.close();
+  };
   try {
     db.exec('PRAGMA busy_timeout = 10000');
-    const out = new Map<string, string[]>();
     db.exec('BEGIN'); // one consistent read of all tables
-    try {
-      for (const t of dataTables(db)) {
-        if (t === '__diesel_schema_migrations') continue;
-        const cols = (db.prepare(`PRAGMA table_info(${quote(t)})`).all() as { name: string }[]).map((c) => c.name).sort();
-        const hashes: string[] = [];
-        for (const row of db.prepare(`SELECT * FROM ${quote(t)}`).iterate() as Iterable<Record<string, unknown>>) {
-          const h = createHash('sha256');
-          for (const c of cols) h.update(`${c}\u0000${cell(row[c])}\u0001`);
-          hashes.push(h.digest('base64').slice(0, 16));
+    const tables = dataTables(db); // the first read: the snapshot is fixed here
+    return {
+      close,
+      digests: () => {
+        const out = new Map<string, string[]>();
+        for (const t of tables) {
+          if (t === '__diesel_schema_migrations') continue;
+          const cols = (db.prepare(`PRAGMA table_info(${quote(t)})`).all() as { name: string }[]).map((c) => c.name).sort();
+          const hashes: string[] = [];
+          for (const row of db.prepare(`SELECT * FROM ${quote(t)}`).iterate() as Iterable<Record<string, unknown>>) {
+            const h = createHash('sha256');
+            for (const c of cols) h.update(`${c}\u0000${cell(row[c])}\u0001`);
+            hashes.push(h.digest('base64').slice(0, 16));
+          }
+          out.set(t, hashes.sort());
         }
-        out.set(t, hashes.sort());
-      }
-    } finally {
-      db.exec('COMMIT');
-    }
-    return out;
-  } finally {
-    db.close();
+        return out;
+      },
+    };
+  } catch (err) {
+    close();
+    throw err;
   }
 }
 

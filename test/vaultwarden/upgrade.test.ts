@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { compareRows, describeChanges, hasVaultwardenData, migrationsFingerprint, parseVersionLine, readMarker, rowDigests, takeUpgradeSnapshot, writeMarker } from '../../agent/vaultwarden/upgrade.ts';
+import { compareRows, describeChanges, hasVaultwardenData, migrationsFingerprint, parseVersionLine, pinRows, readMarker, rowDigests, takeUpgradeSnapshot, writeMarker } from '../../agent/vaultwarden/upgrade.ts';
 import { VaultwardenLifecycle, compareVersions } from '../../agent/vaultwarden/lifecycle.ts';
 import type { VaultwardenState } from '../../agent/state-file.ts';
 
@@ -173,4 +173,41 @@ test('lifecycle: a database brought back to migrations a newer version left (res
   await l.beforeStart();
   await l.started();
   assert.equal(state.ranOn![migrationsFingerprint(db)!], '1.34.0');
+});
+
+test('pinRows: the rows as they were when pinned, whatever is written before they are hashed', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vw-pin-'));
+  const db = vault(dir);
+  const before = rowDigests(db);
+  const pinned = pinRows(db);
+  const w = new DatabaseSync(db);
+  w.exec("INSERT INTO users VALUES ('u9','z@x'); UPDATE devices SET updated_at='t1' WHERE uuid='d1'");
+  w.close();
+  try {
+    assert.deepEqual(pinned.digests(), before);
+  } finally {
+    pinned.close();
+  }
+  assert.deepEqual(compareRows(before, rowDigests(db)), { total: 2, byTable: { devices: 1, users: 1 } });
+});
+
+test('lifecycle: deferMarker fixes the marker\'s rows when Vaultwarden answers and writes them only with writeDeferredMarker', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vw-defer-'));
+  const db = vault(dir);
+  const state: VaultwardenState = { lastRan: { version: '1.32.7', at: 't', bin: '/b' } };
+  const up = lifecycleOn(dir, db, state, '1.33.0');
+  await up.beforeStart();
+  const answered = rowDigests(db);
+  await up.started({ deferMarker: true });
+  assert.equal(state.lastRan?.version, '1.33.0');
+  assert.equal(state.upgrade?.marker, undefined); // not yet written
+  const w = new DatabaseSync(db);
+  w.exec("INSERT INTO users VALUES ('u7','late@x')"); // written after it answered, before the marker is hashed
+  w.close();
+  await up.writeDeferredMarker();
+  const marker = state.upgrade!.marker!;
+  assert.deepEqual(await readMarker(marker), answered);
+  assert.deepEqual(compareRows(await readMarker(marker), rowDigests(db)), { total: 1, byTable: { users: 1 } }); // the rollback check sees the late row
+  await up.writeDeferredMarker(); // nothing waits: no-op
+  assert.equal(state.upgrade!.marker, marker);
 });
