@@ -100,7 +100,8 @@ export interface LitestreamPort {
 export interface StartupPort {
   /** litestream.yml differs from the one a running Litestream loaded. */
   readonly litestreamConfigChanged: boolean;
-  restoreOnStart(onProgress: (p: RestoreProgress) => void, signal: AbortSignal): Promise<RestoreOutcome>;
+  /** `onRestoreDecided`: a restore onto a host without a local database was decided, before its copy is installed. */
+  restoreOnStart(onProgress: (p: RestoreProgress) => void, signal: AbortSignal, onRestoreDecided?: () => void): Promise<RestoreOutcome>;
   /** A new vault's empty database file, shareable with Litestream's user; true when created. */
   createDbFile(): Promise<boolean>;
   /** What Litestream's ExecStop (confirm-sync) needs; a stale verdict is removed. */
@@ -113,7 +114,9 @@ export interface StartupPort {
   /** Before Vaultwarden's unit starts on the live database (the snapshot before an upgrade); throws to refuse the start. */
   beforeVaultwarden?(): Promise<void>;
   /** Once Vaultwarden answers on the live database (what ran; the marker after an upgrade). */
-  vaultwardenStarted?(): Promise<void>;
+  vaultwardenStarted?(opts?: { deferMarker?: boolean }): Promise<void>;
+  /** After READY: the row marker vaultwardenStarted({ deferMarker }) fixed, written now. */
+  afterReady?(): Promise<void>;
 }
 
 /** The secondary's copy of the replica (restore into a temporary file, compare, swap). */
