@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { startApiServers, type ApiServers } from '../api/server.ts';
 import type { Config, Role } from '../config/config.ts';
@@ -7,6 +7,7 @@ import { drainBudgetOf } from '../config/budget.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { fileMirrorFor, restoreChecked, restoreOnStart } from '../replication/restore.ts';
 import { writeFileDurable, writePrivateFile } from '../fs.ts';
+import { httpGetText, pollAgent } from '../http-get.ts';
 import { loadJournalAddon, log } from '../log.ts';
 import { notify } from '../notify/notify.ts';
 import { PATHS, SERVICE_USER } from '../paths.ts';
@@ -122,6 +123,7 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
       litestream: {
         metrics: () => fetchMetrics(rt.metricsAddr),
         shadow: () => shadowPosition(rt.dbPath),
+        localWal: () => stat(`${rt.dbPath}-wal`).then((st) => ({ size: st.size, mtimeMs: st.mtimeMs }), () => undefined),
         verifyLoaded: () => verifyLoadedConfig(cfg, rt.litestreamConfig, rt.dbPath),
         confirm: async (timeoutMs, startedMs) => (await waitReplicaConfirmed({ metricsAddr: rt.metricsAddr, dbPath: rt.dbPath, timeoutMs, ...(startedMs ? { litestreamStartedMs: startedMs } : {}) })).confirmed,
       },
@@ -238,11 +240,12 @@ function aliveUrl(cfg: Config): string {
   return `http://${host}:${cfg.rocketPort}/alive`;
 }
 
+const aliveAgent = pollAgent();
+
 async function checkAlive(url: string): Promise<boolean> {
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(3000) });
-    await res.arrayBuffer();
-    return res.ok;
+    const { status } = await httpGetText(url, { timeoutMs: 3000, agent: aliveAgent });
+    return status >= 200 && status < 300;
   } catch {
     return false;
   }

@@ -91,6 +91,8 @@ export interface MirrorPort {
 export interface LitestreamPort {
   metrics(): Promise<{ text: string; position: LitestreamPosition }>;
   shadow(): Promise<ShadowPosition | undefined>;
+  /** The database's -wal file (size, mtime), undefined when absent; without it every poll reads /metrics. */
+  localWal?(): Promise<{ size: number; mtimeMs: number } | undefined>;
   verifyLoaded(): Promise<void>;
   /** Waits until the replica is confirmed at the local WAL position (bounded). */
   confirm(timeoutMs: number, startedMs: number | undefined): Promise<boolean>;

@@ -7,6 +7,15 @@ import type { Clock, LitestreamPort } from './ports.ts';
 export const SHADOW_LAG_MS = 2000;
 /** WAL bigger than this fails health: Litestream normally keeps it checkpointed small. */
 export const WAL_WARN_BYTES = 512 * 1048576;
+/**
+ * While nothing is written (the database's -wal as it was when the replica was last seen
+ * holding everything), Litestream's /metrics is read at most this often; each poll in
+ * between is one stat().
+ */
+export const IDLE_METRICS_MS = 10_000;
+
+/** What an idle poll compares: the database's own -wal file, and which Litestream run answered. */
+interface LocalMark { wal: { size: number; mtimeMs: number }; startedMs: number | undefined }
 
 /**
  * The replication watch: Litestream's position, the last time the replica was confirmed
@@ -25,6 +34,11 @@ export class ReplicationWatch {
   private readonly clock: Clock;
   private readonly maxAgeMs: number;
   private readonly onError: (text: string) => void;
+  /** The local state at the last poll that read /metrics and found the replica caught up; null otherwise. */
+  private caughtAt: LocalMark | null = null;
+  private lastMetricsMs = -Infinity;
+  /** Polls that read Litestream's /metrics, and those an unchanged local state answered (tests, bench). */
+  readonly polls = { metrics: 0, idle: 0 };
 
   constructor(opts: { litestream: LitestreamPort; clock: Clock; maxSyncAgeMs: number; lastDbSync?: string; onError: (text: string) => void }) {
     this.port = opts.litestream;
@@ -41,9 +55,32 @@ export class ReplicationWatch {
     this.onError(text);
   }
 
+  /** The replica holds everything up to now − SHADOW_LAG_MS. */
+  private confirmed(now: number): void {
+    const confirmed = new Date(now - SHADOW_LAG_MS);
+    if (!this.lastDbSync) log.info('database replica confirmed in sync');
+    if (!this.lastDbSync || confirmed > this.lastDbSync) this.lastDbSync = confirmed;
+  }
+
   async poll(): Promise<void> {
     try {
+      // Nothing written since the replica was seen holding everything: it still does (a
+      // replica does not go back), so /metrics is not asked again until IDLE_METRICS_MS.
+      // Every write moves the database's -wal (size or mtime; so do checkpoints); the mark
+      // is only kept when its last write was older than SHADOW_LAG_MS then, i.e. one that
+      // the shadow (equal to the replica) already held, as the confirmation below assumes.
+      const wal = await this.port.localWal?.();
+      const idle = wal && this.caughtAt && wal.size === this.caughtAt.wal.size && wal.mtimeMs === this.caughtAt.wal.mtimeMs
+        && this.caughtAt.startedMs === this.startedMs && this.clock.now() - this.lastMetricsMs < IDLE_METRICS_MS;
+      if (idle) {
+        this.polls.idle++;
+        this.confirmed(this.clock.now());
+        return;
+      }
+      this.caughtAt = null;
       const { position } = await this.port.metrics();
+      this.polls.metrics++;
+      this.lastMetricsMs = this.clock.now();
       this.position = position;
       const newErrors = position.syncErrors > this.syncErrors;
       this.syncErrors = position.syncErrors;
@@ -59,14 +96,14 @@ export class ReplicationWatch {
       if (caught && !newErrors) {
         // The shadow WAL trails the real WAL by up to one monitor tick (1 s): the replica
         // equalling the shadow now proves only what was written a tick (plus slack) ago.
-        const confirmed = new Date(now - SHADOW_LAG_MS);
-        if (!this.lastDbSync) log.info('database replica confirmed in sync');
-        if (!this.lastDbSync || confirmed > this.lastDbSync) this.lastDbSync = confirmed;
+        this.confirmed(now);
+        if (wal && now - wal.mtimeMs > SHADOW_LAG_MS) this.caughtAt = { wal, startedMs: this.startedMs };
       } else if (newErrors) {
         log.warn({ syncErrors: position.syncErrors }, 'litestream reports sync errors');
       }
     } catch {
       this.position = null;
+      this.caughtAt = null;
     }
   }
 

@@ -7,7 +7,8 @@ import { AgentError } from '../errors.ts';
  * notify.ts). Jobs are waited for through the JobRemoved signal, registered before the
  * call so a fast job is never missed.
  */
-export interface UnitState { activeState: string; subState: string; result: string; execMainStatus: number; mainPid: number }
+/** `result`/`execMainStatus`: a service's last outcome ('success'/0 while it is active: systemd resets them at each start). */
+export interface UnitState { activeState: string; subState: string; result: string; execMainStatus: number }
 
 type MessageBus = ReturnType<typeof dbus.systemBus>;
 type Iface = dbus.ClientInterface;
@@ -16,6 +17,8 @@ export class Systemd {
   private bus: MessageBus;
   private manager!: Iface;
   private jobWaiters = new Map<string, (result: string) => void>();
+  /** Unit object paths (fixed per name; systemd loads a unit when its path is asked for). */
+  private unitPaths = new Map<string, string>();
   private finishedJobs = new Map<string, string>();
 
   private constructor(bus: MessageBus) {
@@ -69,12 +72,16 @@ export class Systemd {
   }
 
   /**
-   * A unit's state in five small Properties.Get calls on its object. No proxy object: that
-   * introspects the unit (tens of KB of XML parsed per call), which polled every 2 s was
-   * most of the agent's idle CPU.
+   * A unit's state: Properties.Get calls on its object (two while it is active, five when a
+   * service is not). No proxy object: that introspects the unit (tens of KB of XML parsed
+   * per call), which polled every 2 s was most of the agent's idle CPU.
    */
   async state(unit: string): Promise<UnitState> {
-    const path = (await this.manager.LoadUnit(unit)) as string;
+    let path = this.unitPaths.get(unit);
+    if (!path) {
+      path = (await this.manager.LoadUnit(unit)) as string;
+      this.unitPaths.set(unit, path);
+    }
     const get = async (iface: string, name: string): Promise<any> => {
       const reply = await this.bus.call(new dbus.Message({
         destination: 'org.freedesktop.systemd1', path, interface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: [iface, name],
@@ -84,16 +91,14 @@ export class Systemd {
     const [activeState, subState] = await Promise.all([
       get('org.freedesktop.systemd1.Unit', 'ActiveState'),
       get('org.freedesktop.systemd1.Unit', 'SubState'),
-    ]);
-    let result = '', execMainStatus = 0, mainPid = 0;
-    if (unit.endsWith('.service')) {
-      [result, execMainStatus, mainPid] = await Promise.all([
-        get('org.freedesktop.systemd1.Service', 'Result'),
-        get('org.freedesktop.systemd1.Service', 'ExecMainStatus'),
-        get('org.freedesktop.systemd1.Service', 'MainPID'),
-      ]);
-    }
-    return { activeState, subState, result, execMainStatus, mainPid };
+    ]) as [string, string];
+    if (!unit.endsWith('.service')) return { activeState, subState, result: '', execMainStatus: 0 };
+    if (activeState === 'active') return { activeState, subState, result: 'success', execMainStatus: 0 };
+    const [result, execMainStatus] = await Promise.all([
+      get('org.freedesktop.systemd1.Service', 'Result'),
+      get('org.freedesktop.systemd1.Service', 'ExecMainStatus'),
+    ]) as [string, number];
+    return { activeState, subState, result, execMainStatus };
   }
 
   /** SIGKILL to every process of a unit: stops a writer at once, without its stop logic. */

@@ -152,7 +152,7 @@ function fakeSystemd(w: () => World): SystemdPort {
     },
     async state(unit) {
       if (w().stateThrows) throw new Error('D-Bus connection lost');
-      return { activeState: st(unit), subState: st(unit) === 'active' ? 'running' : 'dead', result: 'success', execMainStatus: 0, mainPid: 0 };
+      return { activeState: st(unit), subState: st(unit) === 'active' ? 'running' : 'dead', result: 'success', execMainStatus: 0 };
     },
     async kill(unit) { w().calls.push(`kill:${unit}`); w().units.set(unit, 'inactive'); },
     async startNoWait(unit) { w().calls.push(`start-nowait:${unit}`); },

@@ -113,3 +113,35 @@ test('inspectDb: missing, corrupt, untouched', () => {
   new DatabaseSync(empty).close();
   assert.deepEqual(inspectDb(empty), { exists: true, intact: true, users: 0, generation: null });
 });
+
+test('fetchMetrics: plain text (no Accept-Encoding: Litestream does not gzip each poll), one kept-alive connection, errors and a hung listener rejected', async () => {
+  const { createServer } = await import('node:http');
+  const { fetchMetrics } = await import('../../agent/replication/litestream.ts');
+  const seen: { enc: string | undefined; port: number | undefined }[] = [];
+  let mode: 'ok' | '500' | 'hang' = 'ok';
+  const srv = createServer((req, res) => {
+    seen.push({ enc: req.headers['accept-encoding'] as string | undefined, port: req.socket.remotePort });
+    if (mode === 'hang') return;
+    if (mode === '500') { res.writeHead(500).end('no'); return; }
+    res.writeHead(200, { 'content-type': 'text/plain' }).end('# HELP x\nlitestream_replica_wal_index{db="/d",name="s3"} 7\nlitestream_replica_wal_offset{db="/d",name="s3"} 4152\nlitestream_sync_error_count{db="/d"} 2\n');
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const addr = `127.0.0.1:${(srv.address() as { port: number }).port}`;
+  try {
+    const a = await fetchMetrics(addr);
+    const b = await fetchMetrics(addr);
+    assert.deepEqual([a.position.replicaIndex, a.position.replicaOffset, a.position.syncErrors], [7, 4152, 2]);
+    assert.equal(b.text, a.text);
+    assert.deepEqual(seen.map((s) => s.enc), [undefined, undefined]);
+    assert.equal(seen[0]!.port, seen[1]!.port, 'the connection is reused');
+    mode = '500';
+    await assert.rejects(fetchMetrics(addr), /litestream metrics answered 500/);
+    mode = 'hang';
+    const t = Date.now();
+    await assert.rejects(fetchMetrics(addr, 300));
+    assert.ok(Date.now() - t < 2_000);
+  } finally {
+    srv.closeAllConnections();
+    srv.close();
+  }
+});

@@ -26,13 +26,15 @@ const INNER_PATH = 'PATH=/usr/sbin:/usr/bin:/sbin:/bin';
 /** Keep host directories (and console logs) after destroy()/exit, for post-mortems. */
 const KEEP = process.env.VWS_KEEP_HOSTS === '1';
 /**
- * VWS_HOST_CGROUP=own: each host boots in a cgroup of its own (vws-host-<name> in the
- * unified and the name=systemd hierarchies). By default nspawn (--keep-unit, no systemd
- * outside) puts every host in one shared "payload" subtree of this process's cgroup, so
- * the hosts' systemds create and manage the same system.slice/<unit> directories: a
- * unit's cpu.stat then adds up that unit of every host on the machine.
+ * Each host boots in a cgroup of its own (vws-host-<name> in the unified and the
+ * name=systemd hierarchies). Without (VWS_HOST_CGROUP=shared) nspawn (--keep-unit, no
+ * systemd outside) puts every host in one shared "payload" subtree of this process's
+ * cgroup, so the hosts' systemds create and manage the same system.slice/<unit>
+ * directories: a unit's cpu.stat adds up that unit of every host on the machine, and one
+ * host's systemd stopping a unit acts on a cgroup another host's unit lives in too. Where
+ * the cgroup cannot be made (another layout, no permission) the host boots shared.
  */
-const ownCgroup = (): boolean => process.env.VWS_HOST_CGROUP === 'own';
+const ownCgroup = (): boolean => process.env.VWS_HOST_CGROUP !== 'shared';
 
 export interface ExecResult { stdout: string; stderr: string; exitCode: number }
 export interface ExecOptions {
@@ -430,11 +432,18 @@ class HostImpl implements Host {
     ];
     const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
     let sub: ReturnType<typeof spawnDaemon>;
-    if (this.cgroups.length) {
-      // The shell moves itself into the host's cgroups, then becomes nspawn (same PID).
+    let own = this.cgroups.length > 0;
+    try {
       for (const d of this.cgroups) fs.mkdirSync(d, { recursive: true });
+    } catch (err) {
+      own = false;
+      fs.appendFileSync(this.consoleLog, `=== harness: no cgroup of its own (${(err as Error).message}); booting in the shared one ===\n`);
+    }
+    if (own) {
+      // The shell moves itself into the host's cgroups, then becomes nspawn (same PID); a
+      // move that fails leaves it where it was (shared), said in the console log.
       const moves = this.cgroups.map((d) => `echo $$ > '${d}/cgroup.procs'`).join(' && ');
-      sub = spawnDaemon('sh', ['-c', `${moves} && exec systemd-nspawn "$@"`, 'sh', ...nspawnArgs], this.consoleLog, 'a', env);
+      sub = spawnDaemon('sh', ['-c', `{ ${moves}; } 2>/dev/null || echo '=== harness: could not move into its own cgroup; booting in the shared one ==='; exec systemd-nspawn "$@"`, 'sh', ...nspawnArgs], this.consoleLog, 'a', env);
     } else {
       sub = spawnDaemon('systemd-nspawn', nspawnArgs, this.consoleLog, 'a', env);
     }
