@@ -140,6 +140,7 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
         },
         asideFolder: (why) => asideFolder(why),
         vaultwardenChanged: ranBin !== undefined && ranBin !== vw.bin,
+        afterDatabaseRestore: () => lifecycle.afterRestore(),
         beforeVaultwarden: () => lifecycle.beforeStart(),
         vaultwardenStarted: (opts) => lifecycle.started(opts),
         afterReady: () => lifecycle.writeDeferredMarker(),

@@ -291,15 +291,22 @@ export class Daemon {
       throw err;
     }
     const d = this.restore.decision;
+    // Litestream starts only after this function returns: the restored copy is still closed,
+    // so the snapshot an upgrade needs can be its bytes, taken beside the files' download.
+    const snapshot = d.action === 'restore' ? startup.afterDatabaseRestore?.() : undefined;
     await state.bump('restores', d.action).catch(() => undefined);
     // A restore finished now after an interruption fetches the files as its run would have
     // (a backup's files come from its archive, not the mirror: the operator runs it again).
     const rec = this.restore.recovered;
     const pending = mirror.pendingRestore();
-    if (files) await files;
-    else if (d.action === 'restore' || pending || (rec?.outcome === 'completed' && rec.op.kind !== 'backup')) {
-      if (pending && d.action !== 'restore') log.warn({ startedAt: pending.startedAt, from: mirror.store.url }, `a file restore from ${mirror.store.url} started at ${pending.startedAt} did not finish; completing it before Vaultwarden starts`);
-      await this.restoreFiles(this.restore.setAsideTo ?? rec?.op.asideDir ?? pending?.asideDir ?? startup.asideFolder('files-replaced-by-restore'), signal);
+    try {
+      if (files) await files;
+      else if (d.action === 'restore' || pending || (rec?.outcome === 'completed' && rec.op.kind !== 'backup')) {
+        if (pending && d.action !== 'restore') log.warn({ startedAt: pending.startedAt, from: mirror.store.url }, `a file restore from ${mirror.store.url} started at ${pending.startedAt} did not finish; completing it before Vaultwarden starts`);
+        await this.restoreFiles(this.restore.setAsideTo ?? rec?.op.asideDir ?? pending?.asideDir ?? startup.asideFolder('files-replaced-by-restore'), signal);
+      }
+    } finally {
+      await snapshot; // never left copying behind a failed start
     }
     if (rec?.outcome === 'completed' && rec.op.kind === 'backup') {
       log.warn({ source: rec.op.source }, `the database of backup ${rec.op.source} was installed after an interruption, its files perhaps not all: run vwstream-agent restore --backup ${rec.op.source} --force again to bring them`);

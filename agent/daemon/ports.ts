@@ -113,6 +113,12 @@ export interface StartupPort {
   asideFolder(why: string): string;
   /** A running Vaultwarden was started with another binary than the one this start chose (not adopted: restarted through beforeVaultwarden). */
   readonly vaultwardenChanged?: boolean;
+  /**
+   * Right after restoreOnStart installed a restored (integrity-checked) copy, before
+   * Litestream opens it: the snapshot an upgrade will need, taken now beside the files'
+   * download (beforeVaultwarden then does not take it again). Never throws.
+   */
+  afterDatabaseRestore?(): Promise<void>;
   /** Before Vaultwarden's unit starts on the live database (the snapshot before an upgrade); throws to refuse the start. */
   beforeVaultwarden?(): Promise<void>;
   /** Once Vaultwarden answers on the live database (what ran; the marker after an upgrade). */

@@ -241,6 +241,11 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
       writeDrainInfo: async () => undefined,
       readFinalSync: async () => ({ confirmed: true, detail: 'replica at the local WAL position' }),
       asideFolder: (why) => `/aside/${why}`,
+      afterDatabaseRestore: async () => {
+        w.calls.push('vw:after-restore');
+        for (let i = 0; i < 30; i++) await new Promise((r) => setImmediate(r)); // outlasts the files' download
+        w.calls.push('vw:after-restore:done');
+      },
       beforeVaultwarden: async () => {
         w.calls.push('vw:before-start');
         if (w.snapshotFails) throw new Error('could not take the snapshot before upgrading Vaultwarden 1.32.7 → 1.33.0: no space left');
@@ -309,18 +314,18 @@ const DRAIN = [`stop:${VW}`, `stop:${LS}`, 'files:shutdown'];
 const rows: Row[] = [
   { name: 'primary: restore, replicate, serve, stop → ordered drain, lease released', exit: 0,
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'],
-    order: ['restore-db', 'files:restore', `start:${LS}`, 'files:start', `start:${VW}`, 'ready:serving', 'stopping', ...DRAIN],
+    order: ['restore-db', 'vw:after-restore', 'files:restore', 'vw:after-restore:done', `start:${LS}`, 'files:start', `start:${VW}`, 'ready:serving', 'stopping', ...DRAIN],
     check: (_d, w) => { assert.equal(w.lease.released, true); assert.equal(w.state.lastDrain?.complete, true); } },
   { name: 'the upgrade snapshot comes before Vaultwarden starts, the record once it answers', exit: 0,
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'],
     order: [`start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started:deferred', 'ready:serving', 'vw:marker'] },
-  { name: 'new host: the files download beside the database copy; Litestream and Vaultwarden only after both; the row marker after READY', setup: (w) => { w.newHost = true; }, exit: 0,
+  { name: 'new host: the files download beside the database copy, and the upgrade snapshot of the restored copy beside them; Litestream and Vaultwarden only after all; the row marker after READY', setup: (w) => { w.newHost = true; }, exit: 0,
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'],
-    order: ['restore-db', 'files:restore', 'restore-db:installed', 'files:done', `start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started:deferred', 'ready:serving', 'vw:marker'],
+    order: ['restore-db', 'files:restore', 'restore-db:installed', 'vw:after-restore', 'files:done', 'vw:after-restore:done', `start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started:deferred', 'ready:serving', 'vw:marker'],
     check: (_d, w) => { assert.equal(w.calls.filter((c) => c === 'files:restore').length, 1); } },
   { name: 'new host, the database restore fails: the start fails only once the files ended; nothing starts', setup: (w) => { w.newHost = true; w.restoreFails = 1; }, exit: 1,
     states: ['restoring', 'failed', 'draining', 'failed'],
-    order: ['restore-db', 'files:restore', 'restore-db:failed', 'files:done'], never: [`start:${LS}`, `start:${VW}`] },
+    order: ['restore-db', 'files:restore', 'restore-db:failed', 'files:done'], never: [`start:${LS}`, `start:${VW}`, 'vw:after-restore'] },
   { name: 'no snapshot possible before an upgrade: Vaultwarden does not start, failed, exit 1', setup: (w) => { w.snapshotFails = true; }, exit: 1,
     states: ['restoring', 'replicating', 'failed', 'draining', 'failed'], order: ['vw:before-start', `stop:${LS}`], never: [`start:${VW}`, 'vw:started:deferred', 'ready:serving'] },
   { name: 'stop during the conditional-write probe: nothing started', stopAt: 'probe', exit: 0,
