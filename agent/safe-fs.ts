@@ -16,7 +16,8 @@ import { Readable } from 'node:stream';
  *   regular files are read;
  * - writes go to a new temporary name (O_CREAT|O_EXCL|O_NOFOLLOW) inside a directory
  *   checked to be a real directory owned by the service user (or root), are chowned and
- *   chmod'ed on the descriptor, fsynced, renamed into place, and the directory fsynced.
+ *   chmod'ed on the descriptor, fsynced, renamed into place, and the directory fsynced
+ *   (or, with a {@link SyncBatch}, all made durable at once by its flush()).
  *
  * `root` itself and its ancestors are trusted (e.g. /var/lib, owned by root). Relative
  * paths use '/' and must be clean (see {@link checkRel}).
@@ -119,6 +120,54 @@ export interface OpenDirOptions {
   create?: { ids: Ids; mode: number };
   /** Every directory from root down must be owned by one of these uids. */
   owners?: number[];
+  /** A directory created here is made durable by this batch's flush(), not by an fsync of its parent now. */
+  batch?: SyncBatch;
+}
+
+/**
+ * Durability settled at one point instead of at every write. A restore that writes
+ * hundreds of files passes one batch to each {@link writeFileInto}: each file is still
+ * written under a temporary name and renamed into place, but neither the file nor its
+ * directory is fsynced then (three fsyncs per file in a new directory: most of a file
+ * restore's time). flush() then runs one syncfs(2) on the file system of every root
+ * written to (`sync -f ROOT`, coreutils: Node has no syncfs), which writes back every
+ * dirty page and inode of that file system and commits its journal: every file's data,
+ * every rename and every mkdir of the batch included, and it reports a writeback error
+ * of any of them (Linux >= 5.8). Measured on a new host's restore (300 files, each in a
+ * folder of its own): the file phase went from 4.5 s to 3.2-3.5 s; one fsync per file
+ * and folder at flush instead (each reopened through the checks above) was slower than
+ * the one syncfs. Its cost: it also writes back whatever else on that file system is
+ * dirty (the database just restored beside it, mostly). The caller must call flush() before it records the
+ * writes as done; until then a crash may leave a renamed file empty or short, so a
+ * restore keeps its pending marker (and the manifest that would vouch for the files)
+ * until after the flush, and compares every file by content when it runs again.
+ */
+export class SyncBatch {
+  private readonly roots = new Set<string>();
+  private readonly syncfs: (root: string) => Promise<void>;
+
+  /** `syncfs`: runs syncfs(2) on the file system holding `root` (injected: this module spawns nothing). */
+  constructor(syncfs: (root: string) => Promise<void>) {
+    this.syncfs = syncfs;
+  }
+
+  /** Something below `root` was written and awaits the flush. */
+  note(root: string): void {
+    this.roots.add(root);
+  }
+
+  /** Roots written to since the last flush. */
+  get pending(): number {
+    return this.roots.size;
+  }
+
+  /** Makes every write noted so far durable; throws (and keeps them pending) when that fails. */
+  async flush(): Promise<void> {
+    for (const root of [...this.roots]) {
+      await this.syncfs(root);
+      this.roots.delete(root);
+    }
+  }
 }
 
 /**
@@ -148,7 +197,8 @@ export async function openDirNoFollow(root: string, relDir: string, opts: OpenDi
             // Ours: hand it to the service user (on the descriptor: a swap in between is refused above).
             await child.chown(opts.create.ids.uid, opts.create.ids.gid);
             await child.chmod(opts.create.mode);
-            await dir.sync();
+            if (opts.batch) opts.batch.note(root);
+            else await dir.sync();
           } catch (e) {
             await child.close().catch(() => undefined);
             throw e;
@@ -356,6 +406,21 @@ export interface WriteOptions {
   /** Mode of directories created on the way (default 0700). */
   dirMode?: number;
   mtime?: Date;
+  /** No fsync of the file nor of its directory now: `batch.flush()` makes the write durable. */
+  batch?: SyncBatch;
+}
+
+/** Stream chunks are gathered up to this many bytes into one writev (a download comes in 16-64 KiB pieces). */
+const WRITE_GATHER = 1024 * 1024;
+
+/** Writes all of `bufs` at the descriptor's position (one writev; a short write goes on with the rest). */
+async function writeAll(fh: FileHandle, bufs: Buffer[]): Promise<void> {
+  let { bytesWritten } = await fh.writev(bufs);
+  for (const b of bufs) {
+    if (bytesWritten >= b.length) { bytesWritten -= b.length; continue; }
+    for (let off = bytesWritten; off < b.length;) off += (await fh.write(b, off, b.length - off)).bytesWritten;
+    bytesWritten = 0;
+  }
 }
 
 /**
@@ -363,13 +428,14 @@ export interface WriteOptions {
  * {@link ensureDirs}; the content goes to a new temporary name in that directory
  * (O_CREAT|O_EXCL|O_NOFOLLOW), is chowned to `ids` and chmod'ed on the descriptor,
  * fsynced, renamed over `rel` (a link there is replaced, never followed), and the
- * directory is fsynced. `{ fromPath }` reads a file of the caller's (outside root).
- * Returns the bytes written.
+ * directory is fsynced; with `batch`, both fsyncs are left to its flush(). `{ fromPath }`
+ * reads a file of the caller's (outside root). Returns the bytes written.
  */
 export async function writeFileInto(root: string, rel: string, source: WriteSource, ids: Ids, opts: WriteOptions = {}): Promise<number> {
   const names = checkRel(root, rel);
   const name = names[names.length - 1]!;
-  const dir = await openDirNoFollow(root, names.slice(0, -1).join('/'), { create: { ids, mode: opts.dirMode ?? 0o700 }, owners: writeOwners(ids) });
+  const batch = opts.batch;
+  const dir = await openDirNoFollow(root, names.slice(0, -1).join('/'), { create: { ids, mode: opts.dirMode ?? 0o700 }, owners: writeOwners(ids), ...(batch ? { batch } : {}) });
   try {
     const tmp = `${TMP_PREFIX}${randomBytes(6).toString('hex')}-${name}`.slice(0, 255);
     const fh = await open(at(dir, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
@@ -382,15 +448,25 @@ export async function writeFileInto(root: string, rel: string, source: WriteSour
         await fh.writeFile(buf);
         bytes = buf.length;
       } else {
-        const input = source instanceof Readable ? source : createReadStream(source.fromPath);
+        const input = source instanceof Readable ? source : createReadStream(source.fromPath, { highWaterMark: WRITE_GATHER });
+        let gathered: Buffer[] = [];
+        let size = 0;
         for await (const chunk of input as AsyncIterable<Buffer | string>) {
           const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-          for (let off = 0; off < buf.length;) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+          gathered.push(buf);
+          size += buf.length;
           bytes += buf.length;
+          if (size >= WRITE_GATHER) {
+            await writeAll(fh, gathered);
+            gathered = [];
+            size = 0;
+          }
         }
+        if (size) await writeAll(fh, gathered);
       }
       if (opts.mtime) await fh.utimes(opts.mtime, opts.mtime);
-      await fh.sync();
+      if (batch) batch.note(root);
+      else await fh.sync();
     } catch (err) {
       await fh.close().catch(() => undefined);
       await unlink(at(dir, tmp)).catch(() => undefined);
@@ -403,7 +479,7 @@ export async function writeFileInto(root: string, rel: string, source: WriteSour
       await unlink(at(dir, tmp)).catch(() => undefined);
       throw err;
     }
-    await dir.sync();
+    if (!batch) await dir.sync();
     return bytes;
   } finally {
     await dir.close();

@@ -10,7 +10,7 @@
  *
  * Environment: BENCH_RESTORE_S3 (rgw | fauxqs, default rgw), BENCH_DB_MIB (database size,
  * 131), BENCH_ATTACH (attachments, 300), BENCH_ATTACH_MIB (size of each, 1), BENCH_RUNS
- * (runs of each measurement, 3), BENCH_RESTORE_DEBUG (1: one more agent restore with
+ * (runs of each measurement, 3), BENCH_HOST_PREFIX (host names, br-), BENCH_RESTORE_DEBUG (1: one more agent restore with
  * LOG_LEVEL=debug, not counted, whose journal shows every command the agent ran; default 1).
  *
  * Seed: host br-primary, default settings plus the bucket. Its data folder is built with
@@ -38,6 +38,9 @@ const ATTACH = Math.trunc(envNum('BENCH_ATTACH', 300, 0));
 const ATTACH_MIB = envNum('BENCH_ATTACH_MIB', 1, 0.001);
 const RUNS = Math.trunc(envNum('BENCH_RUNS', 3, 1));
 const DEBUG_RUN = process.env.BENCH_RESTORE_DEBUG !== '0';
+/** BENCH_HOST_PREFIX: the hosts' name prefix (default br-), so two runs on one machine do not collide. */
+const HOST_PREFIX = process.env.BENCH_HOST_PREFIX || 'br-';
+if (!/^[a-z0-9][a-z0-9-]{0,20}$/.test(HOST_PREFIX)) throw new Error(`BENCH_HOST_PREFIX=${HOST_PREFIX}: expected letters, digits and dashes`);
 const USERS = 50;
 /** Text per ciphers row (hex of random bytes: as incompressible for lz4 as encrypted data). */
 const ROW_BYTES = 32 * 1024;
@@ -231,7 +234,7 @@ async function main(): Promise<void> {
   try {
     await s3.createBucket(BUCKET);
     const env = s3Env(s3);
-    const [p, r] = await Promise.all([agentHost('br-primary', env), agentHost('br-restore', env)]);
+    const [p, r] = await Promise.all([agentHost(`${HOST_PREFIX}primary`, env), agentHost(`${HOST_PREFIX}restore`, env)]);
     hosts.push(p, r);
     console.error(`# seeding: ${DB_MIB} MiB database, ${ATTACH} attachments of ${ATTACH_MIB} MiB on ${p.host.name} (${S3_KIND})`);
     const seeded = await seed(p, s3);

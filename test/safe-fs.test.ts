@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, linkSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import {
-  ensureDirs, isSafeKey, moveOut, openReadNoFollow, unlinkIn, UnsafePathError, walkNoFollow, writeFileInto, type SkipKind, type WalkOptions,
+  ensureDirs, isSafeKey, moveOut, openReadNoFollow, SyncBatch, unlinkIn, UnsafePathError, walkNoFollow, writeFileInto, type SkipKind, type WalkOptions,
 } from '../agent/safe-fs.ts';
 
 const base = mkdtempSync(join(tmpdir(), 'vws-safefs-'));
@@ -186,6 +187,39 @@ test('writeFileInto: refuses a symlinked parent (the target directory stays unto
   const st = statSync(target);
   assert.deepEqual([st.uid, st.mode & 0o7777, readdirSync(target)], [0, 0o755, []]);
   assert.deepEqual(readdirSync(secretDir), ['vwstream.env']);
+});
+
+test('writeFileInto with a SyncBatch: the same checks and result; durability left to one flush (syncfs of the root), a stream gathered into large writes', async () => {
+  const { data, secret, secretDir } = world();
+  const synced: string[] = [];
+  const batch = new SyncBatch(async (r) => { synced.push(r); });
+  // Odd-sized pieces across several 1 MiB gathers, and a string piece.
+  const pieces = [...Array.from({ length: 9 }, (_, i) => Buffer.alloc(300_001 + i, i + 1)), 'tail'];
+  const whole = Buffer.concat(pieces.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
+  assert.equal(await writeFileInto(data, 'attachments/c1/big', Readable.from(pieces), svc, { batch }), whole.length);
+  assert.equal(createHash('sha256').update(readFileSync(join(data, 'attachments/c1/big'))).digest('hex'), createHash('sha256').update(whole).digest('hex'));
+  const st = lstatSync(join(data, 'attachments/c1'));
+  assert.deepEqual([st.uid, st.mode & 0o7777], [svc.uid, 0o700], 'a created folder is the service user\'s');
+  assert.deepEqual(readdirSync(join(data, 'attachments/c1')), ['big']);
+
+  symlinkSync(secret, join(data, 'rsa_key.pem'));
+  await writeFileInto(data, 'rsa_key.pem', 'KEY', svc, { batch });
+  assert.ok(lstatSync(join(data, 'rsa_key.pem')).isFile(), 'a link at the name is replaced, not written through');
+  assert.equal(readFileSync(secret, 'utf8'), 'S3_SECRET_ACCESS_KEY=topsecret\n');
+  symlinkSync(secretDir, join(data, 'sends'));
+  await assert.rejects(writeFileInto(data, 'sends/s/f', 'x', svc, { batch }), (e: unknown) => e instanceof UnsafePathError && e.path === `${data}/sends`);
+  assert.deepEqual(readdirSync(secretDir), ['vwstream.env']);
+
+  assert.deepEqual([synced, batch.pending], [[], 1], 'nothing flushed before flush()');
+  await batch.flush();
+  assert.deepEqual([synced, batch.pending], [[data], 0]);
+  await batch.flush();
+  assert.deepEqual(synced, [data], 'nothing written since: no second syncfs');
+  // A failed flush keeps its writes pending.
+  const failing = new SyncBatch(async () => { throw new Error('EIO'); });
+  await writeFileInto(data, 'config.json', '{}', svc, { batch: failing });
+  await assert.rejects(failing.flush(), /EIO/);
+  assert.equal(failing.pending, 1);
 });
 
 test('moveOut and unlinkIn move or remove the link itself, never its target', async () => {

@@ -131,7 +131,7 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
       },
       startup: {
         litestreamConfigChanged: rt.litestreamConfigChanged,
-        restoreOnStart: (onProgress) => restoreOnStart(cfg, rt, { onProgress }),
+        restoreOnStart: (onProgress, _signal, onRestoreDecided) => restoreOnStart(cfg, rt, { onProgress, ...(onRestoreDecided ? { onRestoreDecided } : {}) }),
         createDbFile: () => createDbFile(rt.dbPath, rt.ids),
         writeDrainInfo: async (startedMs) => {
           await rm(PATHS.finalSync, { force: true });
@@ -142,8 +142,10 @@ export async function runAgent(cfg: Config, notifySocket: string | undefined, on
         },
         asideFolder: (why) => asideFolder(why),
         vaultwardenChanged: ranBin !== undefined && ranBin !== vw.bin,
+        afterDatabaseRestore: () => lifecycle.afterRestore(),
         beforeVaultwarden: () => lifecycle.beforeStart(),
-        vaultwardenStarted: () => lifecycle.started(),
+        vaultwardenStarted: (opts) => lifecycle.started(opts),
+        afterReady: () => lifecycle.writeDeferredMarker(),
       },
       copy: {
         fetch: async () => {

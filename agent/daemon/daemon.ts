@@ -240,7 +240,8 @@ export class Daemon {
     await this.units.waitAlive(120_000, signal);
     if (signal.aborted) return false;
     if (startedHere && startup.vaultwardenStarted) {
-      await this.step('recording the Vaultwarden that runs', 10 * 60_000, () => startup.vaultwardenStarted!())
+      // The row marker's rows are fixed here; it is hashed and written after READY (below).
+      await this.step('recording the Vaultwarden that runs', 10 * 60_000, () => startup.vaultwardenStarted!({ deferMarker: true }))
         .catch((err) => log.warn({ err: errorMessage(err) }, `could not record the Vaultwarden version that runs: ${errorMessage(err)}`));
     }
     await this.deps.extras.startTailscale(signal);
@@ -254,6 +255,10 @@ export class Daemon {
     await this.units.start(UNITS.verifyTimer).catch((err) => log.warn({ err: errorMessage(err) }, 'could not start vwstream-verify.timer'));
     await this.machine.enter('serve', detail, { restore: this.restore?.decision.action, restoreMs: this.restore?.ms });
     await notifier.ready(`serving: ${detail}`);
+    if (startup.afterReady) {
+      await this.step('marking the rows for the rollback check', 10 * 60_000, () => startup.afterReady!())
+        .catch((err) => log.warn({ err: errorMessage(err) }, `could not write the row marker for the rollback check: ${errorMessage(err)}`));
+    }
     if (this.fencing.suspended) await this.machine.enter('degrade', `replication suspended: ${this.fencing.suspended}`);
     return !signal.aborted;
   }
@@ -262,22 +267,46 @@ export class Daemon {
   private async restoreDatabase(signal: AbortSignal): Promise<void> {
     const { notifier, mirror, startup, state, clock } = this.deps;
     let shown = 0;
-    this.restore = await startup.restoreOnStart((p) => {
-      // Each step Litestream takes (snapshot, WAL segment) pushes the start timeout out.
-      this.beat();
-      if (clock.now() - shown < 1000 && p.phase !== 'done') return;
-      shown = clock.now();
-      void notifier.extendTimeout(120_000, `restoring: database ${p.phase === 'wal' && p.walIndex !== undefined ? `WAL segment ${p.walIndex}${p.walMax !== undefined ? ` of ${p.walMax}` : ''}` : p.phase}`);
-    }, signal);
+    // A new host (no local database, nothing recovered): once the rule has said restore,
+    // the files come beside the database's copy instead of after it. There is no local
+    // vault whose files the decision could still keep, and Vaultwarden starts only after
+    // both are in place (this function returns after both). Local files that differ go
+    // aside as in the sequential order.
+    let files: Promise<void> | undefined;
+    const early = () => {
+      const pending = mirror.pendingRestore();
+      files = this.restoreFiles(pending?.asideDir ?? startup.asideFolder('files-replaced-by-restore'), signal);
+      files.catch(() => undefined); // awaited below; its error is the start's
+    };
+    try {
+      this.restore = await startup.restoreOnStart((p) => {
+        // Each step Litestream takes (snapshot, WAL segment) pushes the start timeout out.
+        this.beat();
+        if (clock.now() - shown < 1000 && p.phase !== 'done') return;
+        shown = clock.now();
+        void notifier.extendTimeout(120_000, `restoring: database ${p.phase === 'wal' && p.walIndex !== undefined ? `WAL segment ${p.walIndex}${p.walMax !== undefined ? ` of ${p.walMax}` : ''}` : p.phase}`);
+      }, signal, early);
+    } catch (err) {
+      await files?.catch(() => undefined); // no download left running behind a failed start
+      throw err;
+    }
     const d = this.restore.decision;
+    // Litestream starts only after this function returns: the restored copy is still closed,
+    // so the snapshot an upgrade needs can be its bytes, taken beside the files' download.
+    const snapshot = d.action === 'restore' ? startup.afterDatabaseRestore?.() : undefined;
     await state.bump('restores', d.action).catch(() => undefined);
     // A restore finished now after an interruption fetches the files as its run would have
     // (a backup's files come from its archive, not the mirror: the operator runs it again).
     const rec = this.restore.recovered;
     const pending = mirror.pendingRestore();
-    if (d.action === 'restore' || pending || (rec?.outcome === 'completed' && rec.op.kind !== 'backup')) {
-      if (pending && d.action !== 'restore') log.warn({ startedAt: pending.startedAt, from: mirror.store.url }, `a file restore from ${mirror.store.url} started at ${pending.startedAt} did not finish; completing it before Vaultwarden starts`);
-      await this.restoreFiles(this.restore.setAsideTo ?? rec?.op.asideDir ?? pending?.asideDir ?? startup.asideFolder('files-replaced-by-restore'), signal);
+    try {
+      if (files) await files;
+      else if (d.action === 'restore' || pending || (rec?.outcome === 'completed' && rec.op.kind !== 'backup')) {
+        if (pending && d.action !== 'restore') log.warn({ startedAt: pending.startedAt, from: mirror.store.url }, `a file restore from ${mirror.store.url} started at ${pending.startedAt} did not finish; completing it before Vaultwarden starts`);
+        await this.restoreFiles(this.restore.setAsideTo ?? rec?.op.asideDir ?? pending?.asideDir ?? startup.asideFolder('files-replaced-by-restore'), signal);
+      }
+    } finally {
+      await snapshot; // never left copying behind a failed start
     }
     if (rec?.outcome === 'completed' && rec.op.kind === 'backup') {
       log.warn({ source: rec.op.source }, `the database of backup ${rec.op.source} was installed after an interruption, its files perhaps not all: run vwstream-agent restore --backup ${rec.op.source} --force again to bring them`);

@@ -104,7 +104,8 @@ export interface LitestreamPort {
 export interface StartupPort {
   /** litestream.yml differs from the one a running Litestream loaded. */
   readonly litestreamConfigChanged: boolean;
-  restoreOnStart(onProgress: (p: RestoreProgress) => void, signal: AbortSignal): Promise<RestoreOutcome>;
+  /** `onRestoreDecided`: a restore onto a host without a local database was decided, before its copy is installed. */
+  restoreOnStart(onProgress: (p: RestoreProgress) => void, signal: AbortSignal, onRestoreDecided?: () => void): Promise<RestoreOutcome>;
   /** A new vault's empty database file, shareable with Litestream's user; true when created. */
   createDbFile(): Promise<boolean>;
   /** What Litestream's ExecStop (confirm-sync) needs; a stale verdict is removed. */
@@ -114,10 +115,18 @@ export interface StartupPort {
   asideFolder(why: string): string;
   /** A running Vaultwarden was started with another binary than the one this start chose (not adopted: restarted through beforeVaultwarden). */
   readonly vaultwardenChanged?: boolean;
+  /**
+   * Right after restoreOnStart installed a restored (integrity-checked) copy, before
+   * Litestream opens it: the snapshot an upgrade will need, taken now beside the files'
+   * download (beforeVaultwarden then does not take it again). Never throws.
+   */
+  afterDatabaseRestore?(): Promise<void>;
   /** Before Vaultwarden's unit starts on the live database (the snapshot before an upgrade); throws to refuse the start. */
   beforeVaultwarden?(): Promise<void>;
   /** Once Vaultwarden answers on the live database (what ran; the marker after an upgrade). */
-  vaultwardenStarted?(): Promise<void>;
+  vaultwardenStarted?(opts?: { deferMarker?: boolean }): Promise<void>;
+  /** After READY: the row marker vaultwardenStarted({ deferMarker }) fixed, written now. */
+  afterReady?(): Promise<void>;
 }
 
 /** The secondary's copy of the replica (restore into a temporary file, compare, swap). */

@@ -62,14 +62,16 @@ export class UnitSupervisor {
 
   /** Until Vaultwarden answers /alive; fails when it exits or the time is up; returns early on stop. */
   async waitAlive(timeoutMs: number, signal: AbortSignal): Promise<void> {
-    const deadline = this.clock.now() + timeoutMs;
+    const started = this.clock.now();
+    const deadline = started + timeoutMs;
     while (this.clock.now() < deadline && !signal.aborted) {
       if (await this.checkAlive()) return;
       const s = await this.systemd.state(UNITS.vaultwarden);
       if (s.activeState !== 'active' && s.activeState !== 'activating') {
         throw new AgentError(`Vaultwarden exited during start (${describeUnit(UNITS.vaultwarden, s)})`, { hint: `journalctl -u ${UNITS.vaultwarden}` });
       }
-      await this.clock.sleep(250, signal);
+      // Asked often while it usually comes up (READY waits for its answer), then at an easier pace.
+      await this.clock.sleep(this.clock.now() - started < 3000 ? 50 : 250, signal);
     }
     if (!signal.aborted) throw new AgentError(`Vaultwarden did not answer ${this.aliveUrl} within ${timeoutMs / 1000}s`, { hint: `journalctl -u ${UNITS.vaultwarden}` });
   }

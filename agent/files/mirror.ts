@@ -8,7 +8,8 @@ import { pipeline } from 'node:stream/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { log } from '../log.ts';
 import { writePrivateFile } from '../fs.ts';
-import { isSafeKey, moveOut, openReadNoFollow, UnsafePathError, walkNoFollow, writeFileInto, type Ids, type SkipKind } from '../safe-fs.ts';
+import { run } from '../exec.ts';
+import { isSafeKey, moveOut, openReadNoFollow, SyncBatch, UnsafePathError, walkNoFollow, writeFileInto, type Ids, type SkipKind } from '../safe-fs.ts';
 import { planSync, type LocalFile, type Manifest, type ManifestEntry } from './plan.ts';
 import { inScope, type Scope } from './scope.ts';
 import { PreconditionFailedError, type ObjectStore, type RemoteBody, type RemoteObject } from './store.ts';
@@ -96,6 +97,14 @@ export async function scanLocal(dataFolder: string, scope: Scope): Promise<Map<s
   return new Map([...s.files].map(([rel, f]) => [rel, { size: f.size, mtimeMs: f.mtimeMs }]));
 }
 
+/** syncfs(2) of the file system holding `root`, through coreutils' `sync -f` (Node has no syncfs). */
+export async function syncFileSystem(root: string): Promise<void> {
+  const r = await run('sync', ['-f', root], { reject: false, timeoutMs: 600_000 });
+  if (r.exitCode !== 0 || r.timedOut) {
+    throw new Error(`cannot make the restored files in ${root} durable: sync -f ${r.timedOut ? 'timed out' : `exited ${r.exitCode}`}${r.stderr ? `: ${r.stderr.trim().split('\n').pop()}` : ''}`);
+  }
+}
+
 /** The manifest on disk: bound to one destination (store URL, prefix included). */
 interface ManifestFile { destination: string; entries: Record<string, ManifestEntry> }
 
@@ -137,6 +146,8 @@ export interface FileMirrorOptions {
   parallel?: number;
   /** A directory outside the data folder for comparing downloads with local files. */
   stagingDir?: string;
+  /** syncfs(2) of the file system holding a folder: makes a restore's files durable at its end (default {@link syncFileSystem}). */
+  syncfs?: (root: string) => Promise<void>;
 }
 
 /**
@@ -172,6 +183,7 @@ export class FileMirror {
   private readonly pendingPath: string | undefined;
   private readonly parallel: number;
   private readonly stagingDir: string | undefined;
+  private readonly syncfs: (root: string) => Promise<void>;
   /** Each problem (skipped link, read error, ignored key, conflict) is logged once, not every pass. */
   private readonly said = new Set<string>();
   /**
@@ -190,6 +202,7 @@ export class FileMirror {
     this.pendingPath = opts.pendingPath;
     this.parallel = Math.max(1, opts.parallel ?? 8);
     this.stagingDir = opts.stagingDir;
+    this.syncfs = opts.syncfs ?? syncFileSystem;
     const { manifest, discarded } = loadManifest(this.manifestPath, this.store.url);
     this.manifest = manifest;
     if (discarded) log.info({ manifest: this.manifestPath, destination: this.store.url }, `file mirror: the manifest was ${discarded}; comparing with ${this.store.url} from scratch`);
@@ -535,13 +548,15 @@ export class FileMirror {
       const progress: RestoreProgress = { done: 0, total: remote.length, bytes: 0, totalBytes: remote.reduce((n, o) => n + o.size, 0) };
       const result: RestoreResult = { files: 0, bytes: 0, unchanged: 0, replaced: 0, ignored: 0 };
       const failures: string[] = [];
+      // The files are written without an fsync each; one flush makes them all durable before the manifest or the end of the restore says so.
+      const batch = new SyncBatch(this.syncfs);
       let next = 0;
       const worker = async () => {
         while (next < remote.length) {
           signal?.throwIfAborted();
           const o = remote[next++]!;
           try {
-            const r = await this.restoreOne(o, ids, aside, signal);
+            const r = await this.restoreOne(o, ids, aside, batch, signal);
             if (r === 'unchanged') result.unchanged++;
             else if (r === 'ignored') result.ignored++;
             else { result.files++; result.bytes += o.size; if (r === 'replaced') result.replaced++; }
@@ -554,11 +569,17 @@ export class FileMirror {
           onProgress?.({ ...progress });
         }
       };
+      // Every worker has stopped (an abort stops them all) before anything is flushed or recorded.
+      const ends = await Promise.allSettled(Array.from({ length: Math.min(this.parallel, Math.max(1, remote.length)) }, worker));
+      let stopped = ends.find((e): e is PromiseRejectedResult => e.status === 'rejected')?.reason as unknown;
       try {
-        await Promise.all(Array.from({ length: Math.min(this.parallel, Math.max(1, remote.length)) }, worker));
-      } finally {
+        // Durable before recorded: a manifest entry lets the next start skip a file unread.
+        await batch.flush();
         if (result.files || result.unchanged) await this.saveManifest();
+      } catch (err) {
+        stopped ??= err;
       }
+      if (stopped !== undefined) throw stopped;
       if (failures.length) {
         throw new Error(`file restore from ${this.store.url} incomplete: ${failures[0]}${failures.length > 1 ? ` (and ${failures.length - 1} more)` : ''}; it is completed at the next start`);
       }
@@ -568,7 +589,7 @@ export class FileMirror {
   }
 
   /** One remote file into the data folder: 'unchanged', 'ignored' (unsafe local path), 'fetched' or 'replaced'. */
-  private async restoreOne(o: RemoteObject, ids: Ids, asideDir: string | undefined, signal?: AbortSignal): Promise<'unchanged' | 'ignored' | 'fetched' | 'replaced'> {
+  private async restoreOne(o: RemoteObject, ids: Ids, asideDir: string | undefined, batch: SyncBatch, signal?: AbortSignal): Promise<'unchanged' | 'ignored' | 'fetched' | 'replaced'> {
     const known = this.manifest.get(o.key);
     let local: { sha256: string; size: number; mtimeMs: number } | null = null;
     try {
@@ -617,7 +638,7 @@ export class FileMirror {
           await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
           await moveOut(this.dataFolder, o.key, dest);
         }
-        if (!(await this.writeInto(o.key, { fromPath: staging }, ids))) return 'ignored';
+        if (!(await this.writeInto(o.key, { fromPath: staging }, ids, batch))) return 'ignored';
         await this.recordFetched(o.key, v.sha256(), r.etag);
         return 'replaced';
       } finally {
@@ -628,7 +649,7 @@ export class FileMirror {
     const v = verified(o, r);
     let written: boolean;
     try {
-      written = await this.writeInto(o.key, v.body, ids);
+      written = await this.writeInto(o.key, v.body, ids, batch);
     } finally {
       r.body.destroy(); // consumed, or left unread by a refusal
     }
@@ -641,9 +662,9 @@ export class FileMirror {
    * Writes one restored file through the safe path; a link or foreign directory on the
    * way is skipped with one warning (false), never written through.
    */
-  private async writeInto(key: string, source: Readable | { fromPath: string }, ids: Ids): Promise<boolean> {
+  private async writeInto(key: string, source: Readable | { fromPath: string }, ids: Ids, batch: SyncBatch): Promise<boolean> {
     try {
-      await writeFileInto(this.dataFolder, key, source, ids, { mode: 0o600 });
+      await writeFileInto(this.dataFolder, key, source, ids, { mode: 0o600, batch });
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EUNSAFE') throw err;

@@ -7,7 +7,7 @@
  * when that is there and intact, or else puts the old database back: never something
  * else.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { fsyncFile, unlinkDurable, writePrivateFile } from '../fs.ts';
 import { asideFolder, dbFileSet, installRestored, moveBack, removeDbCopy, setAside, type Ids } from './runtime.ts';
 import { updateState } from '../state-file.ts';
@@ -32,7 +32,13 @@ export interface RestoreOp {
   dbPath: string;
   /** The checked copy to install (in the database's directory). */
   prepared: string;
-  preparedDigest: string;
+  /**
+   * contentDigest of the prepared copy; null when there was no live database to replace
+   * (a new host): then nothing but this copy can be in place, and `preparedIno` tells it.
+   */
+  preparedDigest: string | null;
+  /** The prepared copy's inode: the install renames it, so the installed file keeps it. */
+  preparedIno?: number;
   preparedUsers: number;
   /** Where the live database goes; null when there is none to keep. */
   asideDir: string | null;
@@ -77,22 +83,30 @@ export function isRecordedCopy(path: string, opFile: string = RESTORE_OP_FILE): 
   }
 }
 
-/** The live database holds exactly the prepared copy's data. */
+/**
+ * The live database holds exactly the prepared copy's data. Without a recorded digest
+ * (nothing was there to replace) it is the prepared file itself, renamed into place:
+ * the copy is gone from its path and the live file has its inode.
+ */
 function liveIsPrepared(op: RestoreOp): boolean {
   const live = inspectDb(op.dbPath); // a lock or EACCES throws: nothing is decided from it
-  return live.exists && live.intact && contentDigest(op.dbPath) === op.preparedDigest;
+  if (!live.exists || !live.intact) return false;
+  if (op.preparedDigest === null) return !existsSync(op.prepared) && op.preparedIno !== undefined && statSync(op.dbPath).ino === op.preparedIno;
+  return contentDigest(op.dbPath) === op.preparedDigest;
 }
 
 function preparedIntact(op: RestoreOp): boolean {
   if (!existsSync(op.prepared)) return false;
   const f = inspectDb(op.prepared);
-  return f.intact && contentDigest(op.prepared) === op.preparedDigest;
+  if (!f.intact) return false;
+  // No digest recorded: integrity_check is the test (a damaged copy is dropped, the next restore fetches it again).
+  return op.preparedDigest === null ? statSync(op.prepared).ino === op.preparedIno : contentDigest(op.prepared) === op.preparedDigest;
 }
 
 async function finish(op: RestoreOp, p: OpPaths): Promise<void> {
   await updateState({
     lastRestore: { at: new Date().toISOString(), action: 'restore', reason: op.reason, ...(op.asideDir ? { setAsideTo: op.asideDir } : {}) },
-    ...(op.operatorChoice ? { acceptedLocalDigest: op.preparedDigest } : {}),
+    ...(op.operatorChoice && op.preparedDigest !== null ? { acceptedLocalDigest: op.preparedDigest } : {}),
   }, p.stateFile);
   await unlinkDurable(p.opFile ?? RESTORE_OP_FILE);
 }
@@ -103,24 +117,38 @@ async function setAsideRest(op: RestoreOp, p: OpPaths): Promise<string | null> {
   return setAside(op.dbPath, 'before-restore', p.asideRoot ?? PATHS.asideDir, op.asideDir ?? undefined);
 }
 
+/** What the caller already knows of the prepared copy: it ran integrity_check on it and nothing wrote to it since. */
+export interface CheckedCopy { intact: true; users: number }
+
 /**
  * Replaces the live database with a checked, prepared copy as a recorded operation:
  * record → set the live one aside → install → state → remove the record. A restore
  * recorded earlier and not finished is finished first. On an error after the record is
  * written, the record and the prepared copy stay: the next start (or restore) finishes
  * the operation.
+ *
+ * `checked`: the caller's own integrity_check of this very copy, just done (the start's
+ * restore checks it as it comes out of Litestream): not run a second time. The content
+ * digest only serves a recovery, to recognise the copy (installed or not) and, for an
+ * operator's choice, to accept it at the next start; when no live database exists and
+ * the operation is not the operator's, there is nothing the copy could be confused
+ * with, and the recorded inode of the renamed file tells the same (a full read of every
+ * row less).
  */
-export async function performRestoreOp(fields: Omit<RestoreOp, 'version' | 'preparedDigest' | 'preparedUsers' | 'asideDir' | 'startedAt'> & { asideReason: string }, ids: Ids, p: OpPaths = {}, hooks: OpHooks = {}): Promise<RestoreOp> {
+export async function performRestoreOp(fields: Omit<RestoreOp, 'version' | 'preparedDigest' | 'preparedIno' | 'preparedUsers' | 'asideDir' | 'startedAt'> & { asideReason: string }, ids: Ids, p: OpPaths = {}, hooks: OpHooks = {}, checked?: CheckedCopy): Promise<RestoreOp> {
   await recoverRestoreOp(ids, p);
-  const facts = inspectDb(fields.prepared);
+  const facts = checked ?? inspectDb(fields.prepared);
   if (!facts.intact) throw new AgentError(`the prepared copy ${fields.prepared} fails integrity_check (${facts.integrityMessage}); the live data was not touched`);
   await fsyncFile(fields.prepared); // its bytes are durable before anything depends on them
   const { asideReason, ...rest } = fields;
+  const liveExists = dbFileSet(fields.dbPath).some((f) => existsSync(f));
   const op: RestoreOp = {
     version: 1, ...rest,
     // Chosen and recorded before the first move, so a recovery knows where to look.
-    asideDir: dbFileSet(fields.dbPath).some((f) => existsSync(f)) ? asideFolder(asideReason, p.asideRoot ?? PATHS.asideDir) : null,
-    preparedDigest: contentDigest(fields.prepared), preparedUsers: facts.users, startedAt: new Date().toISOString(),
+    asideDir: liveExists ? asideFolder(asideReason, p.asideRoot ?? PATHS.asideDir) : null,
+    preparedDigest: liveExists || fields.operatorChoice ? contentDigest(fields.prepared) : null,
+    preparedIno: statSync(fields.prepared).ino,
+    preparedUsers: facts.users, startedAt: new Date().toISOString(),
   };
   await writePrivateFile(p.opFile ?? RESTORE_OP_FILE, JSON.stringify(op, null, 2) + '\n');
   log.info({ kind: op.kind, source: op.source, target: op.target, asideDir: op.asideDir }, `restore recorded: ${op.describe} from ${op.source}`);

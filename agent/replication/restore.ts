@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { replicaUrl, type Config } from '../config/config.ts';
@@ -171,6 +171,11 @@ export interface StartOptions {
   hooks?: OpHooks;
   /** Litestream's restore steps (snapshot, each WAL segment), for STATUS= and the start timeout. */
   onProgress?: (p: RestoreProgress) => void;
+  /**
+   * The rule chose to restore onto a host with no local database: called once, before the
+   * copy is installed (the data folder holds no vault the decision could still keep).
+   */
+  onRestoreDecided?: (d: Extract<RestoreDecision, { action: 'restore' }>) => void;
 }
 
 /**
@@ -186,10 +191,16 @@ export async function restoreOnStart(cfg: Config, rt: Runtime, opts: StartOption
   const paths = opts.paths ?? {};
   const recovered = await recoverRestoreOp(rt.ids, paths);
   const local = inspectDb(rt.dbPath);
+  // No local database (a new host): whatever the replica holds, the rule restores its
+  // latest state (Litestream picks the generation, as it does below when asked for {}), or
+  // starts a new vault when it holds nothing. So the restore starts at once, beside the
+  // listing, instead of after it; its copy is used only once the listing says restore.
+  const early = local.exists ? undefined : earlyRestore(rt, paths.opFile ?? RESTORE_OP_FILE, opts.onProgress);
   let generations: Generation[];
   try {
     generations = await listGenerations(rt.litestreamConfig, rt.dbPath, binOf(rt));
   } catch (err) {
+    await early?.discard();
     if (local.exists && local.intact && local.users > 0 && local.generation) {
       log.warn({ err: (err as Error).message, replica: url }, 'replica unreachable; keeping the local vault, Litestream will catch up when it is back');
       return { decision: { action: 'keep', reason: `replica ${url} unreachable; local vault kept` }, ms: Date.now() - started, ...(recovered ? { recovered } : {}) };
@@ -205,6 +216,7 @@ export async function restoreOnStart(cfg: Config, rt: Runtime, opts: StartOption
   let tmp: string | undefined;
   try {
     let decision = decideRestore(inputs);
+    if (early && decision.action !== 'restore') await early.discard();
     // The rule asks for what it needs, one thing at a time: positions, then the replica's content.
     for (let asked = 0; asked < 3 && (decision.action === 'compare-positions' || decision.action === 'inspect-replica'); asked++) {
       if (decision.action === 'compare-positions') {
@@ -228,11 +240,19 @@ export async function restoreOnStart(cfg: Config, rt: Runtime, opts: StartOption
       throw new AgentError(decision.reason, { hint: decision.hint, exitCode: EXIT.REFUSED });
     }
     if (decision.action === 'restore') {
-      if (!tmp) tmp = (await restoreChecked(rt, {}, { onProgress: opts.onProgress })).tmp;
+      // Told before the copy is ready: the files of a new host can come meanwhile.
+      if (!local.exists && !recovered) opts.onRestoreDecided?.(decision);
+      let checked: { intact: true; users: number } | undefined;
+      if (!tmp) {
+        const copy = early ? await early.copy : await restoreChecked(rt, {}, { onProgress: opts.onProgress });
+        tmp = copy.tmp;
+        // restoreChecked ran integrity_check on it as Litestream left it, and nothing opened it since.
+        checked = { intact: true, users: copy.facts.users };
+      }
       const op = await performRestoreOp({
         kind: 'startup', describe: 'the latest state', source: url, target: {}, dbPath: rt.dbPath, prepared: tmp,
         operatorChoice: false, reason: decision.reason, asideReason: decision.setAside === 'none' ? 'before-restore' : decision.setAside,
-      }, rt.ids, paths, opts.hooks);
+      }, rt.ids, paths, opts.hooks, checked);
       if (op.asideDir) outcome.setAsideTo = op.asideDir;
       tmp = undefined;
     }
@@ -243,7 +263,26 @@ export async function restoreOnStart(cfg: Config, rt: Runtime, opts: StartOption
     return outcome;
   } finally {
     if (tmp && !isRecordedCopy(tmp, paths.opFile ?? RESTORE_OP_FILE)) await removeDbCopy(tmp);
+    await early?.discard(); // used (then recorded or installed: left alone) or not: never left behind
   }
+}
+
+/**
+ * A restore of the latest state started before the decision: `copy` is the checked copy
+ * (its failure surfaces only when it is awaited); `discard` waits for it to end and
+ * removes it unless a recorded restore holds it.
+ */
+function earlyRestore(rt: Runtime, opFile: string, onProgress?: (p: RestoreProgress) => void): { copy: Promise<{ tmp: string; facts: DbFacts }>; discard: () => Promise<void> } {
+  const copy = restoreChecked(rt, {}, { onProgress });
+  copy.catch(() => undefined); // awaited (and its error seen) where it is used
+  let discarded: Promise<void> | undefined;
+  return {
+    copy,
+    discard: () => (discarded ??= copy.then(
+      async ({ tmp }) => { if (existsSync(tmp) && !isRecordedCopy(tmp, opFile)) await removeDbCopy(tmp); },
+      () => undefined,
+    )),
+  };
 }
 
 /**

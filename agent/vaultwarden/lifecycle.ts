@@ -5,14 +5,14 @@
  * And what `status` shows of it.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { humanBytes } from '../aside.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { log } from '../log.ts';
 import type { VaultwardenState } from '../state-file.ts';
 import type { PreparedVaultwarden } from './start.ts';
-import { MARKER_FILE, SNAPSHOT_FILE, fingerprintOf, hasVaultwardenData, migrationList, migrationsFingerprint, rowDigests, takeUpgradeSnapshot, writeMarker } from './upgrade.ts';
+import { MARKER_FILE, SNAPSHOT_FILE, byteCopySafe, fingerprintOf, hasVaultwardenData, migrationList, migrationsFingerprint, pinRows, takeUpgradeSnapshot, writeMarker } from './upgrade.ts';
 import type { VersionStore } from './versions.ts';
 
 export interface LifecycleDeps {
@@ -32,6 +32,8 @@ export class VaultwardenLifecycle {
   /** What is about to start / runs: its version, or `sha256:<12 hex>` of a binary that does not say it. */
   version: string | undefined;
   private pendingMarker: string | null = null;
+  /** The marker's rows, fixed when Vaultwarden answered; hashed and written by `writeDeferredMarker`. */
+  private deferred: (() => Promise<void>) | null = null;
 
   constructor(deps: LifecycleDeps) {
     this.deps = deps;
@@ -64,7 +66,7 @@ export class VaultwardenLifecycle {
    */
   async beforeStart(): Promise<void> {
     const { prepared, dbPath } = this.deps;
-    const to = await this.identify(prepared.bin);
+    const to = await this.identifyOnce(prepared.bin);
     this.version = to;
     const st = this.deps.readState();
     const last = st.lastRan;
@@ -97,22 +99,88 @@ export class VaultwardenLifecycle {
     if (from === to) return;
     if (from === null && newest === to) { await record(list); return; } // this version answered on these very migrations already
     const up = st.upgrade;
-    if (up && up.to === to && up.from === from && existsSync(join(up.snapshot, SNAPSHOT_FILE))) {
+    if (this.earlySnapshot && up?.snapshot === this.earlySnapshot && up.to === to && up.from === from && existsSync(join(up.snapshot, SNAPSHOT_FILE))) {
+      log.debug({ snapshot: up.snapshot }, 'the snapshot before this upgrade was taken right after the restore');
+    } else if (up && up.to === to && up.from === from && existsSync(join(up.snapshot, SNAPSHOT_FILE))) {
       log.info({ snapshot: up.snapshot }, `Vaultwarden ${to}: the snapshot before this upgrade exists already (${up.snapshot}); not taken again`);
     } else {
-      log.info({ from, to }, `Vaultwarden ${from ?? '(version that last ran on this database not known here)'} → ${to}: taking a snapshot before it migrates the database`);
-      const snap = await takeUpgradeSnapshot(dbPath, from, to, this.deps.asideRoot, this.deps.now());
-      await this.deps.updateState((v) => ({ ...v, upgrade: { from, to, at: snap.at, snapshot: snap.dir, bytes: snap.bytes, ms: snap.ms } }));
-      this.pendingMarker = snap.dir;
-      log.info({ from, to, snapshot: snap.dir, bytes: snap.bytes, ms: snap.ms, counts: snap.counts }, `snapshot before the upgrade to ${to}: ${snap.dir} (${humanBytes(snap.bytes)}, integrity ok, ${snap.ms} ms); vwstream-agent vaultwarden rollback goes back to it`);
+      await this.snapshot(from, to, false);
     }
     // Recorded before it starts: a start that migrates and dies before answering does not
     // take a second "before" snapshot of the migrated database.
     await record(list);
   }
 
-  /** Once Vaultwarden answers: the migrations it left (this database's fingerprint); after an upgrade, the row marker. */
-  async started(): Promise<void> {
+  /** The snapshot of the database before `to` migrates it, recorded as the rollback point. */
+  private async snapshot(from: string | null, to: string, byteCopy: boolean): Promise<string> {
+    const { dbPath } = this.deps;
+    log.info({ from, to }, `Vaultwarden ${from ?? '(version that last ran on this database not known here)'} → ${to}: taking a snapshot before it migrates the database${byteCopy ? ' (a copy of the database just restored)' : ''}`);
+    const snap = await takeUpgradeSnapshot(dbPath, from, to, this.deps.asideRoot, this.deps.now(), { byteCopy });
+    await this.deps.updateState((v) => ({ ...v, upgrade: { from, to, at: snap.at, snapshot: snap.dir, bytes: snap.bytes, ms: snap.ms } }));
+    this.pendingMarker = snap.dir;
+    log.info({ from, to, snapshot: snap.dir, bytes: snap.bytes, ms: snap.ms, counts: snap.counts }, `snapshot before the upgrade to ${to}: ${snap.dir} (${humanBytes(snap.bytes)}, integrity ok, ${snap.ms} ms); vwstream-agent vaultwarden rollback goes back to it`);
+    return snap.dir;
+  }
+
+  /** The snapshot taken by afterRestore() in this process (beforeStart does not take a second one). */
+  private earlySnapshot: string | null = null;
+
+  /**
+   * Right after a restore replaced the database with a copy that passed integrity_check,
+   * while nothing has it open (before Litestream starts; the caller guarantees it): when
+   * the Vaultwarden about to start would need the snapshot before an upgrade, it is taken
+   * now, as a byte copy of that file (a reflink where the file system has them), beside
+   * the files still downloading, instead of as a VACUUM INTO later on Vaultwarden's
+   * critical path. Only the case beforeStart would decide the same way on this very
+   * database: nothing known to have run on it (a restore leaves no record of what ran
+   * on the replaced database). Anything else, and any failure, is left to beforeStart.
+   */
+  async afterRestore(): Promise<void> {
+    const { prepared, dbPath } = this.deps;
+    try {
+      const to = await this.identifyOnce(prepared.bin);
+      if (!hasVaultwardenData(dbPath) || !byteCopySafe(dbPath)) return;
+      const st = this.deps.readState();
+      const list = migrationList(dbPath);
+      const fp = fingerprintOf(list);
+      const last = st.lastRan;
+      const startedOn = last?.migrations == null && Array.isArray(last?.before) && list !== null && last!.before.every((m) => list.includes(m));
+      const sameDb = last !== undefined && fp !== null && (last.migrations === fp || startedOn || (last.migrations === undefined && last.before === undefined));
+      if (sameDb || fp === null || st.ranOn?.[fp] !== undefined) return; // beforeStart's other cases
+      const up = st.upgrade;
+      if (up && up.to === to && up.from === null && existsSync(join(up.snapshot, SNAPSHOT_FILE))) return; // taken already: beforeStart says so
+      this.earlySnapshot = await this.snapshot(null, to, true);
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, `the snapshot right after the restore was not taken (${errorMessage(err)}); it is taken before Vaultwarden starts`);
+    }
+  }
+
+  /** identify() once per binary as it is on disk (same inode, size, mtime, ctime): a probe started early serves the start. */
+  private identified: { bin: string; key: string; version: Promise<string> } | null = null;
+
+  private identifyOnce(bin: string): Promise<string> {
+    let key = '';
+    try {
+      const s = statSync(bin);
+      key = `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`;
+    } catch { /* identify says why */ }
+    const hit = this.identified;
+    if (hit && key && hit.bin === bin && hit.key === key) return hit.version;
+    const version = this.identify(bin);
+    this.identified = key ? { bin, key, version } : null;
+    version.catch(() => { if (this.identified?.version === version) this.identified = null; });
+    return version;
+  }
+
+  /**
+   * Once Vaultwarden answers: the migrations it left (this database's fingerprint); after an
+   * upgrade, the row marker. `deferMarker`: the marker's rows are fixed now (a read
+   * transaction pinned at this moment, as before) but hashed and written only by
+   * writeDeferredMarker(), so the start's READY does not wait for a read of every row.
+   * What the rollback check compares with is the same either way: the rows as they were
+   * when the new version first answered.
+   */
+  async started(opts: { deferMarker?: boolean } = {}): Promise<void> {
     const to = this.version;
     if (!to) return;
     const fp = hasVaultwardenData(this.deps.dbPath) ? migrationsFingerprint(this.deps.dbPath) : null;
@@ -128,10 +196,27 @@ export class VaultwardenLifecycle {
     this.pendingMarker = null;
     if (!dir || !existsSync(dir)) return;
     const t = Date.now();
-    const marker = join(dir, MARKER_FILE);
-    await writeMarker(marker, rowDigests(this.deps.dbPath));
-    await this.deps.updateState((v) => (v.upgrade?.snapshot === dir ? { ...v, upgrade: { ...v.upgrade, marker } } : v));
-    log.info({ marker, ms: Date.now() - t }, `Vaultwarden ${to} answers after its migrations; rows marked for the rollback check (${Date.now() - t} ms)`);
+    const rows = pinRows(this.deps.dbPath);
+    const write = async () => {
+      try {
+        const marker = join(dir, MARKER_FILE);
+        await writeMarker(marker, rows.digests());
+        await this.deps.updateState((v) => (v.upgrade?.snapshot === dir ? { ...v, upgrade: { ...v.upgrade, marker } } : v));
+        log.info({ marker, ms: Date.now() - t }, `Vaultwarden ${to} answers after its migrations; rows marked for the rollback check (${Date.now() - t} ms)`);
+      } finally {
+        rows.close();
+      }
+    };
+    this.deferred?.().catch(() => undefined); // an older one never written: superseded
+    if (opts.deferMarker) this.deferred = write;
+    else { this.deferred = null; await write(); }
+  }
+
+  /** The row marker started() fixed with deferMarker, hashed and written now (nothing when none waits). */
+  async writeDeferredMarker(): Promise<void> {
+    const write = this.deferred;
+    this.deferred = null;
+    await write?.();
   }
 }
 

@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { chmod, readFile, rm } from 'node:fs/promises';
+import { chmod, constants as fsConstants, copyFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { asideName } from '../aside.ts';
@@ -80,30 +80,40 @@ export function hasVaultwardenData(dbPath: string): boolean {
  * kept-aside folder `<time>-vaultwarden-upgrade` with db.sqlite3 (0600) and upgrade.json.
  * Throws (and leaves nothing) when the copy cannot be made or fails integrity_check.
  */
-export async function takeUpgradeSnapshot(dbPath: string, from: string | null, to: string, asideRoot: string = PATHS.asideDir, now: Date = new Date()): Promise<UpgradeSnapshot> {
+export async function takeUpgradeSnapshot(dbPath: string, from: string | null, to: string, asideRoot: string = PATHS.asideDir, now: Date = new Date(), opts: { byteCopy?: boolean } = {}): Promise<UpgradeSnapshot> {
   const started = Date.now();
   const dir = join(asideRoot, asideName(now, UPGRADE_REASON));
   const file = join(dir, SNAPSHOT_FILE);
   await mkdirDurable(dir);
   try {
-    const src = new DatabaseSync(dbPath, { readOnly: true });
-    try {
-      src.exec('PRAGMA busy_timeout = 10000');
-      src.prepare('VACUUM INTO ?').run(file);
-    } finally {
-      src.close();
-    }
-    await chmod(file, 0o600);
-    await fsyncFile(file);
-    const copy = new DatabaseSync(file, { readOnly: true });
     let counts: Record<string, number>;
-    try {
-      const check = (copy.prepare('PRAGMA integrity_check').all() as Record<string, unknown>[]).map((r) => String(Object.values(r)[0])).join('; ');
-      if (check !== 'ok') throw new AgentError(`the copy fails integrity_check: ${check.slice(0, 300)}`);
-      counts = {};
-      for (const t of dataTables(copy)) counts[t] = Number((copy.prepare(`SELECT count(*) AS n FROM ${quote(t)}`).get() as { n: number }).n);
-    } finally {
-      copy.close();
+    if (opts.byteCopy) {
+      // A closed database that passed integrity_check and that nothing opens meanwhile (see
+      // byteCopySafe): its file is the whole database, so a copy of its bytes is one.
+      counts = countRows(dbPath);
+      if (!byteCopySafe(dbPath)) throw new AgentError(`${dbPath} has a WAL or journal beside it: not a closed database`);
+      await copyFile(dbPath, file, fsConstants.COPYFILE_EXCL | fsConstants.COPYFILE_FICLONE);
+      await chmod(file, 0o600);
+      await fsyncFile(file);
+    } else {
+      const src = new DatabaseSync(dbPath, { readOnly: true });
+      try {
+        src.exec('PRAGMA busy_timeout = 10000');
+        src.prepare('VACUUM INTO ?').run(file);
+      } finally {
+        src.close();
+      }
+      await chmod(file, 0o600);
+      await fsyncFile(file);
+      const copy = new DatabaseSync(file, { readOnly: true });
+      try {
+        const check = (copy.prepare('PRAGMA integrity_check').all() as Record<string, unknown>[]).map((r) => String(Object.values(r)[0])).join('; ');
+        if (check !== 'ok') throw new AgentError(`the copy fails integrity_check: ${check.slice(0, 300)}`);
+        counts = {};
+        for (const t of dataTables(copy)) counts[t] = Number((copy.prepare(`SELECT count(*) AS n FROM ${quote(t)}`).get() as { n: number }).n);
+      } finally {
+        copy.close();
+      }
     }
     const snap: UpgradeSnapshot = { dir, from, to, at: now.toISOString(), bytes: statSync(file).size, ms: Date.now() - started, counts };
     await writeFileDurable(join(dir, SNAPSHOT_META), JSON.stringify({ ...snap, database: SNAPSHOT_FILE }, null, 2) + '\n', { mode: 0o600 });
@@ -114,6 +124,34 @@ export async function takeUpgradeSnapshot(dbPath: string, from: string | null, t
     const e = err as NodeJS.ErrnoException & { errcode?: number };
     const full = e.code === 'ENOSPC' || (e.errcode !== undefined && (e.errcode & 0xff) === 13) || /database or disk is full/i.test(errorMessage(err));
     throw new AgentError(`could not take the snapshot before upgrading Vaultwarden ${from ?? '(unknown version)'} → ${to}: ${full ? `no space left under ${asideRoot}` : errorMessage(err)}`, { cause: err });
+  }
+}
+
+/**
+ * Whether the database file alone holds the whole database: no -wal with frames and no
+ * rollback journal beside it (a just-restored copy that nothing opened for writing).
+ */
+export function byteCopySafe(dbPath: string): boolean {
+  for (const side of ['-wal', '-journal']) {
+    try {
+      if (statSync(dbPath + side).size > 0) return false;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+    }
+  }
+  return true;
+}
+
+/** Rows of Vaultwarden's main tables. */
+function countRows(dbPath: string): Record<string, number> {
+  const db = new DatabaseSync(dbPath, { readOnly: true });
+  try {
+    db.exec('PRAGMA busy_timeout = 10000');
+    const counts: Record<string, number> = {};
+    for (const t of dataTables(db)) counts[t] = Number((db.prepare(`SELECT count(*) AS n FROM ${quote(t)}`).get() as { n: number }).n);
+    return counts;
+  } finally {
+    db.close();
   }
 }
 
@@ -141,29 +179,53 @@ export function migrationsFingerprint(dbPath: string): string | null {
 
 /** A short hash of every row of every data table, sorted per table. */
 export function rowDigests(dbPath: string): Map<string, string[]> {
+  const pinned = pinRows(dbPath);
+  try {
+    return pinned.digests();
+  } finally {
+    pinned.close();
+  }
+}
+
+/**
+ * The database's rows as they are now: a read transaction is opened and its snapshot
+ * taken at once (one read), so `digests()` later hashes exactly these rows whatever is
+ * written meanwhile. Lets the caller fix the moment cheaply and do the hashing later.
+ */
+export function pinRows(dbPath: string): { digests(): Map<string, string[]>; close(): void } {
   const db = new DatabaseSync(dbPath, { readOnly: true });
+  let open = true;
+  const close = () => {
+    if (!open) return;
+    open = false;
+    try { db.exec('COMMIT'); } catch { /* not in a transaction */ }
+    db.close();
+  };
   try {
     db.exec('PRAGMA busy_timeout = 10000');
-    const out = new Map<string, string[]>();
     db.exec('BEGIN'); // one consistent read of all tables
-    try {
-      for (const t of dataTables(db)) {
-        if (t === '__diesel_schema_migrations') continue;
-        const cols = (db.prepare(`PRAGMA table_info(${quote(t)})`).all() as { name: string }[]).map((c) => c.name).sort();
-        const hashes: string[] = [];
-        for (const row of db.prepare(`SELECT * FROM ${quote(t)}`).iterate() as Iterable<Record<string, unknown>>) {
-          const h = createHash('sha256');
-          for (const c of cols) h.update(`${c}\u0000${cell(row[c])}\u0001`);
-          hashes.push(h.digest('base64').slice(0, 16));
+    const tables = dataTables(db); // the first read: the snapshot is fixed here
+    return {
+      close,
+      digests: () => {
+        const out = new Map<string, string[]>();
+        for (const t of tables) {
+          if (t === '__diesel_schema_migrations') continue;
+          const cols = (db.prepare(`PRAGMA table_info(${quote(t)})`).all() as { name: string }[]).map((c) => c.name).sort();
+          const hashes: string[] = [];
+          for (const row of db.prepare(`SELECT * FROM ${quote(t)}`).iterate() as Iterable<Record<string, unknown>>) {
+            const h = createHash('sha256');
+            for (const c of cols) h.update(`${c}\u0000${cell(row[c])}\u0001`);
+            hashes.push(h.digest('base64').slice(0, 16));
+          }
+          out.set(t, hashes.sort());
         }
-        out.set(t, hashes.sort());
-      }
-    } finally {
-      db.exec('COMMIT');
-    }
-    return out;
-  } finally {
-    db.close();
+        return out;
+      },
+    };
+  } catch (err) {
+    close();
+    throw err;
   }
 }
 

@@ -51,6 +51,8 @@ interface World {
   localDigest?: string;
   /** Vaultwarden migrates the copy as it starts (another version than the primary's). */
   vwMigrates?: boolean;
+  /** No local database: restoreOnStart tells the decision before its copy is installed; both take a few ticks. */
+  newHost?: boolean;
   lease: FakeLease;
   mirror: FakeMirror;
   now: number;
@@ -117,7 +119,12 @@ class FakeMirror implements MirrorPort {
   fence(reason: string) { this.fenced = reason; this.w().calls.push('files:fenced'); }
   unfence() { this.fenced = null; this.w().calls.push('files:unfenced'); }
   pendingRestore() { return null; }
-  async restore() { this.w().calls.push('files:restore'); return { files: 1, bytes: 1, unchanged: 0, replaced: 0, ignored: 0 }; }
+  async restore() {
+    const w = this.w();
+    w.calls.push('files:restore');
+    if (w.newHost) { for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r)); w.calls.push('files:done'); }
+    return { files: 1, bytes: 1, unchanged: 0, replaced: 0, ignored: 0 };
+  }
 }
 
 function fakeSystemd(w: () => World): SystemdPort {
@@ -214,9 +221,15 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
     },
     startup: {
       litestreamConfigChanged: false,
-      restoreOnStart: async () => {
+      restoreOnStart: async (_onProgress, _signal, onRestoreDecided) => {
         w.calls.push('restore-db');
         w.hooks.restore?.();
+        if (w.newHost) {
+          onRestoreDecided?.();
+          for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+          if (w.restoreFails > 0) { w.restoreFails--; w.calls.push('restore-db:failed'); throw new Error('replica unreachable'); }
+          w.calls.push('restore-db:installed');
+        }
         if (w.restoreRefuses) {
           const { AgentError, EXIT } = await import('../../agent/errors.ts');
           throw new AgentError('the replica is behind the local database', { exitCode: EXIT.REFUSED });
@@ -228,11 +241,17 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
       writeDrainInfo: async () => undefined,
       readFinalSync: async () => ({ confirmed: true, detail: 'replica at the local WAL position' }),
       asideFolder: (why) => `/aside/${why}`,
+      afterDatabaseRestore: async () => {
+        w.calls.push('vw:after-restore');
+        for (let i = 0; i < 30; i++) await new Promise((r) => setImmediate(r)); // outlasts the files' download
+        w.calls.push('vw:after-restore:done');
+      },
       beforeVaultwarden: async () => {
         w.calls.push('vw:before-start');
         if (w.snapshotFails) throw new Error('could not take the snapshot before upgrading Vaultwarden 1.32.7 → 1.33.0: no space left');
       },
-      vaultwardenStarted: async () => { w.calls.push('vw:started'); },
+      vaultwardenStarted: async (opts) => { w.calls.push(`vw:started${opts?.deferMarker ? ':deferred' : ''}`); },
+      afterReady: async () => { w.calls.push('vw:marker'); },
     },
     copy: {
       fetch: async () => {
@@ -295,13 +314,20 @@ const DRAIN = [`stop:${VW}`, `stop:${LS}`, 'files:shutdown'];
 const rows: Row[] = [
   { name: 'primary: restore, replicate, serve, stop → ordered drain, lease released', exit: 0,
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'],
-    order: ['restore-db', 'files:restore', `start:${LS}`, 'files:start', `start:${VW}`, 'ready:serving', 'stopping', ...DRAIN],
+    order: ['restore-db', 'vw:after-restore', 'files:restore', 'vw:after-restore:done', `start:${LS}`, 'files:start', `start:${VW}`, 'ready:serving', 'stopping', ...DRAIN],
     check: (_d, w) => { assert.equal(w.lease.released, true); assert.equal(w.state.lastDrain?.complete, true); } },
   { name: 'the upgrade snapshot comes before Vaultwarden starts, the record once it answers', exit: 0,
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'],
-    order: [`start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started', 'ready:serving'] },
+    order: [`start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started:deferred', 'ready:serving', 'vw:marker'] },
+  { name: 'new host: the files download beside the database copy, and the upgrade snapshot of the restored copy beside them; Litestream and Vaultwarden only after all; the row marker after READY', setup: (w) => { w.newHost = true; }, exit: 0,
+    states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'],
+    order: ['restore-db', 'files:restore', 'restore-db:installed', 'vw:after-restore', 'files:done', 'vw:after-restore:done', `start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started:deferred', 'ready:serving', 'vw:marker'],
+    check: (_d, w) => { assert.equal(w.calls.filter((c) => c === 'files:restore').length, 1); } },
+  { name: 'new host, the database restore fails: the start fails only once the files ended; nothing starts', setup: (w) => { w.newHost = true; w.restoreFails = 1; }, exit: 1,
+    states: ['restoring', 'failed', 'draining', 'failed'],
+    order: ['restore-db', 'files:restore', 'restore-db:failed', 'files:done'], never: [`start:${LS}`, `start:${VW}`, 'vw:after-restore'] },
   { name: 'no snapshot possible before an upgrade: Vaultwarden does not start, failed, exit 1', setup: (w) => { w.snapshotFails = true; }, exit: 1,
-    states: ['restoring', 'replicating', 'failed', 'draining', 'failed'], order: ['vw:before-start', `stop:${LS}`], never: [`start:${VW}`, 'vw:started', 'ready:serving'] },
+    states: ['restoring', 'replicating', 'failed', 'draining', 'failed'], order: ['vw:before-start', `stop:${LS}`], never: [`start:${VW}`, 'vw:started:deferred', 'ready:serving'] },
   { name: 'stop during the conditional-write probe: nothing started', stopAt: 'probe', exit: 0,
     states: ['draining', 'stopped'], never: [`start:${LS}`, `start:${VW}`, 'restore-db'] },
   { name: 'stop while waiting for the lease: nothing started, READY sent once', stopAt: 'lease-wait', setup: (w) => { w.leaseWaits = 100; }, exit: 0,
@@ -320,7 +346,7 @@ const rows: Row[] = [
   { name: 'a second stop during the drain changes nothing', stopAt: 'drain-litestream', exit: 0,
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'], order: DRAIN },
   { name: 'adopted units (agent restart): no restore decision', setup: (w) => { w.units.set(VW, 'active'); w.units.set(LS, 'active'); }, exit: 0,
-    states: ['replicating', 'serving', 'draining', 'stopped'], never: ['restore-db', `start:${LS}`, 'vw:before-start', 'vw:started'] },
+    states: ['replicating', 'serving', 'draining', 'stopped'], never: ['restore-db', `start:${LS}`, 'vw:before-start', 'vw:started:deferred'] },
   { name: 'adopted after waiting for the lease', setup: (w) => { w.leaseWaits = 1; w.units.set(VW, 'active'); w.units.set(LS, 'active'); }, exit: 0,
     states: ['waiting', 'replicating', 'serving', 'draining', 'stopped'], never: ['restore-db'] },
   { name: 'restore fails: failed, drained, exit 1', setup: (w) => { w.restoreFails = 1; }, exit: 1,

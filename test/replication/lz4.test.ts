@@ -5,8 +5,8 @@ import { execa } from 'execa';
 import { Lz4FormatError, lz4DecodedLength } from '../../agent/replication/lz4.ts';
 
 // The real lz4 tool (Debian's lz4) writes the frames; every flag combination it offers.
-// stripFinalNewline off: execa drops a last 0x0a byte even from a buffer, and a frame's
-// last checksum byte is 0x0a one time in 256 (the frame then looked truncated).
+// stripFinalNewline off: execa drops a last 0x0a even from a buffer, and a frame ends in
+// its random-looking content checksum (1 frame in 256 lost its last byte and read as truncated).
 const compress = async (data: Buffer, flags: string[]) => Buffer.from((await execa('lz4', ['-c', '-q', ...flags], { input: data, encoding: 'buffer', stripFinalNewline: false })).stdout);
 
 const inputs: [string, Buffer][] = [
@@ -24,6 +24,11 @@ test('decoded length equals the input length for every frame the lz4 tool writes
       assert.equal(lz4DecodedLength(frame), data.length, `${name} with ${flags.join(' ') || 'defaults'}`);
     }
   }
+  // A frame whose last byte is 0x0a (its content checksum) comes through whole.
+  const data = Buffer.concat([Buffer.from('0422', 'hex'), Buffer.from('317')]);
+  const frame = await compress(data, []);
+  assert.equal(frame.at(-1), 0x0a, 'this input\'s frame ends in 0x0a');
+  assert.equal(lz4DecodedLength(frame), data.length);
   // Two frames back to back count together.
   const two = Buffer.concat([await compress(Buffer.alloc(1000, 1), []), await compress(Buffer.alloc(333, 2), [])]);
   assert.equal(lz4DecodedLength(two), 1333);

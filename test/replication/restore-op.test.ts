@@ -156,3 +156,77 @@ test('the startup restore (corrupt local database), crash in between: the next s
   assert.equal(readState(p.stateFile).acceptedLocalDigest, undefined); // not an operator's choice
   assert.match(readFileSync(join(op.asideDir!, 'db.sqlite3'), 'utf8'), /^this is not a database/);
 });
+
+/** A new host: the database and everything beside it out of the way; returns what puts them back. */
+function hideLocal(): () => void {
+  const set = [db, `${db}-wal`, `${db}-shm`, join(data, '.db.sqlite3-litestream')].filter((f) => existsSync(f));
+  for (const f of set) renameSync(f, `${f}.newhost-saved`);
+  return () => {
+    for (const f of [db, `${db}-wal`, `${db}-shm`, join(data, '.db.sqlite3-litestream')]) rmSync(f, { recursive: true, force: true });
+    for (const f of set) renameSync(`${f}.newhost-saved`, f);
+  };
+}
+
+test('new host (no local database): one integrity_check, no content digest; a crash before the install is finished from the copy', async () => {
+  const p = paths('newhost-crash');
+  const saved = hideLocal();
+  try {
+    let decided = 0;
+    await assert.rejects(restoreOnStart(cfg, rt, { paths: p, onRestoreDecided: () => { decided++; }, hooks: { afterSetAside: () => { throw new Error('injected crash'); } } }), /injected crash/);
+    assert.equal(decided, 1); // told before the copy was installed
+    assert.ok(!existsSync(db));
+    const op = readRestoreOp(p.opFile)!;
+    assert.equal(op.kind, 'startup');
+    assert.equal(op.asideDir, null);
+    assert.equal(op.preparedDigest, null); // nothing to confuse the copy with: no digest taken
+    assert.equal(typeof op.preparedIno, 'number');
+    assert.equal(op.preparedUsers, 20);
+    assert.ok(existsSync(op.prepared));
+
+    let again = 0;
+    const outcome = await restoreOnStart(cfg, rt, { paths: p, onRestoreDecided: () => { again++; } });
+    assert.equal(outcome.recovered?.outcome, 'completed');
+    assert.equal(outcome.decision.action, 'keep');
+    assert.equal(again, 0); // a recovered start takes the sequential path
+    assert.equal(contentDigest(db), digest20);
+    assert.equal(readRestoreOp(p.opFile), undefined);
+    assert.ok(!existsSync(op.prepared));
+  } finally {
+    saved();
+  }
+});
+
+test('new host: a crash after the install (record still there): the live file is the renamed copy (same inode), completed without a digest', async () => {
+  const p = paths('newhost-installed');
+  const saved = hideLocal();
+  try {
+    await assert.rejects(restoreOnStart(cfg, rt, { paths: p, hooks: { afterSetAside: () => { throw new Error('injected crash'); } } }), /injected crash/);
+    const op = readRestoreOp(p.opFile)!;
+    renameSync(op.prepared, db); // what the install does, then the crash before the bookkeeping
+    const outcome = await restoreOnStart(cfg, rt, { paths: p });
+    assert.equal(outcome.recovered?.outcome, 'completed');
+    assert.equal(contentDigest(db), digest20);
+    assert.equal(readState(p.stateFile).lastRestore!.action, 'restore');
+    assert.equal(readState(p.stateFile).acceptedLocalDigest, undefined);
+    assert.equal(readRestoreOp(p.opFile), undefined);
+  } finally {
+    saved();
+  }
+});
+
+test('new host: the restore runs beside the listing and installs the latest state; no copy is left behind', async () => {
+  const p = paths('newhost');
+  const saved = hideLocal();
+  try {
+    const order: string[] = [];
+    const outcome = await restoreOnStart(cfg, rt, { paths: p, onRestoreDecided: (d) => order.push(`decided:${d.setAside}`), onProgress: (s) => { if (s.phase === 'done') order.push('copy done'); } });
+    assert.equal(outcome.decision.action, 'restore');
+    assert.equal(contentDigest(db), digest20);
+    assert.equal(order[0], 'decided:none');
+    assert.ok(order.includes('copy done'));
+    assert.deepEqual(readdirSync(data).filter((f) => f.startsWith('.vwstream-restore-')), []);
+    assert.equal(readRestoreOp(p.opFile), undefined);
+  } finally {
+    saved();
+  }
+});

@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { compareRows, describeChanges, hasVaultwardenData, migrationsFingerprint, parseVersionLine, readMarker, rowDigests, takeUpgradeSnapshot, writeMarker } from '../../agent/vaultwarden/upgrade.ts';
+import { compareRows, describeChanges, hasVaultwardenData, migrationsFingerprint, parseVersionLine, pinRows, readMarker, rowDigests, takeUpgradeSnapshot, writeMarker } from '../../agent/vaultwarden/upgrade.ts';
 import { VaultwardenLifecycle, compareVersions } from '../../agent/vaultwarden/lifecycle.ts';
 import type { VaultwardenState } from '../../agent/state-file.ts';
 
@@ -173,4 +173,111 @@ test('lifecycle: a database brought back to migrations a newer version left (res
   await l.beforeStart();
   await l.started();
   assert.equal(state.ranOn![migrationsFingerprint(db)!], '1.34.0');
+});
+
+test('pinRows: the rows as they were when pinned, whatever is written before they are hashed', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vw-pin-'));
+  const db = vault(dir);
+  const before = rowDigests(db);
+  const pinned = pinRows(db);
+  const w = new DatabaseSync(db);
+  w.exec("INSERT INTO users VALUES ('u9','z@x'); UPDATE devices SET updated_at='t1' WHERE uuid='d1'");
+  w.close();
+  try {
+    assert.deepEqual(pinned.digests(), before);
+  } finally {
+    pinned.close();
+  }
+  assert.deepEqual(compareRows(before, rowDigests(db)), { total: 2, byTable: { devices: 1, users: 1 } });
+});
+
+test('lifecycle: deferMarker fixes the marker\'s rows when Vaultwarden answers and writes them only with writeDeferredMarker', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vw-defer-'));
+  const db = vault(dir);
+  const state: VaultwardenState = { lastRan: { version: '1.32.7', at: 't', bin: '/b' } };
+  const up = lifecycleOn(dir, db, state, '1.33.0');
+  await up.beforeStart();
+  const answered = rowDigests(db);
+  await up.started({ deferMarker: true });
+  assert.equal(state.lastRan?.version, '1.33.0');
+  assert.equal(state.upgrade?.marker, undefined); // not yet written
+  const w = new DatabaseSync(db);
+  w.exec("INSERT INTO users VALUES ('u7','late@x')"); // written after it answered, before the marker is hashed
+  w.close();
+  await up.writeDeferredMarker();
+  const marker = state.upgrade!.marker!;
+  assert.deepEqual(await readMarker(marker), answered);
+  assert.deepEqual(compareRows(await readMarker(marker), rowDigests(db)), { total: 1, byTable: { users: 1 } }); // the rollback check sees the late row
+  await up.writeDeferredMarker(); // nothing waits: no-op
+  assert.equal(state.upgrade!.marker, marker);
+});
+
+test('lifecycle: right after a restore, the snapshot is a byte copy of the closed database; the start then takes none and writes the marker', async () => {
+  const { createHash } = await import('node:crypto');
+  const { readFileSync, writeFileSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), 'vw-early-'));
+  const db = vault(dir);
+  assert.ok(!existsSync(`${db}-wal`), 'closed: no WAL beside it');
+  const bin = join(dir, 'vaultwarden');
+  writeFileSync(bin, 'binary one');
+  const state: VaultwardenState = {};
+  let probes = 0;
+  const life = new VaultwardenLifecycle({
+    prepared: { source: 'operator', bin }, probe: async () => { probes++; return '1.33.0'; }, dbPath: db, asideRoot: join(dir, 'aside'),
+    readState: () => state, updateState: async (ch) => { Object.assign(state, ch({ ...state })); }, now: () => new Date('2026-12-01T10:00:00.000Z'),
+  });
+  await life.afterRestore();
+  assert.equal(asideCount(dir), 1);
+  assert.deepEqual([state.upgrade?.from, state.upgrade?.to], [null, '1.33.0']);
+  const snapDb = join(state.upgrade!.snapshot, 'db.sqlite3');
+  const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+  assert.equal(sha(snapDb), sha(db), 'the same bytes as the restored database');
+  assert.equal(statSync(snapDb).mode & 0o777, 0o600);
+  assert.deepEqual(readdirSync(state.upgrade!.snapshot).sort(), ['db.sqlite3', 'upgrade.json']);
+  assert.equal(JSON.parse(readFileSync(join(state.upgrade!.snapshot, 'upgrade.json'), 'utf8')).counts.users, 2);
+  // Litestream then opens it (its tables), Vaultwarden is about to start.
+  const ls = new DatabaseSync(db);
+  ls.exec('INSERT INTO _litestream_seq VALUES (1, 1)');
+  ls.close();
+  await life.beforeStart();
+  assert.equal(asideCount(dir), 1, 'no second snapshot');
+  assert.equal(probes, 1, 'the binary was asked once');
+  assert.equal(state.lastRan?.version, '1.33.0');
+  await life.started();
+  assert.ok(state.upgrade?.marker && existsSync(state.upgrade.marker), 'the marker after the upgrade');
+  // Another binary at the same path: asked again.
+  writeFileSync(bin, 'binary two, longer');
+  await life.beforeStart();
+  assert.equal(probes, 2);
+});
+
+test('lifecycle: no early snapshot of a database with a WAL, one the running version already answered on, or one already taken', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vw-early-no-'));
+  const db = vault(dir);
+  const writer = new DatabaseSync(db);
+  writer.exec("INSERT INTO users VALUES ('u3','c@x')"); // frames in the WAL while it stays open
+  const state: VaultwardenState = {};
+  await lifecycleOn(dir, db, state, '1.33.0').afterRestore();
+  assert.equal(asideCount(dir), 0, 'left to beforeStart');
+  await assert.rejects(takeUpgradeSnapshot(db, null, '1.33.0', join(dir, 'aside'), new Date(), { byteCopy: true }), /-wal|WAL or journal beside it/);
+  assert.equal(readdirSync(join(dir, 'aside')).length, 0, 'nothing left behind');
+  const life = lifecycleOn(dir, db, state, '1.33.0');
+  await life.beforeStart();
+  assert.equal(asideCount(dir), 1, 'beforeStart took it (VACUUM INTO)');
+  const snapDb = join(state.upgrade!.snapshot, 'db.sqlite3');
+  const copy = new DatabaseSync(snapDb, { readOnly: true });
+  assert.equal((copy.prepare('SELECT count(*) AS n FROM users').get() as { n: number }).n, 3);
+  copy.close();
+  writer.close();
+  // Taken already for this upgrade (an earlier start): not again.
+  delete state.lastRan;
+  await lifecycleOn(dir, db, state, '1.33.0').afterRestore();
+  assert.equal(asideCount(dir), 1);
+  // This version answered on these migrations: beforeStart takes none, nor does afterRestore.
+  const dir2 = mkdtempSync(join(tmpdir(), 'vw-early-ran-'));
+  const db2 = vault(dir2);
+  const s2: VaultwardenState = { ranOn: { [migrationsFingerprint(db2)!]: '1.33.0' } };
+  await lifecycleOn(dir2, db2, s2, '1.33.0').afterRestore();
+  await lifecycleOn(dir2, db2, s2, '1.33.0').beforeStart();
+  assert.equal(asideCount(dir2), 0);
 });
