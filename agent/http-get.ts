@@ -1,4 +1,4 @@
-import { Agent, get } from 'node:http';
+import { get } from 'node:http';
 
 /**
  * A plain-HTTP GET on loopback for the daemon's polls (Vaultwarden's /alive, Litestream's
@@ -6,12 +6,12 @@ import { Agent, get } from 'node:http';
  * second HTTP stack, which costs a long-running process about 13 MiB of RSS for requests
  * node:http makes as well; and no Accept-Encoding, so nothing is gzipped per poll. The
  * whole answer is read (UTF-8); rejects on a connection error, an answer cut off, or when
- * it is not complete `timeoutMs` after the start. `agent`: a kept-alive connection
- * (pollAgent()); without, one connection per request.
+ * it is not complete `timeoutMs` after the start. One connection per request (loopback: a
+ * kept-alive one could be closed by the server's idle timeout under the next request).
  */
-export function httpGetText(url: string, timeoutMs: number, agent?: Agent): Promise<{ status: number; text: string }> {
+export function httpGetText(url: string, timeoutMs: number): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = get(url, { agent: agent ?? false }, (res) => {
+    const req = get(url, { agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => { clearTimeout(overall); resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }); });
@@ -21,9 +21,4 @@ export function httpGetText(url: string, timeoutMs: number, agent?: Agent): Prom
     const overall = setTimeout(() => req.destroy(new Error(`GET ${url}: no complete answer within ${timeoutMs} ms`)), timeoutMs);
     req.on('error', (e) => { clearTimeout(overall); reject(e); });
   });
-}
-
-/** One kept-alive connection per poll target (an idle kept-alive socket does not keep a process alive). */
-export function pollAgent(): Agent {
-  return new Agent({ keepAlive: true, maxSockets: 1 });
 }

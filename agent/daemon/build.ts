@@ -7,7 +7,7 @@ import { drainBudgetOf } from '../config/budget.ts';
 import { AgentError, EXIT, errorMessage } from '../errors.ts';
 import { fileMirrorFor, restoreChecked, restoreOnStart } from '../replication/restore.ts';
 import { writeFileDurable, writePrivateFile } from '../fs.ts';
-import { httpGetText, pollAgent } from '../http-get.ts';
+import { httpGetText } from '../http-get.ts';
 import { loadJournalAddon, log } from '../log.ts';
 import { notify } from '../notify/notify.ts';
 import { PATHS, SERVICE_USER } from '../paths.ts';
@@ -243,11 +243,14 @@ function aliveUrl(cfg: Config): string {
   return `http://${host}:${cfg.rocketPort}/alive`;
 }
 
-const aliveAgent = pollAgent();
-
+/**
+ * Vaultwarden answers /alive. A new connection per check: Rocket closes idle connections
+ * after 5 s (its keep_alive), about the interval of these checks, and a kept-alive socket
+ * closed under a request would read as "not alive".
+ */
 export async function checkAlive(url: string, timeoutMs = 3000): Promise<boolean> {
   try {
-    const { status } = await httpGetText(url, timeoutMs, aliveAgent);
+    const { status } = await httpGetText(url, timeoutMs);
     return status >= 200 && status < 300;
   } catch {
     return false;

@@ -70,8 +70,10 @@ export class ReplicationWatch {
       // is only kept when its last write was older than SHADOW_LAG_MS then, i.e. one that
       // the shadow (equal to the replica) already held, as the confirmation below assumes.
       const wal = await this.port.localWal?.();
+      // A wall clock stepped back since the last read is no reason to skip /metrics longer.
+      const sinceMetrics = this.clock.now() - this.lastMetricsMs;
       const idle = wal && this.caughtAt && wal.size === this.caughtAt.wal.size && wal.mtimeMs === this.caughtAt.wal.mtimeMs
-        && this.caughtAt.startedMs === this.startedMs && this.clock.now() - this.lastMetricsMs < IDLE_METRICS_MS;
+        && this.caughtAt.startedMs === this.startedMs && sinceMetrics >= 0 && sinceMetrics < IDLE_METRICS_MS;
       if (idle) {
         this.polls.idle++;
         this.confirmed(this.clock.now());

@@ -6,7 +6,7 @@ import type { Config } from '../config/config.ts';
 import { formatGoDuration } from '../config/duration.ts';
 import { AgentError } from '../errors.ts';
 import { run } from '../exec.ts';
-import { httpGetText, pollAgent } from '../http-get.ts';
+import { httpGetText } from '../http-get.ts';
 import { PATHS } from '../paths.ts';
 
 /** A YAML scalar: JSON strings are valid YAML double-quoted scalars. */
@@ -214,11 +214,8 @@ export function parseMetrics(text: string): LitestreamPosition {
   };
 }
 
-/** One kept-alive connection to Litestream's metrics listener (polled every second or ten). */
-const metricsAgent = pollAgent();
-
 export async function fetchMetrics(addr: string, timeoutMs = 2000): Promise<{ text: string; position: LitestreamPosition }> {
-  const { status, text } = await httpGetText(`http://${addr}/metrics`, timeoutMs, metricsAgent);
+  const { status, text } = await httpGetText(`http://${addr}/metrics`, timeoutMs);
   if (status !== 200) throw new Error(`litestream metrics answered ${status}`);
   return { text, position: parseMetrics(text) };
 }

@@ -105,3 +105,14 @@ test('sync errors are seen at the next /metrics read, within IDLE_METRICS_MS', a
   assert.deepEqual(errors, ['litestream reports sync errors (2)']);
   assert.ok(polls <= IDLE_METRICS_MS / 1000, `seen after ${polls} polls`);
 });
+
+test('a wall clock stepped back does not stretch the idle window: /metrics is read at the next poll', async () => {
+  const { w, watch } = world();
+  await watch.poll();
+  w.now += 1000;
+  await watch.poll();
+  assert.equal(w.metricsCalls, 1);
+  w.now -= 3_600_000; // NTP steps the clock back an hour
+  await watch.poll();
+  assert.equal(w.metricsCalls, 2);
+});

@@ -114,7 +114,7 @@ test('inspectDb: missing, corrupt, untouched', () => {
   assert.deepEqual(inspectDb(empty), { exists: true, intact: true, users: 0, generation: null });
 });
 
-test('fetchMetrics: plain text (no Accept-Encoding: Litestream does not gzip each poll), one kept-alive connection, errors and a hung listener rejected', async () => {
+test('fetchMetrics: plain text (no Accept-Encoding: Litestream does not gzip each poll), errors and a hung listener rejected', async () => {
   const { createServer } = await import('node:http');
   const { fetchMetrics } = await import('../../agent/replication/litestream.ts');
   const seen: { enc: string | undefined; port: number | undefined }[] = [];
@@ -133,7 +133,6 @@ test('fetchMetrics: plain text (no Accept-Encoding: Litestream does not gzip eac
     assert.deepEqual([a.position.replicaIndex, a.position.replicaOffset, a.position.syncErrors], [7, 4152, 2]);
     assert.equal(b.text, a.text);
     assert.deepEqual(seen.map((s) => s.enc), [undefined, undefined]);
-    assert.equal(seen[0]!.port, seen[1]!.port, 'the connection is reused');
     mode = '500';
     await assert.rejects(fetchMetrics(addr), /litestream metrics answered 500/);
     mode = 'hang';
