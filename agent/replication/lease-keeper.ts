@@ -88,11 +88,12 @@ export class LeaseKeeper {
   /** The safety margin: the holder stops this long before expiry, a taker waits this long after it. */
   get marginMs(): number { return safetyMargin(this.ttlMs); }
   /**
-   * Renewal cadence while all is well: TTL/2, counted from the last success (30 s at the
-   * default 60 s: 120 renewals an hour). The half left before expiry, less the margin, is
-   * room for retries every 1–2 s before the holder fences itself.
+   * Renewal cadence while all is well, counted from the last success: TTL/2 (30 s at the
+   * default 60 s: 120 renewals an hour), leaving TTL/2 less the margin (25 s) for retries
+   * every 1–2 s before the holder fences itself; TTL/3 below a TTL of 30 s, so that a
+   * short lease keeps more than a third of it for them.
    */
-  get renewEveryMs(): number { return Math.max(1_000, Math.floor(this.ttlMs / 2)); }
+  get renewEveryMs(): number { return Math.max(1_000, Math.floor(this.ttlMs >= 30_000 ? this.ttlMs / 2 : this.ttlMs / 3)); }
   /** After a failed renewal, before the deadline. */
   private get retryMs(): number { return Math.min(2_000, Math.max(1_000, Math.floor(this.ttlMs / 10))); }
   /** Upper bound of one attempt's requests (the deadline may cut it shorter). */
@@ -206,7 +207,7 @@ export class LeaseKeeper {
     });
   }
 
-  /** Renews every TTL/2 (retries within 1–2 s after a failure, every 5 s while suspended) until stop(). */
+  /** Renews every renewEveryMs (retries within 1–2 s after a failure, every 5 s while suspended) until stop(). */
   startRenewing(): void {
     this.lostReported = false;
     this.renewing = true;

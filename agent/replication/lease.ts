@@ -158,24 +158,36 @@ export class S3LeaseStore implements LeaseStore {
   }
 
   /**
-   * Creates a probe object beside the lease twice with `If-None-Match: *`: a store that
-   * enforces preconditions refuses the second (412, or 409 on AWS under concurrency); one
-   * that ignores them (fauxqs, s3rver) overwrites. The probe object is deleted afterwards.
+   * Probes both preconditions the lease relies on, on a probe object beside the lease:
+   * created with `If-None-Match: *`, then created again the same way (a store that enforces
+   * it refuses: 412, or 409 on AWS under concurrency), then replaced with `If-Match` on an
+   * ETag it does not have (refused: 412). A renewal is one `If-Match` PUT, so a store that
+   * honours `If-None-Match` but ignores `If-Match` counts as not enforcing. Stores that
+   * ignore both (fauxqs, s3rver) overwrite every time. The probe object is deleted afterwards.
+   * `track` is handed the clean-up DELETE (its own 5 s bound, not `signal`, which may be aborted already).
    */
-  /** `track` is handed the clean-up DELETE (its own 5 s bound, not `signal`, which may be aborted already). */
   async probe(signal?: AbortSignal, track: (p: Promise<unknown>) => Promise<unknown> = (p) => p.catch(() => undefined)): Promise<ConditionalSupport> {
     const key = [this.key.split('/').slice(0, -1).join('/'), `.vwstream-probe-${randomBytes(8).toString('hex')}`].filter(Boolean).join('/');
-    const put = (n: number) => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: `probe ${n}`, IfNoneMatch: '*' }), { abortSignal: signal });
-    try {
-      await put(1);
+    const url = `s3://${this.bucket}/${key}`;
+    const put = (n: number, cond: { IfNoneMatch: string } | { IfMatch: string }) => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: `probe ${n}`, ...cond }), { abortSignal: signal });
+    /** 'refused' when the precondition failed (412/409), 'accepted' when the write went through. */
+    const attempt = async (n: number, cond: { IfNoneMatch: string } | { IfMatch: string }): Promise<{ outcome: 'refused' | 'accepted'; status?: number }> => {
       try {
-        await put(2);
-        return { enforced: false, applicable: true, detail: `a second PUT with If-None-Match: * on s3://${this.bucket}/${key} succeeded` };
+        await put(n, cond);
+        return { outcome: 'accepted' };
       } catch (err) {
         const status = statusOf(err);
-        if (status === 412 || status === 409) return { enforced: true, applicable: true, detail: `a second PUT with If-None-Match: * answered ${status}` };
+        if (status === 412 || status === 409) return { outcome: 'refused', status };
         throw err;
       }
+    };
+    try {
+      await put(1, { IfNoneMatch: '*' });
+      const again = await attempt(2, { IfNoneMatch: '*' });
+      if (again.outcome === 'accepted') return { enforced: false, applicable: true, detail: `a second PUT with If-None-Match: * on ${url} succeeded` };
+      const wrong = await attempt(3, { IfMatch: '0123456789abcdef0123456789abcdef' });
+      if (wrong.outcome === 'accepted') return { enforced: false, applicable: true, detail: `If-None-Match: * is enforced (${again.status}) but a PUT with If-Match on an ETag ${url} does not have succeeded` };
+      return { enforced: true, applicable: true, detail: `a second PUT with If-None-Match: * answered ${again.status}, one with a wrong If-Match ${wrong.status}` };
     } finally {
       await track(this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: AbortSignal.timeout(5_000) }));
     }

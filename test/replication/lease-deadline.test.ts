@@ -10,7 +10,7 @@ import { LeaseKeeper } from '../../agent/replication/lease-keeper.ts';
 import { LeaseAmbiguous, LeaseConflict, newLease, type ConditionalSupport, type Identity, type Lease, type LeaseStore } from '../../agent/replication/lease.ts';
 
 const T0 = Date.parse('2026-12-01T10:00:00Z');
-const TTL = 10_000; // margin 2.5 s, renewals every 5 s (TTL/2), attempts capped at 5 s, retries after 1 s
+const TTL = 10_000; // margin 2.5 s, renewals every 3.333 s (TTL/3 below 30 s), attempts capped at 3.333 s, retries after 1 s
 const id = (n: string): Identity => ({ holder: 'vault', instance: `i-${n}`, machineId: 'm', bootId: 'b', token: `t-${n}` });
 /** Clock resolution of these tests: a timer's callback sees the end of the tick it fired in. */
 const STEP = 10;
@@ -125,7 +125,7 @@ for (const enforce of [true, false]) {
     const expiry = Date.parse(lease.expiresAt);
     assert.equal(k.deadline, expiry - 2_500);
     k.startRenewing();
-    await advance(5_100); // one renewal at +5 s
+    await advance(3_400); // one renewal at +3.333 s
     assert.equal(events.length, 0, events.join('\n'));
     const renewed = store.lease!;
     const deadline = Date.parse(renewed.expiresAt) - 2_500;
@@ -144,8 +144,11 @@ for (const enforce of [true, false]) {
       // The first request of a renewal: on an enforcing store the conditional write alone.
       assert.equal(c.op, enforce ? 'write' : 'read');
       assert.ok(c.abortedAt !== undefined && c.abortedAt <= deadline + STEP, `a ${c.op} started at ${c.at - T0} was aborted at ${c.abortedAt === undefined ? 'never' : c.abortedAt - T0}, after the deadline ${deadline - T0}`);
-      assert.ok(c.abortedAt - c.at <= 5_000 + STEP, `an attempt ran ${c.abortedAt - c.at} ms, more than TTL/2`);
+      assert.ok(c.abortedAt - c.at <= 3_333 + STEP, `an attempt ran ${c.abortedAt - c.at} ms, more than TTL/3`);
     }
+    // A failed attempt is retried within 1–2 s (here: after the deadline, as a suspended one), reading first.
+    const retry = store.since(during[0]!.abortedAt!, 'read')[0]!;
+    assert.ok(retry.at - during[0]!.abortedAt! >= 1_000 - STEP && retry.at - during[0]!.abortedAt! <= 2_000 + STEP, `retry ${retry.at - during[0]!.abortedAt!} ms after the failed attempt`);
     assert.equal(k.suspended !== null, true);
     // Suspended: an attempt every 5 s, each reading first; the store answers again: read,
     // write, read back, settle, read back → regained.
@@ -158,9 +161,9 @@ for (const enforce of [true, false]) {
     assert.equal(events.length, 2, events.join('\n'));
     assert.match(events[1]!, /regained$/);
     const reg = at(events[1]!) + T0;
-    // The suspended attempt in flight runs out (its cap: TTL/2 + two settles = 7 s), the
-    // next starts 5 s later and regains after its settle.
-    assert.ok(reg - back <= 7_000 + 5_000 + 1_000 + 200, `regained ${reg - back} ms after the store answered`);
+    // The suspended attempt in flight runs out (its cap: TTL/3 + two settles), the next
+    // starts at most 5 s later and regains after its settle.
+    assert.ok(reg - back <= 5_333 + 5_000 + 1_000 + 200, `regained ${reg - back} ms after the store answered`);
     const last = store.since(back);
     assert.deepEqual(last.slice(0, 4).map((c) => c.op), ['read', 'write', 'read', 'read'], 'regain: read, write, read back, read back after the settle');
     assert.ok(Math.abs(last[3]!.at - last[2]!.at - 1_000) <= STEP, 'settle delay between the read-backs');
@@ -181,12 +184,12 @@ for (const enforce of [true, false]) {
     const n = store.calls.length;
     const etags: string[] = [];
     store.afterWrite = () => { etags.push(`"${store.obj!.etag}"`); };
-    await advance(T0 + 15_050 - now());
+    await advance(T0 + 10_050 - now());
     const ops = store.calls.slice(n);
     const writes = ops.filter((c) => c.op === 'write');
     const offsets = writes.map((c) => c.at - T0);
     assert.equal(offsets.length, 3, `renewals ${JSON.stringify(offsets)} (${enforce})`);
-    offsets.forEach((o, i) => assert.ok(Math.abs(o - 5_000 * (i + 1)) <= 50, `renewals at TTL/2 from the last success: ${JSON.stringify(offsets)} (${enforce})`));
+    offsets.forEach((o, i) => assert.ok(Math.abs(o - 3_333 * (i + 1)) <= 50, `renewals at TTL/3 from the last success: ${JSON.stringify(offsets)} (${enforce})`));
     assert.deepEqual(ops.map((c) => c.op).join(','), (enforce ? 'write,' : 'read,write,read,').repeat(3).slice(0, -1), 'requests per renewal');
     for (const w of writes) assert.match(String(w.expect?.etag), /^"etag-\d+"$/, 'the keeper passes the etag as S3 answers it; the store unquotes it');
     // Each renewal names the version the one before it wrote (the enforcing store refuses any other).
@@ -195,6 +198,20 @@ for (const enforce of [true, false]) {
     k.stop();
   });
 }
+
+test('at the default LEASE_TTL (60 s) on an enforcing store: a renewal every 30 s, one conditional PUT each (120 an hour)', async () => {
+  const store = new FakeStore(true);
+  const k = new LeaseKeeper({ store, me: id('a'), ttlMs: 60_000, settleMs: 1_000, onLost: () => assert.fail('lost') });
+  await driven(k.tryAcquire());
+  assert.equal(k.renewEveryMs, 30_000);
+  k.startRenewing();
+  const n = store.calls.length;
+  await advance(T0 + 120_050 - now(), 50);
+  const ops = store.calls.slice(n);
+  assert.deepEqual(ops.map((c) => `${c.op}@${Math.round((c.at - T0) / 1000)}`), ['write@30', 'write@60', 'write@90', 'write@120']);
+  assert.equal(k.deadline, Date.parse(store.lease!.expiresAt) - 5_000);
+  k.stop();
+});
 
 test('412 on renewal with another holder in the store: lost at once (stolen), once, no more requests', async () => {
   const store = new FakeStore(true);
@@ -205,9 +222,9 @@ test('412 on renewal with another holder in the store: lost at once (stolen), on
   // Another host replaces the lease between two renewals (a forced promote elsewhere).
   await advance(2_000);
   store.put(newLease(id('thief'), now(), TTL), {});
-  await advance(3_100);
+  await advance(1_400);
   assert.equal(events.length, 1, events.join('\n'));
-  assert.match(events[0]!, /^50[0-4]\d lost true lease taken by vault \(instance i-thief\) \(our renewal: lease changed under us \(412\)\)$/);
+  assert.match(events[0]!, /^33[3-5]\d lost true lease taken by vault \(instance i-thief\) \(our renewal: lease changed under us \(412\)\)$/);
   assert.deepEqual(store.since(T0 + 2_100).map((c) => c.op), ['write', 'read'], 'the refused conditional write, then one read');
   const n = store.calls.length;
   await advance(20_000);
@@ -224,20 +241,20 @@ test('a 500 on a conditional renewal: one read settles it (landed → ok; not la
   k.startRenewing();
   // 1: the write lands, the answer is a 500.
   store.afterWrite = () => { store.afterWrite = null; throw new LeaseAmbiguous('conditional lease write answered 500'); };
-  await advance(5_100);
+  await advance(3_400);
   assert.equal(k.deadline, Date.parse(store.lease!.expiresAt) - 2_500);
-  near(Date.parse(store.lease!.expiresAt), T0 + 5_000 + TTL, 'the landed write counts: expiry');
+  near(Date.parse(store.lease!.expiresAt), T0 + 3_333 + TTL, 'the landed write counts: expiry');
   // 2: the write does not land, the answer is a 500 (a lost race on RGW would look the same).
   store.beforeWrite = () => { store.beforeWrite = null; throw new LeaseAmbiguous('conditional lease write answered 500'); };
   const t = now();
-  await advance(6_500);
+  await advance(4_500);
   const writes = store.since(t, 'write');
   assert.equal(writes.length, 2, JSON.stringify(writes));
   assert.ok(writes[1]!.at - writes[0]!.at >= 1_000 && writes[1]!.at - writes[0]!.at <= 2_000, `retry ${writes[1]!.at - writes[0]!.at} ms after the ambiguous write`);
   assert.equal(store.lease!.expiresAt, new Date(writes[1]!.at + TTL).toISOString());
   // 3: a 412 while the lease is still ours (a retried PUT whose first try landed): the read shows it, carry on.
   store.afterWrite = () => { store.afterWrite = null; throw new LeaseConflict('lease changed under us (412)'); };
-  await advance(5_400);
+  await advance(3_400);
   assert.equal(events.length, 0, events.join('\n'));
   assert.ok(k.held);
   assert.equal(k.suspended, null);
@@ -293,7 +310,7 @@ test('a renewal whose write completes after the deadline does not count: suspend
   release!(); // lands now, after the deadline
   await flush();
   const landedAt = now();
-  near(Date.parse(store.lease!.expiresAt), T0 + 5_000 + TTL, 'the late write landed: expiry');
+  near(Date.parse(store.lease!.expiresAt), T0 + 3_333 + TTL, 'the late write landed: expiry');
   assert.ok(k.suspended, 'a late success lifted the suspension');
   // The next (suspended) attempt: read, write, read back, settle, read back, then regained.
   await advance(8_000);

@@ -167,7 +167,7 @@ test('S3LeaseStore.probe on fauxqs: not enforced (it ignores preconditions)', as
     assert.deepEqual({ enforced: r.enforced, applicable: r.applicable }, { enforced: false, applicable: true }, r.detail);
     const k = new LeaseKeeper({ store, me: id('f'), ttlMs: 10_000, onLost: () => undefined });
     const st = await k.probe();
-    assert.match(st!.message, /conditional writes not enforced: read-back only; two primaries can overlap for up to 10 s/);
+    assert.match(st!.message, /conditional writes not enforced: read-back only; two primaries can overlap for up to 7 s/);
   } finally {
     c.destroy();
     await s3.stop();
