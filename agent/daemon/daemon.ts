@@ -272,11 +272,19 @@ export class Daemon {
     // vault whose files the decision could still keep, and Vaultwarden starts only after
     // both are in place (this function returns after both). Local files that differ go
     // aside as in the sequential order.
+    // The database is installed only once the files' restore is recorded (or has ended):
+    // a crash after the install then finds the record and completes the files. A failed
+    // database restore stops the download (filesAbort) instead of waiting for all of it.
     let files: Promise<void> | undefined;
-    const early = () => {
+    const filesAbort = new AbortController();
+    signal.addEventListener('abort', () => filesAbort.abort(signal.reason), { once: true });
+    const early = (): Promise<void> => {
       const pending = mirror.pendingRestore();
-      files = this.restoreFiles(pending?.asideDir ?? startup.asideFolder('files-replaced-by-restore'), signal);
+      let recorded!: () => void;
+      const isRecorded = new Promise<void>((r) => { recorded = r; });
+      files = this.restoreFiles(pending?.asideDir ?? startup.asideFolder('files-replaced-by-restore'), filesAbort.signal, recorded);
       files.catch(() => undefined); // awaited below; its error is the start's
+      return Promise.race([isRecorded, files.then(() => undefined, () => undefined)]);
     };
     try {
       this.restore = await startup.restoreOnStart((p) => {
@@ -287,6 +295,7 @@ export class Daemon {
         void notifier.extendTimeout(120_000, `restoring: database ${p.phase === 'wal' && p.walIndex !== undefined ? `WAL segment ${p.walIndex}${p.walMax !== undefined ? ` of ${p.walMax}` : ''}` : p.phase}`);
       }, signal, early);
     } catch (err) {
+      filesAbort.abort(new Error('the database restore failed'));
       await files?.catch(() => undefined); // no download left running behind a failed start
       throw err;
     }
@@ -322,7 +331,7 @@ export class Daemon {
    * start timeout out (EXTEND_TIMEOUT_USEC), so a long restore is not killed mid-way
    * while a stalled one still is. A failure fails the start: the next start finishes it.
    */
-  private async restoreFiles(asideDir: string, signal: AbortSignal): Promise<void> {
+  private async restoreFiles(asideDir: string, signal: AbortSignal, onRecorded?: () => void): Promise<void> {
     const { mirror, notifier, clock, ids } = this.deps;
     await this.machine.enter('restore', `restoring files from ${mirror.store.url}`);
     let last = 0;
@@ -331,7 +340,7 @@ export class Daemon {
       if (clock.now() - last < 1000 && p.done < p.total) return;
       last = clock.now();
       void notifier.extendTimeout(120_000, `restoring: files ${p.done}/${p.total}, ${(p.bytes / 1048576).toFixed(0)} of ${(p.totalBytes / 1048576).toFixed(0)} MiB`);
-    }, signal);
+    }, signal, onRecorded);
     log.info({ files: f.files, replaced: f.replaced, unchanged: f.unchanged, ignored: f.ignored, bytes: f.bytes, from: mirror.store.url, ...(f.replaced ? { keptAt: `${asideDir}/files` } : {}) },
       `restored ${f.files} files (${f.bytes} bytes) from ${mirror.store.url}; ${f.unchanged} already here${f.replaced ? `; ${f.replaced} local files that differed kept at ${asideDir}/files` : ''}${f.ignored ? `; ${f.ignored} skipped (links in the data folder)` : ''}`);
   }

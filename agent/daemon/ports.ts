@@ -86,7 +86,8 @@ export interface MirrorPort {
   fence(reason: string): void;
   unfence(): void;
   pendingRestore(): PendingRestore | null;
-  restore(ids: { uid: number; gid: number }, asideDir?: string, onProgress?: (p: FilesProgress) => void, signal?: AbortSignal): Promise<RestoreResult>;
+  /** `onRecorded`: the pending-restore record is durable (a crash from now on completes the restore at the next start). */
+  restore(ids: { uid: number; gid: number }, asideDir?: string, onProgress?: (p: FilesProgress) => void, signal?: AbortSignal, onRecorded?: () => void): Promise<RestoreResult>;
 }
 
 /** Litestream as the daemon watches it (its /metrics, the shadow WAL, its loaded config). */

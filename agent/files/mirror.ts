@@ -536,13 +536,15 @@ export class FileMirror {
    * size (and the stored sha256) and renamed into place only then. The restore is
    * recorded until it completes, so an interrupted one is finished at the next start.
    */
-  async restore(ids: Ids, asideDir?: string, onProgress?: (p: RestoreProgress) => void, signal?: AbortSignal): Promise<RestoreResult> {
+  /** `onRecorded`: called once the pending-restore record is on disk (before any download). */
+  async restore(ids: Ids, asideDir?: string, onProgress?: (p: RestoreProgress) => void, signal?: AbortSignal, onRecorded?: () => void): Promise<RestoreResult> {
     return this.serial(async () => {
       const pending = this.pendingRestore();
       const aside = asideDir ?? pending?.asideDir;
       if (this.pendingPath) {
         await writePrivateFile(this.pendingPath, JSON.stringify({ destination: this.store.url, startedAt: pending?.startedAt ?? new Date().toISOString(), ...(aside ? { asideDir: aside } : {}) } satisfies PendingRestore) + '\n');
       }
+      onRecorded?.();
       const remote = await this.listRemote(signal);
       this.lastList = Date.now();
       const progress: RestoreProgress = { done: 0, total: remote.length, bytes: 0, totalBytes: remote.reduce((n, o) => n + o.size, 0) };

@@ -173,9 +173,11 @@ export interface StartOptions {
   onProgress?: (p: RestoreProgress) => void;
   /**
    * The rule chose to restore onto a host with no local database: called once, before the
-   * copy is installed (the data folder holds no vault the decision could still keep).
+   * copy is installed (the data folder holds no vault the decision could still keep); the
+   * install waits for what it returns (the files' restore recorded on disk: a crash after
+   * the install must not leave a database whose files nobody restores).
    */
-  onRestoreDecided?: (d: Extract<RestoreDecision, { action: 'restore' }>) => void;
+  onRestoreDecided?: (d: Extract<RestoreDecision, { action: 'restore' }>) => void | Promise<void>;
 }
 
 /**
@@ -241,7 +243,7 @@ export async function restoreOnStart(cfg: Config, rt: Runtime, opts: StartOption
     }
     if (decision.action === 'restore') {
       // Told before the copy is ready: the files of a new host can come meanwhile.
-      if (!local.exists && !recovered) opts.onRestoreDecided?.(decision);
+      if (!local.exists && !recovered) await opts.onRestoreDecided?.(decision);
       let checked: { intact: true; users: number } | undefined;
       if (!tmp) {
         const copy = early ? await early.copy : await restoreChecked(rt, {}, { onProgress: opts.onProgress });

@@ -119,10 +119,19 @@ class FakeMirror implements MirrorPort {
   fence(reason: string) { this.fenced = reason; this.w().calls.push('files:fenced'); }
   unfence() { this.fenced = null; this.w().calls.push('files:unfenced'); }
   pendingRestore() { return null; }
-  async restore() {
+  async restore(_ids: unknown, _aside?: string, _progress?: unknown, signal?: AbortSignal, onRecorded?: () => void) {
     const w = this.w();
     w.calls.push('files:restore');
-    if (w.newHost) { for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r)); w.calls.push('files:done'); }
+    if (w.newHost) {
+      await new Promise((r) => setImmediate(r));
+      w.calls.push('files:recorded');
+      onRecorded?.();
+      for (let i = 0; i < 20; i++) {
+        await new Promise((r) => setImmediate(r));
+        if (signal?.aborted) { w.calls.push('files:aborted'); throw signal.reason; }
+      }
+      w.calls.push('files:done');
+    } else onRecorded?.();
     return { files: 1, bytes: 1, unchanged: 0, replaced: 0, ignored: 0 };
   }
 }
@@ -225,7 +234,8 @@ async function play(row: Row): Promise<{ d: Daemon; w: World; code: number }> {
         w.calls.push('restore-db');
         w.hooks.restore?.();
         if (w.newHost) {
-          onRestoreDecided?.();
+          await onRestoreDecided?.();
+          w.calls.push('restore-db:decided');
           for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
           if (w.restoreFails > 0) { w.restoreFails--; w.calls.push('restore-db:failed'); throw new Error('replica unreachable'); }
           w.calls.push('restore-db:installed');
@@ -321,11 +331,11 @@ const rows: Row[] = [
     order: [`start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started:deferred', 'ready:serving', 'vw:marker'] },
   { name: 'new host: the files download beside the database copy, and the upgrade snapshot of the restored copy beside them; Litestream and Vaultwarden only after all; the row marker after READY', setup: (w) => { w.newHost = true; }, exit: 0,
     states: ['restoring', 'replicating', 'serving', 'draining', 'stopped'],
-    order: ['restore-db', 'files:restore', 'restore-db:installed', 'vw:after-restore', 'files:done', 'vw:after-restore:done', `start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started:deferred', 'ready:serving', 'vw:marker'],
+    order: ['restore-db', 'files:restore', 'files:recorded', 'restore-db:decided', 'restore-db:installed', 'vw:after-restore', 'files:done', 'vw:after-restore:done', `start:${LS}`, 'vw:before-start', `start:${VW}`, 'vw:started:deferred', 'ready:serving', 'vw:marker'],
     check: (_d, w) => { assert.equal(w.calls.filter((c) => c === 'files:restore').length, 1); } },
-  { name: 'new host, the database restore fails: the start fails only once the files ended; nothing starts', setup: (w) => { w.newHost = true; w.restoreFails = 1; }, exit: 1,
+  { name: 'new host, the database restore fails: the files\' download is stopped and waited for; nothing starts', setup: (w) => { w.newHost = true; w.restoreFails = 1; }, exit: 1,
     states: ['restoring', 'failed', 'draining', 'failed'],
-    order: ['restore-db', 'files:restore', 'restore-db:failed', 'files:done'], never: [`start:${LS}`, `start:${VW}`, 'vw:after-restore'] },
+    order: ['restore-db', 'files:restore', 'files:recorded', 'restore-db:decided', 'restore-db:failed', 'files:aborted'], never: [`start:${LS}`, `start:${VW}`, 'vw:after-restore', 'files:done'] },
   { name: 'no snapshot possible before an upgrade: Vaultwarden does not start, failed, exit 1', setup: (w) => { w.snapshotFails = true; }, exit: 1,
     states: ['restoring', 'replicating', 'failed', 'draining', 'failed'], order: ['vw:before-start', `stop:${LS}`], never: [`start:${VW}`, 'vw:started:deferred', 'ready:serving'] },
   { name: 'stop during the conditional-write probe: nothing started', stopAt: 'probe', exit: 0,

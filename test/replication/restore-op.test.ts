@@ -219,10 +219,20 @@ test('new host: the restore runs beside the listing and installs the latest stat
   const saved = hideLocal();
   try {
     const order: string[] = [];
-    const outcome = await restoreOnStart(cfg, rt, { paths: p, onRestoreDecided: (d) => order.push(`decided:${d.setAside}`), onProgress: (s) => { if (s.phase === 'done') order.push('copy done'); } });
+    // The copy may end before or after the listing decides (they race); the install waits
+    // for what the decision's callback returns (the daemon: the files' restore recorded).
+    const outcome = await restoreOnStart(cfg, rt, {
+      paths: p,
+      onRestoreDecided: async (d) => {
+        order.push(`decided:${d.setAside}`);
+        await new Promise((r) => setTimeout(r, 300));
+        order.push(existsSync(db) ? 'installed before the callback returned' : 'not installed while the callback ran');
+      },
+      onProgress: (s) => { if (s.phase === 'done') order.push('copy done'); },
+    });
     assert.equal(outcome.decision.action, 'restore');
     assert.equal(contentDigest(db), digest20);
-    assert.equal(order[0], 'decided:none');
+    assert.deepEqual(order.filter((o) => o !== 'copy done'), ['decided:none', 'not installed while the callback ran']);
     assert.ok(order.includes('copy done'));
     assert.deepEqual(readdirSync(data).filter((f) => f.startsWith('.vwstream-restore-')), []);
     assert.equal(readRestoreOp(p.opFile), undefined);
