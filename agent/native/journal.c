@@ -39,6 +39,27 @@ static napi_value num(napi_env env, int v) {
   return r;
 }
 
+/* A datagram socket in *sock, opened at the first use: 0 or errno. */
+static int dgram_socket(int *sock) {
+  if (*sock < 0) {
+    *sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (*sock < 0) return errno;
+  }
+  return 0;
+}
+
+/* *a names `path` (len bytes; '@' first: the abstract namespace, no terminator); its length. */
+static socklen_t unix_addr(struct sockaddr_un *a, const char *path, size_t len) {
+  memset(a, 0, sizeof(*a));
+  a->sun_family = AF_UNIX;
+  memcpy(a->sun_path, path, len);
+  if (path[0] == '@') {
+    a->sun_path[0] = '\0';
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+  }
+  return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+}
+
 static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -47,14 +68,9 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t len = 0;
   if (napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &len) != napi_ok) return num(env, EINVAL);
   if (len == 0 || len >= sizeof(path) - 1) return num(env, ENAMETOOLONG);
-  if (fd < 0) {
-    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return num(env, errno);
-  }
-  memset(&addr, 0, sizeof(addr));
-  addr.sun_family = AF_UNIX;
-  memcpy(addr.sun_path, path, len);
-  addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+  int rc = dgram_socket(&fd);
+  if (rc) return num(env, rc);
+  addr_len = unix_addr(&addr, path, len);
   return num(env, 0);
 }
 
@@ -96,16 +112,9 @@ static napi_value js_notify(napi_env env, napi_callback_info info) {
   void *data = NULL;
   size_t dlen = 0;
   if (napi_get_buffer_info(env, argv[1], &data, &dlen) != napi_ok) return num(env, EINVAL);
-  if (notify_fd < 0) {
-    notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (notify_fd < 0) return num(env, errno);
-  }
-  memset(&to, 0, sizeof(to));
-  to.sun_family = AF_UNIX;
-  memcpy(to.sun_path, path, len);
-  socklen_t to_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
-  if (path[0] == '@') to.sun_path[0] = '\0'; /* abstract: exactly len bytes, no terminator */
-  else to_len += 1;
+  int rc = dgram_socket(&notify_fd);
+  if (rc) return num(env, rc);
+  socklen_t to_len = unix_addr(&to, path, len);
   ssize_t n;
   do n = sendto(notify_fd, data, dlen, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&to, to_len);
   while (n < 0 && errno == EINTR);
