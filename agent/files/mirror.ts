@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { lstatSync, readFileSync, watch, type FSWatcher } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -166,6 +166,8 @@ export class FileMirror {
   private manifest: Manifest;
   private running: Promise<unknown> = Promise.resolve();
   private watcher: FSWatcher | undefined;
+  /** Recursive watchers of the scope's folders (attachments/, sends/, …), by folder name. */
+  private dirWatchers = new Map<string, { w: FSWatcher; ino: number }>();
   private debounce: NodeJS.Timeout | undefined;
   private lastList = 0;
   lastSync: Date | null = null;
@@ -491,19 +493,52 @@ export class FileMirror {
   /** Watches the data folder (inotify): a change is mirrored about a second later. */
   private watchError: ((err: Error) => void) | undefined;
 
+  /**
+   * Change-driven passes: the data folder itself is watched flat (its root files, and its
+   * scope folders appearing or going), and each scope folder that is a real directory
+   * recursively. Not the whole folder recursively: the database's -wal, -shm and
+   * Litestream's shadow files change with every write, and Node's recursive watcher stats
+   * and re-lists a folder at each event of any file in it.
+   */
   watch(onError: (err: Error) => void): void {
     this.watchError = onError;
+    const changed = () => {
+      this.pendingSince ??= Date.now();
+      if (this.fenced) return; // counted as lag; uploaded once the mirror may write again
+      clearTimeout(this.debounce);
+      this.debounce = setTimeout(() => void this.syncInBackground('change').catch(onError), 1000);
+    };
     try {
-      this.watcher = watch(this.dataFolder, { recursive: true }, (_event, name) => {
-        if (name && !inScope(this.scope, String(name))) return;
-        this.pendingSince ??= Date.now();
-        if (this.fenced) return; // counted as lag; uploaded once the mirror may write again
-        clearTimeout(this.debounce);
-        this.debounce = setTimeout(() => void this.syncInBackground('change').catch(onError), 1000);
+      this.watcher = watch(this.dataFolder, (_event, name) => {
+        const n = name ? String(name) : '';
+        if (this.scope.dirs.includes(n)) { this.watchDir(n, changed, onError); changed(); return; }
+        if (!n || inScope(this.scope, n)) changed();
       });
       this.watcher.on('error', onError);
+      for (const d of this.scope.dirs) this.watchDir(d, changed, onError);
     } catch (err) {
       onError(err as Error);
+    }
+  }
+
+  /** (Re)arms the recursive watch of scope folder `dir` when it is a real directory (never through a link). */
+  private watchDir(dir: string, changed: () => void, onError: (err: Error) => void): void {
+    const path = join(this.dataFolder, dir);
+    let st;
+    try { st = lstatSync(path); } catch { st = undefined; }
+    const cur = this.dirWatchers.get(dir);
+    if (cur && st?.isDirectory() && st.ino === cur.ino) return;
+    cur?.w.close();
+    this.dirWatchers.delete(dir);
+    if (!st?.isDirectory()) return; // absent, or a link or file: the pass skips it; the flat watch sees it come back
+    try {
+      const w = watch(path, { recursive: true }, (_event, name) => { if (!name || inScope(this.scope, `${dir}/${String(name)}`)) changed(); });
+      w.on('error', () => { w.close(); if (this.dirWatchers.get(dir)?.w === w) this.dirWatchers.delete(dir); });
+      // Swapped for a link between the check and the watch: not watched through it.
+      if (lstatSync(path).ino !== st.ino) { w.close(); return; }
+      this.dirWatchers.set(dir, { w, ino: st.ino });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') onError(err as Error);
     }
   }
 
@@ -512,6 +547,8 @@ export class FileMirror {
     clearTimeout(this.debounce);
     this.watcher?.close();
     this.watcher = undefined;
+    for (const { w } of this.dirWatchers.values()) w.close();
+    this.dirWatchers.clear();
     this.background.abort(new Error('draining'));
     this.background = new AbortController();
   }

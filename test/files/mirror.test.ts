@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync, existsSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -136,6 +136,54 @@ test('lag: a change seen by the watcher waits until a clean pass uploads it; a f
     await mirror.sync('timer');
     assert.equal(mirror.lagMs, 0);
     assert.deepEqual(errors, []);
+  } finally {
+    mirror.stopWatching();
+  }
+});
+
+test('watch: scope folders recursively and root files flat; the database, its WAL and Litestream\'s files never start a pass; a folder created later or replaced by a link', async () => {
+  const data = join(root, 'data-watch');
+  mkdirSync(join(data, 'attachments/a1'), { recursive: true });
+  mkdirSync(join(data, '.db.sqlite3-litestream/generations/g/wal'), { recursive: true });
+  writeFileSync(join(data, 'db.sqlite3'), 'db');
+  const store = new DirStore(join(root, 'remote-watch'));
+  const mirror = new FileMirror({ dataFolder: data, scope, store, manifestPath: join(root, 'manifest-watch.json') });
+  await mirror.sync('start');
+  const passes: string[] = [];
+  const realSync = mirror.syncInBackground.bind(mirror);
+  mirror.syncInBackground = async (reason: string) => { passes.push(reason); return realSync(reason); };
+  const settle = () => new Promise((r) => setTimeout(r, 1_400)); // the 1 s debounce, and a little
+  mirror.watch((e) => assert.fail(e));
+  try {
+    for (let i = 0; i < 5; i++) {
+      writeFileSync(join(data, 'db.sqlite3-wal'), `wal ${i}`);
+      writeFileSync(join(data, '.db.sqlite3-litestream/generations/g/wal/00000000.wal'), `shadow ${i}`);
+    }
+    writeFileSync(join(data, 'db.sqlite3'), 'db2');
+    await settle();
+    assert.deepEqual(passes, [], 'a database write started a pass');
+    writeFileSync(join(data, 'attachments/a1/deep'), 'x');
+    await settle();
+    assert.deepEqual(passes, ['change']);
+    writeFileSync(join(data, 'rsa_key.pem'), 'key');
+    await settle();
+    assert.deepEqual(passes, ['change', 'change']);
+    // sends/ did not exist at the start: created now, then a file in it.
+    mkdirSync(join(data, 'sends/s1'), { recursive: true });
+    await settle();
+    writeFileSync(join(data, 'sends/s1/file'), 'send');
+    await settle();
+    assert.equal(passes.length, 4, `passes ${JSON.stringify(passes)}`);
+    // attachments/ replaced by a link to a folder elsewhere: what changes there is not watched.
+    const elsewhere = join(root, 'elsewhere-watch');
+    mkdirSync(elsewhere, { recursive: true });
+    rmSync(join(data, 'attachments'), { recursive: true, force: true });
+    symlinkSync(elsewhere, join(data, 'attachments'));
+    await settle();
+    const before = passes.length;
+    writeFileSync(join(elsewhere, 'through-the-link'), 'x');
+    await settle();
+    assert.equal(passes.length, before, 'a change behind a link started a pass');
   } finally {
     mirror.stopWatching();
   }
