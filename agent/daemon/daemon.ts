@@ -284,7 +284,8 @@ export class Daemon {
       const isRecorded = new Promise<void>((r) => { recorded = r; });
       files = this.restoreFiles(pending?.asideDir ?? startup.asideFolder('files-replaced-by-restore'), filesAbort.signal, recorded);
       files.catch(() => undefined); // awaited below; its error is the start's
-      return Promise.race([isRecorded, files.then(() => undefined, () => undefined)]);
+      // Recorded, or finished: the install may go on. Failed before its record: so does the start.
+      return Promise.race([isRecorded, files.then(() => undefined)]);
     };
     try {
       this.restore = await startup.restoreOnStart((p) => {

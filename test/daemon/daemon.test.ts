@@ -53,6 +53,7 @@ interface World {
   vwMigrates?: boolean;
   /** No local database: restoreOnStart tells the decision before its copy is installed; both take a few ticks. */
   newHost?: boolean;
+  filesFailEarly?: boolean;
   lease: FakeLease;
   mirror: FakeMirror;
   now: number;
@@ -124,6 +125,7 @@ class FakeMirror implements MirrorPort {
     w.calls.push('files:restore');
     if (w.newHost) {
       await new Promise((r) => setImmediate(r));
+      if (w.filesFailEarly) { w.calls.push('files:failed-early'); throw new Error('no space left on device (the pending-restore record)'); }
       w.calls.push('files:recorded');
       onRecorded?.();
       for (let i = 0; i < 20; i++) {
@@ -336,6 +338,9 @@ const rows: Row[] = [
   { name: 'new host, the database restore fails: the files\' download is stopped and waited for; nothing starts', setup: (w) => { w.newHost = true; w.restoreFails = 1; }, exit: 1,
     states: ['restoring', 'failed', 'draining', 'failed'],
     order: ['restore-db', 'files:restore', 'files:recorded', 'restore-db:decided', 'restore-db:failed', 'files:aborted'], never: [`start:${LS}`, `start:${VW}`, 'vw:after-restore', 'files:done'] },
+  { name: 'new host, the files\' restore cannot even be recorded: the database is not installed, the start fails', setup: (w) => { w.newHost = true; w.filesFailEarly = true; }, exit: 1,
+    states: ['restoring', 'failed', 'draining', 'failed'],
+    order: ['restore-db', 'files:restore', 'files:failed-early'], never: ['restore-db:decided', 'restore-db:installed', `start:${LS}`, `start:${VW}`] },
   { name: 'no snapshot possible before an upgrade: Vaultwarden does not start, failed, exit 1', setup: (w) => { w.snapshotFails = true; }, exit: 1,
     states: ['restoring', 'replicating', 'failed', 'draining', 'failed'], order: ['vw:before-start', `stop:${LS}`], never: [`start:${VW}`, 'vw:started:deferred', 'ready:serving'] },
   { name: 'stop during the conditional-write probe: nothing started', stopAt: 'probe', exit: 0,
