@@ -83,7 +83,7 @@ test('doctor: all ok on RGW (conditional writes enforced); each broken setting â
     assert.ok(checks.includes(c), `no ${c} check:\n${show(good.lines)}`);
   }
   const byCheck = (ls: Line[], c: string) => ls.find((l) => l.check === c)!;
-  assert.match(byCheck(good.lines, 'conditional-writes').detail, /^enforced \(a second PUT with If-None-Match: \* answered 412\)/);
+  assert.match(byCheck(good.lines, 'conditional-writes').detail, /^enforced \(a second PUT with If-None-Match: \* answered 412, one with a wrong If-Match 412\)/);
   assert.match(byCheck(good.lines, 'vaultwarden').detail, /^\/usr\/bin\/vaultwarden: Vaultwarden 1\.32\.7$/);
   assert.match(byCheck(good.lines, 'port').detail, new RegExp(`Vaultwarden answers on 127\\.0\\.0\\.1:${h.port}`));
   assert.match(byCheck(good.lines, 'socket').detail, /660 root:vwstream\) answers: state serving/);
